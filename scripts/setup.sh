@@ -1,0 +1,15 @@
+# Sourced by test.sh and demo.sh: create .venv and install opsctl with its dev extras, once per
+# change of pyproject.toml or constraints.txt (a stamp file keeps cached runs fast).
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.opsctl-installed
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" -c constraints.txt 2>&1 | grep -vE "is ignored|^\s*$" || true
+  .venv/bin/python -c "import opsctl, typer, psycopg, redis, kafka, boto3, kubernetes, moto" \
+    || { echo "setup: installing opsctl into .venv failed" >&2; exit 1; }
+  echo "$want" > "$stamp"
+fi

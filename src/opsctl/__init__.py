@@ -1,0 +1,3 @@
+"""opsctl: executable runbooks."""
+
+__version__ = "0.1.0"

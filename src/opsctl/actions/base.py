@@ -1,0 +1,229 @@
+"""The action contract.
+
+An action is a registered class that owns its name, its argument schema, whether it is read-only,
+and the code that talks to one backend.  The executor, never the action, decides what runs:
+
+* read-only actions: ``run()`` returns a JSON-serialisable result;
+* mutating actions: ``plan()`` (read-only, live lookups) returns the concrete changes, the executor
+  shows them, stops there on --dry-run, asks for confirmation, then calls ``apply(plan)``, the only
+  code that mutates.
+
+Backend client libraries are imported inside methods (or through ``opsctl.backends.*``), never at
+module import time, so ``opsctl --help`` and ``opsctl validate`` stay fast.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from opsctl.errors import Cancelled, StepTimeout
+
+
+@dataclass
+class Change:
+    """One concrete change a mutating action will make."""
+
+    target: str  # what is changed: "deployment default/api", "backend pid 4242"
+    operation: str  # what is done to it: "scale", "terminate", "set"
+    before: Any = None
+    after: Any = None
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Plan:
+    """What ``apply`` will do, resolved against live read-only lookups."""
+
+    summary: str
+    changes: list[Change] = field(default_factory=list)
+    # what apply() needs (resolved targets); JSON-serialisable because it goes into the run log
+    data: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary, "changes": [c.as_dict() for c in self.changes],
+                "data": self.data, "warnings": self.warnings}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        return cls(summary=d.get("summary", ""), changes=[Change(**c) for c in d.get("changes", [])],
+                   data=d.get("data", {}), warnings=d.get("warnings", []))
+
+
+class ProgressHandle(Protocol):
+    def advance(self, n: float = 1, **fields: Any) -> None: ...
+    def update(self, *, total: float | None = None, completed: float | None = None,
+               description: str | None = None, **fields: Any) -> None: ...
+
+
+class Reporter(Protocol):
+    """What the renderer offers to running actions (progress bars, log lines)."""
+
+    def progress(self, step_id: str, description: str, total: float | None) -> Any: ...
+    def log(self, step_id: str, message: str) -> None: ...
+
+
+class _NullProgress:
+    def advance(self, n: float = 1, **fields: Any) -> None:
+        pass
+
+    def update(self, **kw: Any) -> None:
+        pass
+
+
+class ActionContext:
+    """Everything an action may use at run time.  One per step execution.
+
+    ``backend_config(name)`` gives the selected environment's section for a backend (may be empty:
+    the backend module then falls back to the standard variables such as DATABASE_URL).
+    ``client(key, factory)`` caches one client per run, shared by the steps of that run.
+    Long loops must call ``check_cancelled()`` (or use ``sleep()``), so that a step timeout or
+    Ctrl-C stops the work and not just the waiting.
+    """
+
+    def __init__(self, *, step_id: str = "", dry_run: bool = False,
+                 environment: Any = None, clients: dict[str, Any] | None = None,
+                 clients_lock: threading.Lock | None = None,
+                 cancelled: threading.Event | None = None, deadline: float | None = None,
+                 reporter: Reporter | None = None) -> None:
+        self.step_id = step_id
+        self.dry_run = dry_run
+        self.environment = environment
+        self._clients = clients if clients is not None else {}
+        self._clients_lock = clients_lock or threading.Lock()
+        self.cancelled = cancelled or threading.Event()
+        self.deadline = deadline  # time.monotonic() value or None
+        self._reporter = reporter
+        self.timed_out = False
+
+    # ---- configuration and clients -------------------------------------------------------------
+    def backend_config(self, name: str) -> dict[str, Any]:
+        if self.environment is None:
+            return {}
+        return dict(self.environment.backend(name))
+
+    def client(self, key: str, factory: Callable[[], Any]) -> Any:
+        with self._clients_lock:
+            if key not in self._clients:
+                self._clients[key] = factory()
+            return self._clients[key]
+
+    def forget(self, key: str) -> None:
+        """Drop a cached client (e.g. a cached connection failure that may have healed)."""
+        with self._clients_lock:
+            self._clients.pop(key, None)
+
+    # ---- time and cancellation -----------------------------------------------------------------
+    def remaining(self, default: float | None = None) -> float | None:
+        """Seconds left before this step's deadline (``default`` when there is none)."""
+        if self.deadline is None:
+            return default
+        left = max(0.0, self.deadline - time.monotonic())
+        return left if default is None else min(left, default)
+
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise Cancelled("interrupted")
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.timed_out = True
+            raise StepTimeout("step timed out")
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep that wakes up (and raises) on cancellation or deadline."""
+        end = time.monotonic() + seconds
+        while True:
+            self.check_cancelled()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            wait = min(left, 0.2)
+            if self.deadline is not None:
+                wait = min(wait, max(0.0, self.deadline - time.monotonic()) + 0.001)
+            self.cancelled.wait(wait)
+
+    # ---- output --------------------------------------------------------------------------------
+    @contextmanager
+    def progress(self, description: str, total: float | None = None) -> Iterator[ProgressHandle]:
+        """A progress bar (or spinner when total is None) for long work inside a step."""
+        if self._reporter is None:
+            yield _NullProgress()
+            return
+        with self._reporter.progress(self.step_id, description, total) as handle:
+            yield handle
+
+    def log(self, message: str) -> None:
+        if self._reporter is not None:
+            self._reporter.log(self.step_id, message)
+
+
+class Action:
+    """Base class of every action.  Subclasses set the class attributes and implement either
+    ``run`` (read-only) or ``plan`` + ``apply`` (mutating)."""
+
+    name: ClassVar[str] = ""
+    backend: ClassVar[str] = "core"
+    read_only: ClassVar[bool] = True
+    summary: ClassVar[str] = ""
+    # JSON Schema of the `with:` mapping; always an object with additionalProperties: false
+    schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {},
+                                        "additionalProperties": False}
+
+    def __init__(self, args: dict[str, Any], ctx: ActionContext) -> None:
+        self.args = args
+        self.ctx = ctx
+
+    @classmethod
+    def validate_args(cls, args: dict[str, Any]) -> list[tuple[str, str]]:
+        """Semantic checks beyond the schema, run by ``opsctl validate`` before anything executes.
+
+        ``args`` are the raw (untemplated) values: skip values that are template strings.
+        Returns (argument-name, message) pairs; the validator adds file:line:col.
+        """
+        return []
+
+    def run(self) -> Any:
+        raise NotImplementedError(f"{self.name} is mutating: it has plan()/apply(), not run()")
+
+    def plan(self) -> Plan:
+        raise NotImplementedError(f"{self.name} is read-only: it has run(), not plan()")
+
+    def apply(self, plan: Plan) -> Any:
+        raise NotImplementedError(f"{self.name} is read-only: it has run(), not apply()")
+
+    @classmethod
+    def summarize(cls, result: Any) -> str:
+        """One line for the human renderer; override for something better than a truncated repr."""
+        if isinstance(result, dict):
+            parts = [f"{k}={v}" for k, v in result.items()
+                     if isinstance(v, str | int | float | bool) or v is None]
+            text = ", ".join(parts)
+        else:
+            text = repr(result)
+        return text if len(text) <= 160 else text[:157] + "..."
+
+
+def type_schema(properties: dict[str, Any] | None = None, required: list[str] | None = None,
+                **extra: Any) -> dict[str, Any]:
+    """Build an action argument schema (closed object), in the style of c7n's ``type_schema``."""
+    schema: dict[str, Any] = {"type": "object", "properties": properties or {},
+                              "additionalProperties": False}
+    if required:
+        schema["required"] = list(required)
+    schema.update(extra)
+    return schema
+
+
+def is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)

@@ -1,0 +1,81 @@
+"""Incident notifications: a Slack incoming-webhook message (seed 001 §1.1-§1.5: `#prod-alerts`,
+"[INCIDENTE P<N>] Título. Status: ...").
+
+Posting is a side effect outside the system being repaired, so it is a mutating action: planned
+(the exact text is shown) in a dry-run, confirmed like any change.  With no webhook configured the
+plan is empty and the message is printed for the engineer to paste.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from opsctl.actions import register
+from opsctl.actions.base import Action, Change, Plan, type_schema
+from opsctl.errors import BackendError
+
+WEBHOOK_ENV = "OPSCTL_SLACK_WEBHOOK_URL"
+
+
+@register
+class Slack(Action):
+    """Post a message to Slack through an incoming webhook.
+
+    The webhook comes from the environment's `notify: {slack_webhook_url: ...}` or
+    `OPSCTL_SLACK_WEBHOOK_URL`; it is a secret and never printed.
+
+    ```yaml
+    - id: announce
+      action: notify.slack
+      with:
+        channel: "#prod-alerts"
+        text: "[INCIDENT P1] DB pool exhausted. Status: Mitigating. Impact: checkout errors."
+    ```
+    """
+
+    name = "notify.slack"
+    backend = "notify"
+    read_only = False
+    summary = "Post `text` to a Slack channel through the configured incoming webhook"
+    schema = type_schema({"text": {"type": "string", "minLength": 1},
+                          "channel": {"type": "string"},
+                          "username": {"type": "string"}}, required=["text"])
+
+    def _webhook(self) -> str | None:
+        return self.ctx.backend_config("notify").get("slack_webhook_url") or os.environ.get(WEBHOOK_ENV)
+
+    def plan(self) -> Plan:
+        channel = self.args.get("channel") or "(webhook default channel)"
+        url = self._webhook()
+        if not url:
+            return Plan(summary=f"no Slack webhook configured ({WEBHOOK_ENV}); post this by hand "
+                        f"to {channel}: {self.args['text']}")
+        host = urllib.parse.urlsplit(url).netloc or "webhook"
+        return Plan(summary=f"post 1 message to {channel} via {host}",
+                    changes=[Change(target=f"slack {channel}", operation="post",
+                                    after=self.args["text"])],
+                    data={"channel": self.args.get("channel"), "text": self.args["text"],
+                          "username": self.args.get("username")})
+
+    def apply(self, plan: Plan) -> Any:
+        url = self._webhook()
+        if not url:
+            raise BackendError("notify", f"no Slack webhook configured ({WEBHOOK_ENV})")
+        body = {k: v for k, v in plan.data.items() if v}
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        host = urllib.parse.urlsplit(url).netloc
+        try:
+            with urllib.request.urlopen(request, timeout=self.ctx.remaining(10.0)) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as e:
+            raise BackendError("notify", f"Slack webhook at {host} answered HTTP {e.code}") from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise BackendError("notify", f"cannot reach the Slack webhook at {host}: {reason}") from None
+        return {"posted": True, "status": status, "channel": plan.data.get("channel")}

@@ -1,0 +1,118 @@
+"""AWS clients: the boto3 credential chain, one client per service per run, errors in opsctl's terms.
+
+Configuration, in order: the environment's ``aws:`` section (``region``, ``profile``,
+``endpoint_url``), then boto3's own chain (``AWS_PROFILE``, ``AWS_REGION`` / ``AWS_DEFAULT_REGION``,
+``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>``, instance roles...).  boto3 is imported here,
+inside functions, so that ``opsctl --help`` never pays for it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from opsctl.errors import ActionError, BackendError
+
+if TYPE_CHECKING:
+    from opsctl.actions.base import ActionContext
+
+CONNECT_TIMEOUT = 3.0
+READ_TIMEOUT = 20.0
+
+# error codes that mean "who you are / what you may do", not "what you asked for"
+_AUTH_CODES = {
+    "AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
+    "ExpiredToken", "ExpiredTokenException", "SignatureDoesNotMatch", "AuthFailure",
+    "UnauthorizedOperation", "InvalidAccessKeyId", "MissingAuthenticationToken",
+}
+
+
+def _make_client(cfg: dict[str, Any], service: str) -> Any:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, NoRegionError, ProfileNotFound
+
+    config = Config(connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+                    retries={"mode": "adaptive", "max_attempts": 3}, max_pool_connections=32)
+    try:
+        # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what the other SDKs and Lambda use
+        region = cfg.get("region") or os.environ.get("AWS_REGION") or None
+        session = boto3.Session(profile_name=cfg.get("profile") or None, region_name=region)
+        # endpoint_url None lets botocore honour AWS_ENDPOINT_URL[_SERVICE] itself
+        return session.client(service, config=config, endpoint_url=cfg.get("endpoint_url") or None)
+    except ProfileNotFound as e:
+        raise BackendError("aws", f"{e}. Set aws.profile in opsctl.yaml or AWS_PROFILE to an "
+                                  "existing profile.") from None
+    except NoRegionError:
+        raise BackendError("aws", "no region configured. Set aws.region in opsctl.yaml, "
+                                  "AWS_REGION or AWS_DEFAULT_REGION, or a region in the profile.") from None
+    except BotoCoreError as e:
+        raise BackendError("aws", f"cannot create the {service} client: {e}") from None
+
+
+def client(ctx: ActionContext, service: str) -> Any:
+    """The run's client for ``service`` (``sqs``, ``rds``...), created once and shared by steps."""
+    cfg = ctx.backend_config("aws")
+    key = f"aws:{service}:{cfg.get('profile')}:{cfg.get('region')}:{cfg.get('endpoint_url')}"
+    return ctx.client(key, lambda: _make_client(cfg, service))
+
+
+def error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def _code_and_message(exc: Any) -> tuple[str, str]:
+    """Error code and message; an XML error body sent to a JSON-protocol client (moto does this
+    for authentication failures) is left unparsed by botocore: read its Code and Message."""
+    code = error_code(exc)
+    message = str(exc.response.get("Error", {}).get("Message", "") or code)
+    if message.lstrip().startswith("<"):
+        found = dict(re.findall(r"<(Code|Message)>([^<]*)</\1>", message))
+        code, message = found.get("Code", code), found.get("Message", "(no message)")
+    return code, message
+
+
+@contextmanager
+def aws_errors(what: str) -> Iterator[None]:
+    """Turn botocore exceptions raised while doing ``what`` into BackendError / ActionError.
+
+    Unreachable endpoints and credential problems are backend errors (exit 4); an AWS refusal
+    about the request itself (not found, invalid state) means the action could not do its job.
+    """
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ParamValidationError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+    )
+
+    try:
+        yield
+    except (NoCredentialsError, PartialCredentialsError):
+        raise BackendError("aws", f"{what}: no AWS credentials found. Configure a profile "
+                                  "(aws.profile or AWS_PROFILE), AWS_ACCESS_KEY_ID/"
+                                  "AWS_SECRET_ACCESS_KEY, or an instance role.") from None
+    except (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError) as e:
+        raise BackendError("aws", f"{what}: cannot reach the AWS endpoint ({e}). Check "
+                                  "aws.endpoint_url / AWS_ENDPOINT_URL, the region and the "
+                                  "network.") from None
+    except ParamValidationError as e:  # e.g. an empty identifier templated from an unset param
+        raise ActionError(f"{what}: invalid request: {' '.join(str(e).split())}") from None
+    except ReadTimeoutError as e:
+        raise BackendError("aws", f"{what}: the AWS endpoint did not answer in time ({e}).") from None
+    except ClientError as e:
+        code, message = _code_and_message(e)
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in _AUTH_CODES or status in (401, 403):
+            raise BackendError("aws", f"{what}: access denied ({code}): {message}. Check the "
+                                      "credentials and IAM permissions of the selected "
+                                      "profile.") from None
+        raise ActionError(f"{what}: {code}: {message}") from None

@@ -1,0 +1,293 @@
+"""PostgreSQL connections for the ``postgres.*`` actions.
+
+Where to connect: the environment's ``postgres`` section (``dsn`` and/or ``host``, ``port``, ``user``,
+``dbname``, ``password``, ``connect_timeout``, ``statement_timeout`` in seconds); without one, libpq's
+own variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE...) or ``DATABASE_URL``.
+
+One connection per run and database, shared by the steps under a lock.  Measured on the injected
+fault (max_connections 20, 18 taken): a connection per call (about 6 ms each) made the four
+concurrent diagnose steps need four free slots at the very moment the pool is exhausted, and they
+all failed with "remaining connection slots are reserved"; one shared connection needs one slot,
+and the queries are a few milliseconds each, so serialising them costs nothing visible.
+psycopg connections are not thread-safe, hence the lock.  The connection carries
+``application_name=opsctl`` (recognisable, never targeted, not counted as pool usage) and every
+call sets a ``statement_timeout`` bounded by the step's remaining time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from opsctl.errors import ActionError, BackendError
+
+APPLICATION_NAME = "opsctl"
+CONNECT_TIMEOUT = 3.0
+STATEMENT_TIMEOUT = 15.0
+_KEYS = ("host", "port", "user", "dbname", "password")
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    conninfo: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    connect_timeout: float = CONNECT_TIMEOUT
+    statement_timeout: float = STATEMENT_TIMEOUT
+
+    def describe(self) -> str:
+        """host:port/dbname as libpq will resolve it, without the password."""
+        info = _parse(self.conninfo)
+        info.update({k: v for k, v in self.params.items() if v not in (None, "")})
+        host = info.get("host") or os.environ.get("PGHOST") or "localhost"
+        port = info.get("port") or os.environ.get("PGPORT") or "5432"
+        db = info.get("dbname") or os.environ.get("PGDATABASE") or info.get("user") or ""
+        return f"{host}:{port}/{db}" if db else f"{host}:{port}"
+
+    @property
+    def secrets(self) -> list[str]:
+        found = [str(self.params.get("password") or ""), _parse(self.conninfo).get("password", ""),
+                 os.environ.get("PGPASSWORD", "")]
+        return [s for s in found if s]
+
+
+def _parse(conninfo: str) -> dict[str, str]:
+    if not conninfo:
+        return {}
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return {k: str(v) for k, v in conninfo_to_dict(conninfo).items()}
+    except Exception:  # a malformed DSN is reported by connect() itself
+        return {}
+
+
+def settings_from(cfg: dict[str, Any], database: str | None = None) -> PgSettings:
+    """Settings from an environment section (may be empty) and an optional database override."""
+    conninfo = str(cfg.get("dsn") or ("" if cfg else os.environ.get("DATABASE_URL", "")))
+    params = {k: cfg[k] for k in _KEYS if cfg.get(k) not in (None, "")}
+    if cfg.get("database") and "dbname" not in params:
+        params["dbname"] = cfg["database"]
+    if database:
+        params["dbname"] = database
+    return PgSettings(conninfo=conninfo, params=params,
+                      connect_timeout=float(cfg.get("connect_timeout") or os.environ.get("PGCONNECT_TIMEOUT")
+                                            or CONNECT_TIMEOUT),
+                      statement_timeout=float(cfg.get("statement_timeout") or STATEMENT_TIMEOUT))
+
+
+_URI_PASSWORD = re.compile(r"(://[^:/?#@\s\"']*:)[^\s\"']*@")
+
+
+def _clean(message: str, secrets: list[str]) -> str:
+    """One paragraph, no password, whatever libpq put in the message."""
+    for secret in secrets:
+        message = message.replace(secret, "***")
+    # libpq echoes a URI it cannot parse (then the password is not among `secrets`)
+    message = _URI_PASSWORD.sub(r"\1***@", message)
+    return re.sub(r"\s+", " ", message).strip()
+
+
+def _hint(message: str) -> str:
+    if "reserved for" in message or "too many clients" in message:
+        return (" The server is out of connection slots (this is likely the incident itself): connect "
+                "as a role that may use the reserved slots (a superuser; pg_use_reserved_connections "
+                "from PostgreSQL 16) or free a slot first.")
+    return ""
+
+
+def connect(settings: PgSettings) -> Any:
+    import psycopg
+
+    kwargs = {**settings.params, "application_name": APPLICATION_NAME, "autocommit": True,
+              "connect_timeout": max(1, math.ceil(settings.connect_timeout))}
+    try:
+        return psycopg.connect(settings.conninfo, **kwargs)
+    except psycopg.Error as e:
+        message = _clean(str(e), settings.secrets)
+        raise BackendError("postgres", f"cannot connect to {settings.describe()}: {message}"
+                                       f"{_hint(message)}") from None
+
+
+class PgClient:
+    """The run's connection to one database, (re)opened on demand, used by one step at a time."""
+
+    def __init__(self, settings: PgSettings) -> None:
+        self.settings = settings
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def session(self, remaining: float | None = None) -> Iterator[Any]:
+        """The connection, with statement_timeout set for this call; psycopg errors become
+        opsctl errors, and a broken connection is dropped so that the next call reconnects."""
+        import psycopg
+
+        timeout = self.settings.statement_timeout if remaining is None else \
+            max(0.5, min(self.settings.statement_timeout, remaining))
+        with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = connect(self.settings)
+            try:
+                self._conn.execute(f"SET statement_timeout = {int(timeout * 1000)}")
+                yield self._conn
+            except psycopg.Error as e:
+                if self._conn.broken or self._conn.closed:
+                    self._conn = None
+                raise self._translate(e) from None
+
+    def close(self) -> None:
+        """Called by the executor at the end of the run."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _translate(self, e: Exception) -> Exception:
+        import psycopg
+        from psycopg import errors
+
+        where, text = self.settings.describe(), _clean(str(e), self.settings.secrets)
+        if isinstance(e, errors.QueryCanceled):
+            return ActionError(f"postgres {where}: query cancelled by statement_timeout "
+                               f"({self.settings.statement_timeout:g}s or the step's remaining time)")
+        if isinstance(e, errors.InsufficientPrivilege):
+            return BackendError("postgres", f"{where}: permission denied: {text}")
+        if isinstance(e, psycopg.OperationalError):
+            return BackendError("postgres", f"{where}: connection lost: {text}")
+        return ActionError(f"postgres {where}: {text}")
+
+
+def fetch(conn: Any, query: str, params: Any = None) -> list[dict[str, Any]]:
+    from psycopg.rows import dict_row
+
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params)
+        return list(cur.fetchall()) if cur.description else []
+
+
+# ---- sessions: the one view of pg_stat_activity shared by diagnosis and targeting ---------------
+_SESSIONS = """
+SELECT a.pid, a.backend_start::text AS backend_start, a.usename AS user, a.datname AS database,
+       coalesce(a.application_name, '') AS application_name, host(a.client_addr) AS client_addr,
+       coalesce(a.state, '') AS state, a.backend_type, coalesce(r.rolsuper, false) AS superuser,
+       coalesce(extract(epoch FROM now() - a.state_change), 0)::float AS state_seconds,
+       coalesce(extract(epoch FROM now() - a.query_start), 0)::float AS query_seconds,
+       coalesce(extract(epoch FROM now() - a.xact_start), 0)::float AS xact_seconds,
+       a.wait_event_type, a.wait_event, left(a.query, 200) AS query, pg_blocking_pids(a.pid) AS blocked_by
+FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
+WHERE a.pid <> pg_backend_pid() AND a.backend_type IN ('client backend', 'walsender')
+"""
+
+
+_PASSWORD_LITERAL = re.compile(r"(password\s*=?\s*)('(?:[^']|'')*'|\S+)", re.I)
+
+
+def redact_sql(text: str | None) -> str:
+    """Statement text as shown to people: `PASSWORD '...'` literals (ALTER ROLE, dblink...) masked."""
+    return _PASSWORD_LITERAL.sub(r"\1'***'", text or "")
+
+
+def list_sessions(conn: Any) -> list[dict[str, Any]]:
+    """Client and walsender backends except our own, with `duration_seconds` = time in the current
+    state (for an active session: since its query started)."""
+    out = []
+    for s in fetch(conn, _SESSIONS):
+        s["duration_seconds"] = round(s["query_seconds"] if s["state"] == "active" else s["state_seconds"], 1)
+        s["query"] = redact_sql(s["query"])
+        for k in ("state_seconds", "query_seconds", "xact_seconds"):
+            s[k] = round(s[k], 1)
+        out.append(s)
+    return out
+
+
+SELECTION_SCHEMA: dict[str, Any] = {
+    "database": {"type": "string", "description": "datname to match (also the database to connect to)"},
+    "application_name": {"type": "string", "description": "glob on application_name"},
+    "user": {"type": "string", "description": "glob on the role name"},
+    "state": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+              "description": "pg_stat_activity state(s): active, idle, idle in transaction..."},
+    "min_duration": {"type": "number", "minimum": 0, "description": "seconds in the current state"},
+    "idle_in_transaction_seconds": {"type": "number", "minimum": 0,
+                                    "description": "select sessions idle in transaction for longer"},
+    "long_query_seconds": {"type": "number", "minimum": 0,
+                           "description": "select active queries running for longer"},
+    "pids": {"type": "array", "items": {"type": "integer"}, "description": "restrict to these pids"},
+    "include_superusers": {"type": "boolean", "default": False},
+    "include_replication": {"type": "boolean", "default": False},
+}
+
+
+@dataclass(frozen=True)
+class SessionFilter:
+    """Which sessions a step selects.  The thresholds pair (idle-in-transaction / long query) selects
+    a session over either one; `state` + `min_duration` is the general form; both combine with the
+    database / application / user / pid filters."""
+
+    database: str | None = None
+    application_name: str | None = None
+    user: str | None = None
+    states: tuple[str, ...] = ()
+    min_duration: float | None = None
+    idle_in_transaction_seconds: float | None = None
+    long_query_seconds: float | None = None
+    pids: tuple[int, ...] | None = None
+    include_superusers: bool = False
+    include_replication: bool = False
+    include_opsctl: bool = False
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> SessionFilter:
+        state = args.get("state")
+        pids = args.get("pids")
+        return cls(database=args.get("database") or None, user=args.get("user") or None,
+                   application_name=args.get("application_name") or None,
+                   states=tuple([state] if isinstance(state, str) else state or ()),
+                   min_duration=args.get("min_duration"),
+                   idle_in_transaction_seconds=args.get("idle_in_transaction_seconds"),
+                   long_query_seconds=args.get("long_query_seconds"),
+                   pids=tuple(pids) if pids is not None else None,
+                   include_superusers=bool(args.get("include_superusers", False)),
+                   include_replication=bool(args.get("include_replication", False)))
+
+    @property
+    def selective(self) -> bool:
+        """False when nothing narrows the selection down (refused for mutations)."""
+        return bool(self.states or self.min_duration or self.pids is not None
+                    or self.idle_in_transaction_seconds is not None or self.long_query_seconds is not None)
+
+    def matches(self, s: dict[str, Any]) -> bool:
+        from fnmatch import fnmatchcase
+
+        if not self.include_opsctl and s["application_name"] == APPLICATION_NAME:
+            return False
+        if (s["superuser"] and not self.include_superusers) or \
+                (s["backend_type"] != "client backend" and not self.include_replication):
+            return False
+        if self.database and s["database"] != self.database:
+            return False
+        if self.pids is not None and s["pid"] not in self.pids:
+            return False
+        if self.application_name and not fnmatchcase(s["application_name"], self.application_name):
+            return False
+        if self.user and not fnmatchcase(s["user"] or "", self.user):
+            return False
+        if self.states and s["state"] not in self.states:
+            return False
+        if self.min_duration is not None and s["duration_seconds"] < self.min_duration:
+            return False
+        return self._over_thresholds(s)
+
+    def _over_thresholds(self, s: dict[str, Any]) -> bool:
+        idle_tx, long_q = self.idle_in_transaction_seconds, self.long_query_seconds
+        if idle_tx is None and long_q is None:
+            return True
+        if idle_tx is not None and s["state"].startswith("idle in transaction") and \
+                s["state_seconds"] >= idle_tx:
+            return True
+        return long_q is not None and s["state"] == "active" and s["query_seconds"] >= long_q

@@ -1,0 +1,124 @@
+"""Redis client for the ``redis.*`` actions.
+
+Where to connect: the environment's ``redis`` section (``url`` and/or ``host``, ``port``, ``db``,
+``password``, ``username``, ``connect_timeout``, ``timeout``), else ``REDIS_URL``, else
+127.0.0.1:6379.  A redis-py client is thread-safe (it has its own connection pool), so one client is
+cached per run and shared by concurrent diagnose steps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from opsctl.errors import ActionError, BackendError
+
+CONNECT_TIMEOUT = 3.0
+SOCKET_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+    connect_timeout: float = CONNECT_TIMEOUT
+    timeout: float = SOCKET_TIMEOUT
+
+    def describe(self) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        extra = dict(self.overrides)
+        host = extra.get("host") or parts.hostname or "127.0.0.1"
+        try:
+            url_port: int | str | None = parts.port
+        except ValueError:  # not a number: shown as written, make_client reports it
+            url_port = parts.netloc.rpartition(":")[2]
+        port = extra.get("port") or url_port or 6379
+        db = extra.get("db", (parts.path or "/0").strip("/") or 0)
+        return f"{host}:{port}/{db}"
+
+    @property
+    def secrets(self) -> list[str]:
+        from urllib.parse import urlsplit
+
+        found = [str(dict(self.overrides).get("password") or ""), urlsplit(self.url).password or ""]
+        return [s for s in found if s]
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.secrets)
+
+
+def settings_from(cfg: dict[str, Any]) -> RedisSettings:
+    url = str(cfg.get("url") or ("" if cfg else os.environ.get("REDIS_URL", "")) or "redis://127.0.0.1:6379/0")
+    overrides = tuple((k, cfg[k]) for k in ("host", "port", "db", "username", "password")
+                      if cfg.get(k) not in (None, ""))
+    return RedisSettings(url=url, overrides=overrides,
+                         connect_timeout=float(cfg.get("connect_timeout") or CONNECT_TIMEOUT),
+                         timeout=float(cfg.get("timeout") or SOCKET_TIMEOUT))
+
+
+def make_client(settings: RedisSettings) -> Any:
+    import redis
+
+    try:
+        return redis.Redis.from_url(settings.url, **dict(settings.overrides), decode_responses=True,
+                                    encoding_errors="backslashreplace", client_name="opsctl",
+                                    socket_connect_timeout=settings.connect_timeout,
+                                    socket_timeout=settings.timeout, retry_on_timeout=False)
+    except (ValueError, TypeError) as e:  # a malformed URL (scheme, port, db...) is misconfiguration
+        raise BackendError("redis", f"invalid Redis URL for {settings.describe()}: "
+                                    f"{_clean(str(e), settings.secrets)}") from None
+
+
+def _clean(message: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        message = message.replace(secret, "***")
+    return re.sub(r"\s+", " ", message).strip()
+
+
+def _auth_hint(settings: RedisSettings) -> str:
+    if settings.has_password:
+        return ""
+    return (" (no password was given: the server requires one; put it in REDIS_URL as "
+            "redis://:PASSWORD@host:port/db or in the environment's redis.password)")
+
+
+@contextmanager
+def errors(settings: RedisSettings) -> Iterator[None]:
+    """redis-py exceptions -> opsctl errors (exit 4 for connection and auth problems)."""
+    import redis
+
+    where = settings.describe()
+    try:
+        yield
+    except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as e:
+        raise BackendError("redis", f"{where}: authentication failed: "
+                                    f"{_clean(str(e), settings.secrets)}{_auth_hint(settings)}") from None
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        raise BackendError("redis", f"cannot reach {where}: {_clean(str(e), settings.secrets)}") from None
+    except redis.ResponseError as e:
+        if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
+            raise BackendError("redis", f"{where}: authentication failed: "
+                                        f"{_clean(str(e), settings.secrets)}{_auth_hint(settings)}") from None
+        if "DB index is out of range" in str(e):  # the URL's /db: a configuration error, not the action's
+            raise BackendError("redis", f"{where}: {_clean(str(e), settings.secrets)} (check the database "
+                                        "number in REDIS_URL or the environment's redis.db)") from None
+        raise ActionError(f"redis {where}: {_clean(str(e), settings.secrets)}") from None
+
+
+def parse_clients(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CLIENT LIST entries (redis-py keeps every field a string) -> typed dicts."""
+    out = []
+    for f in raw:
+        flags = str(f.get("flags", ""))
+        out.append({"id": int(f.get("id", 0)), "addr": f.get("addr", ""), "name": f.get("name", ""),
+                    "age": int(f.get("age", 0)), "idle": int(f.get("idle", 0)), "flags": flags,
+                    "db": int(f.get("db", 0)), "cmd": f.get("cmd", ""), "blocked": "b" in flags,
+                    "replication": any(x in flags for x in "MS")})
+    return out

@@ -1,0 +1,119 @@
+"""Finding runbooks and turning files into validated Runbook objects.
+
+Search order for an id such as ``rb-006``: ``./runbooks``, the directories in
+``OPSCTL_RUNBOOK_PATH`` (os.pathsep-separated), then the runbooks shipped inside the package.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from opsctl.errors import RunbookError, UsageError, ValidationFailed
+
+if TYPE_CHECKING:
+    from opsctl.model import Runbook
+
+_ID_LINE = re.compile(r"^id:\s*['\"]?(rb-[0-9]+)", re.M)
+_TITLE_LINE = re.compile(r"^title:\s*['\"]?(.+?)['\"]?\s*$", re.M)
+
+
+def search_dirs() -> list[Path]:
+    dirs = [Path.cwd() / "runbooks"]
+    dirs += [Path(p) for p in os.environ.get("OPSCTL_RUNBOOK_PATH", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).parent / "runbooks")
+    return dirs
+
+
+def runbook_files(dirs: list[Path] | None = None) -> list[Path]:
+    """Every runbook file, first directory wins for a given file name."""
+    seen: dict[str, Path] = {}
+    for d in dirs if dirs is not None else search_dirs():
+        if d.is_dir():
+            for f in sorted(d.glob("rb-*.y*ml")):
+                seen.setdefault(f.name, f)
+    return list(seen.values())
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    title: str
+    path: Path
+
+
+def quick_index() -> list[Entry]:
+    """Ids and titles without parsing YAML (shell completion must be instant)."""
+    out: dict[str, Entry] = {}
+    for f in runbook_files():
+        try:
+            text = f.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        m = _ID_LINE.search(text)
+        if m and m.group(1) not in out:
+            t = _TITLE_LINE.search(text)
+            out[m.group(1)] = Entry(m.group(1), t.group(1) if t else "", f)
+    return sorted(out.values(), key=lambda e: e.id)
+
+
+def resolve(ref: str) -> Path:
+    """A file path, or a runbook id looked up in the search path."""
+    p = Path(ref)
+    if p.suffix in (".yaml", ".yml") or os.sep in ref:
+        if not p.is_file():
+            raise UsageError(f"runbook file not found: {ref}")
+        return p
+    for entry in quick_index():
+        if entry.id == ref.lower():
+            return entry.path
+    from opsctl.schema import did_you_mean
+
+    known = [e.id for e in quick_index()]
+    raise UsageError(f"no runbook with id {ref!r}{did_you_mean(ref, known)}; searched "
+                     + ", ".join(str(d) for d in search_dirs())
+                     + ". `opsctl list` shows the known runbooks.")
+
+
+def check_file(path: str) -> tuple[Runbook | None, list[RunbookError]]:
+    """Load + schema + semantic checks; a Runbook only when there is no error."""
+    from opsctl import actions, loader, model, schema, semantic
+
+    doc = loader.load_file(path)
+    if doc.data is None:
+        return None, doc.errors
+    errors = list(doc.errors)
+    structural = schema.validate_structure(doc, actions.load_all())
+    errors += structural
+    if not isinstance(doc.data, dict):
+        return None, errors
+    sem_errors, deps = semantic.check(doc, partial=bool(structural))
+    seen = {(e.location.line, e.location.column, e.message) for e in errors}
+    errors += [e for e in sem_errors
+               if (e.location.line, e.location.column, e.message) not in seen]
+    if errors:
+        return None, sorted(errors, key=lambda e: (e.location.line, e.location.column))
+    return model.build(doc, deps, Path(path).read_bytes()), []
+
+
+def load(ref: str) -> Runbook:
+    runbook, errors = check_file(str(resolve(ref)))
+    if errors:
+        raise ValidationFailed(errors)
+    assert runbook is not None
+    return runbook
+
+
+def expand_paths(paths: list[str]) -> list[str]:
+    """Files as given; directories -> their *.yaml / *.yml files (recursively)."""
+    files: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            files += sorted(str(f) for f in path.rglob("*.y*ml") if f.suffix in (".yaml", ".yml"))
+        else:
+            files.append(p)
+    return files

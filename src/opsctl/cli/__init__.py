@@ -1,0 +1,1 @@
+"""The Typer CLI: thin commands that parse options and call the engine."""

@@ -1,0 +1,113 @@
+"""One error tree, one exit point.
+
+Commands and the engine raise these; ``opsctl.cli.main`` turns them into a short message and an exit
+code.  Anything else that escapes is a bug: its traceback goes to a file, not to the terminal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ExitCode:
+    OK = 0
+    FAILED = 1  # a step failed or verification failed
+    INVALID = 2  # invalid runbook, parameters or usage
+    NOT_CONFIRMED = 3  # declined, or no terminal without --yes
+    BACKEND = 4  # backend connection / configuration error
+    INTERRUPTED = 130
+
+
+class OpsctlError(Exception):
+    """Base of every error opsctl reports to the user."""
+
+    exit_code = ExitCode.FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Location:
+    file: str
+    line: int = 0  # 1-based; 0 when unknown
+    column: int = 0  # 1-based; 0 when unknown
+    path: str = ""  # json-path-ish: mitigate[1].with.replicas
+
+    def __str__(self) -> str:
+        pos = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        return f"{pos}: {self.path}" if self.path else pos
+
+
+class RunbookError(OpsctlError):
+    """Something is wrong in a runbook file: always carries a location."""
+
+    exit_code = ExitCode.INVALID
+
+    def __init__(self, message: str, location: Location) -> None:
+        super().__init__(message)
+        self.location = location
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        loc = self.location
+        return {"file": loc.file, "line": loc.line, "column": loc.column, "path": loc.path,
+                "message": self.message}
+
+
+class ValidationFailed(OpsctlError):
+    """A collection of RunbookErrors from one or more files."""
+
+    exit_code = ExitCode.INVALID
+
+    def __init__(self, errors: list[RunbookError]) -> None:
+        super().__init__("\n".join(str(e) for e in errors))
+        self.errors = errors
+
+
+class UsageError(OpsctlError):
+    """Bad command-line input: unknown runbook, bad --param, unknown option."""
+
+    exit_code = ExitCode.INVALID
+
+
+class ConfigError(OpsctlError):
+    """opsctl.yaml / environment selection is wrong."""
+
+    exit_code = ExitCode.BACKEND
+
+
+class BackendError(OpsctlError):
+    """A backend could not be reached, refused us, or is misconfigured."""
+
+    exit_code = ExitCode.BACKEND
+
+    def __init__(self, backend: str, message: str) -> None:
+        super().__init__(f"{backend}: {message}")
+        self.backend = backend
+
+
+class ActionError(OpsctlError):
+    """An action ran but could not do its job (bad target, refused by a guard, ...)."""
+
+    exit_code = ExitCode.FAILED
+
+
+class StepTimeout(ActionError):
+    pass
+
+
+class Cancelled(OpsctlError):
+    """Raised inside actions when the run was interrupted or the step timed out."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
+class NotConfirmed(OpsctlError):
+    exit_code = ExitCode.NOT_CONFIRMED

@@ -1,0 +1,315 @@
+"""diagnose -> findings -> (mitigate: plan -> show -> dry-run stop -> confirm -> apply) -> verify.
+
+The executor owns the order of things and every safety decision; actions only look things up
+(``run``/``plan``) or change them (``apply``) when told to.  Steps run in daemon worker threads:
+independent read-only steps of a phase run concurrently, a mutating step runs alone, and the main
+thread keeps the terminal (confirmations, Ctrl-C) and a watchdog that enforces timeouts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from opsctl import templating
+from opsctl.actions import get as get_action
+from opsctl.actions.base import ActionContext, Plan
+from opsctl.config import Environment
+from opsctl.errors import ExitCode, UsageError
+from opsctl.model import PHASE_ORDER, Option, Runbook, Step
+from opsctl.records import DONE, Outcome, StepRecord, now_iso
+from opsctl.stepexec import StepRunner, StepState
+
+GRACE = 5.0  # how long past its deadline a step may take to notice cancellation
+_NO_RESULT = object()
+
+
+@dataclass
+class RunSettings:
+    dry_run: bool = False
+    yes: bool = False
+    interactive: bool = False
+    option: str | None = None
+    phase: str | None = None
+    max_parallel: int = 8
+
+
+class Executor:
+    def __init__(self, runbook: Runbook, params: dict[str, Any], environment: Environment,
+                 settings: RunSettings, renderer: Any, audit: Any,
+                 previous: dict[str, StepRecord] | None = None) -> None:
+        self.rb, self.params, self.environment, self.s = runbook, params, environment, settings
+        self.renderer, self.audit = renderer, audit
+        self.previous = previous or {}
+        self.records = {st.id: StepRecord(st.id, st.phase, st.action, st.label, st.option,
+                                          _read_only(st.action), continue_on_error=st.continue_on_error)
+                        for st in runbook.steps()}
+        if settings.phase:  # --phase X --resume RUN: the other phases' results come from that run
+            for sid, old in self.previous.items():
+                if sid in self.records and old.status in DONE and old.phase != settings.phase:
+                    self.records[sid] = StepRecord.from_dict(
+                        {**old.as_dict(), "reused_from": audit.resumed_from})
+        self.clients: dict[str, Any] = {}
+        self.clients_lock = threading.Lock()
+        self.states: dict[str, StepState] = {}
+        self.inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        # known from the start when chosen with --option, so diagnose steps can see run.option
+        self.selected: set[str] | None = {settings.option} if settings.option not in (None, "none") \
+            else set()
+        self.halt: str | None = None  # why the run stopped early
+        self.interrupted = False
+        self.usage_error: str | None = None
+        self.runner = StepRunner(dry_run=settings.dry_run, yes=settings.yes,
+                                 interactive=settings.interactive, renderer=renderer,
+                                 context=self.template_context, make_ctx=self._make_ctx,
+                                 ask=self._ask, audit=audit, crash_log=audit.crash)
+
+    # ---- the run -------------------------------------------------------------------------------
+    def execute(self) -> Outcome:
+        started, t0 = now_iso(), time.monotonic()
+        phases = (self.s.phase,) if self.s.phase else PHASE_ORDER
+        try:
+            for phase in phases:
+                steps = self.rb.phases.get(phase, ())
+                if not steps or self.halt:
+                    continue
+                if phase == "mitigate":
+                    try:
+                        self.selected = self.select_options()
+                    except UsageError as e:  # decided after the diagnosis: end the run cleanly
+                        self.usage_error, self.halt = str(e), "no mitigation option chosen"
+                        break
+                    if self.selected is None:
+                        continue
+                self.renderer.phase(phase)
+                self.run_phase(steps)
+        except KeyboardInterrupt:
+            self.interrupt()
+        finally:
+            self.close_clients()
+        return self.outcome(started, time.monotonic() - t0)
+
+    def run_phase(self, steps: tuple[Step, ...]) -> None:
+        group: list[Step] = []
+        for step in steps:
+            if self.records[step.id].read_only:
+                group.append(step)
+                continue
+            self.run_group(group)
+            group = []
+            if self.halt:
+                return
+            self.run_group([step])
+            if self.halt:
+                return
+        self.run_group(group)
+
+    def run_group(self, steps: list[Step]) -> None:
+        """Run steps concurrently, each as soon as the steps it references are done."""
+        pending = list(steps)
+        running: dict[str, threading.Thread] = {}
+        while (pending and not self.halt) or running:
+            for step in list(pending):
+                if self.halt or len(running) >= self.s.max_parallel:
+                    break
+                if any(d in running or d in {p.id for p in pending} for d in step.deps):
+                    continue
+                pending.remove(step)
+                running[step.id] = self.start(step)
+            try:
+                kind, payload = self.inbox.get(timeout=0.1)
+            except queue.Empty:
+                self.watchdog(running)
+                continue
+            if kind == "done":
+                if running.pop(payload, None) is not None:  # else: the watchdog already gave up on it
+                    self.finished(payload)
+            elif kind == "confirm":
+                step, plan, answer = payload
+                answer.put(self.renderer.confirm(step, plan))
+        for step in pending:  # never started because the run halted
+            self.records[step.id].reason = f"not run: {self.halt}"
+
+    def start(self, step: Step) -> threading.Thread:
+        state = self.states[step.id] = StepState()
+        rec = self.records[step.id]
+        old = self.previous.get(step.id)
+        # verification is re-checked on resume: the world may have changed since
+        if old is not None and old.status in DONE and step.phase != "verify":
+            reused = {**old.as_dict(), "reused_from": self.audit.resumed_from}
+            self.records[step.id] = StepRecord.from_dict(reused)
+            self.inbox.put(("done", step.id))
+            return threading.Thread()
+        self.renderer.step_started(step)
+        self.audit.event("step_start", step=step.id, phase=step.phase, action=step.action)
+        selected = step.option is None or (self.selected is not None and step.option in self.selected)
+
+        def work() -> None:
+            try:
+                self.runner.execute(step, rec, state, selected, self.records)
+            finally:
+                state.done = True
+                self.inbox.put(("done", step.id))
+
+        t = threading.Thread(target=work, name=f"step-{step.id}", daemon=True)
+        t.start()
+        return t
+
+    def finished(self, step_id: str) -> None:
+        rec = self.records[step_id]
+        self.renderer.step_finished(rec)
+        self.audit.event("step_end", record=rec.as_dict())
+        failed = rec.status in ("failed", "timed_out") and not rec.continue_on_error
+        if failed or rec.status in ("declined", "refused"):
+            self.halt = self.halt or f"step {step_id!r} {rec.status}"
+        elif rec.status == "interrupted":
+            self.halt = self.halt or "interrupted"
+
+    def watchdog(self, running: dict[str, threading.Thread]) -> None:
+        now = time.monotonic()
+        for step_id in list(running):
+            state = self.states[step_id]
+            if state.deadline is not None and not state.done and now > state.deadline + GRACE:
+                # the action ignored its deadline: stop waiting, and tell it to stop working
+                state.cancel.set()
+                rec = self.records[step_id]
+                rec.status, rec.error_kind = "timed_out", "timeout"
+                rec.reason = "timed out; the step did not stop in time and was abandoned"
+                rec.ended_at = now_iso()
+                running.pop(step_id)
+                self.finished(step_id)
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        self.halt = "interrupted"
+        for step_id, state in self.states.items():
+            state.cancel.set()
+            rec = self.records[step_id]
+            if not state.done and rec.status == "not_run":
+                rec.status, rec.reason, rec.ended_at = "interrupted", "interrupted (Ctrl-C)", now_iso()
+                self.audit.event("step_end", record=rec.as_dict())
+        self.audit.event("interrupted")
+        self.renderer.note("interrupted: stopping running steps")
+
+    # ---- options -------------------------------------------------------------------------------
+    def select_options(self) -> set[str] | None:
+        """The chosen option names; an empty set runs only option-less steps; None skips mitigate."""
+        options = self.rb.options
+        if self.s.option:
+            return set() if self.s.option == "none" else {self.s.option}  # checked by the CLI
+        if not options:
+            return set()
+        if self.s.dry_run:
+            self.renderer.note("dry-run without --option: planning every mitigation option")
+            return {o.name for o in options}
+        recommended, unknown = self.recommended()
+        if self.s.interactive:
+            choice = self.renderer.choose_option(self.rb, recommended)
+            self.audit.event("option", chosen=choice, recommended=[o.name for o in recommended])
+            if choice is not None:
+                self.rb.check_requires(choice, self.params)
+            return None if choice is None else {choice}
+        implicit = [o for o in recommended if not o.explicit]
+        if len(implicit) == 1:
+            self.rb.check_requires(implicit[0].name, self.params)
+            self.renderer.note(f"using the recommended option {implicit[0].name!r} "
+                               f"({implicit[0].title})")
+            self.audit.event("option", chosen=implicit[0].name, by="recommendation")
+            return {implicit[0].name}
+        if not recommended and any(o.recommended_when for o in options) and not unknown:
+            self.renderer.note("the diagnosis recommends no mitigation: skipping mitigate "
+                               "(force one with --option NAME)")
+            return None
+        names = ", ".join(o.name for o in options)
+        raise UsageError(f"{self.rb.id} has several mitigation options ({names}); no terminal to "
+                         "ask which one: choose with --option NAME")
+
+    def recommended(self) -> tuple[list[Option], int]:
+        """Options the diagnosis recommends, and how many could not be evaluated (no diagnosis)."""
+        out, unknown = [], 0
+        for o in self.rb.options:
+            if o.recommended_when:
+                try:
+                    if templating.evaluate(o.recommended_when, self.template_context()):
+                        out.append(o)
+                except templating.TemplateError as e:
+                    unknown += 1
+                    self.renderer.note(f"option {o.name}: cannot evaluate recommended_when: {e}")
+        return out, unknown
+
+    # ---- context for steps ---------------------------------------------------------------------
+    def template_context(self, result: Any = _NO_RESULT) -> dict[str, Any]:
+        ctx: dict[str, Any] = {
+            "params": self.params,
+            "env": self.environment.template_view(),
+            # option: the chosen one; None while several are planned (dry-run) or none chosen
+            "run": {"id": self.audit.run_id, "dry_run": self.s.dry_run,
+                    "option": next(iter(self.selected)) if self.selected and len(self.selected) == 1
+                    else None,
+                    "options": sorted(self.selected or ())},
+            "steps": {sid: r.view() for sid, r in self.records.items()
+                      if r.status != "not_run"},
+        }
+        if result is not _NO_RESULT:
+            ctx["result"] = result
+        return ctx
+
+    def _make_ctx(self, step: Step, cancel: threading.Event, deadline: float) -> ActionContext:
+        return ActionContext(step_id=step.id, dry_run=self.s.dry_run, environment=self.environment,
+                             clients=self.clients, clients_lock=self.clients_lock, cancelled=cancel,
+                             deadline=deadline, reporter=self.renderer)
+
+    def _ask(self, step: Step, plan: Plan) -> bool:
+        answer: queue.Queue[bool] = queue.Queue()
+        self.inbox.put(("confirm", (step, plan, answer)))
+        return answer.get()
+
+    def close_clients(self) -> None:
+        for client in self.clients.values():
+            close = getattr(client, "close", None)
+            if callable(close):
+                # closing is best effort; the run's outcome is already decided
+                with contextlib.suppress(Exception):
+                    close()
+
+    # ---- outcome -------------------------------------------------------------------------------
+    def outcome(self, started: str, duration: float) -> Outcome:
+        code, status, message = self.verdict()
+        return Outcome(run_id=self.audit.run_id, runbook=self.rb.id, exit_code=code, status=status,
+                       message=message, dry_run=self.s.dry_run,
+                       option=sorted(self.selected) if self.selected else None,
+                       records=list(self.records.values()), started_at=started, ended_at=now_iso(),
+                       duration=round(duration, 3))
+
+    def verdict(self) -> tuple[int, str, str]:
+        recs = list(self.records.values())
+        if self.interrupted or any(r.status == "interrupted" for r in recs):
+            return ExitCode.INTERRUPTED, "interrupted", "interrupted"
+        if self.usage_error:
+            return ExitCode.INVALID, "invalid", self.usage_error
+        for r in recs:
+            if r.status in ("declined", "refused"):
+                return ExitCode.NOT_CONFIRMED, "not_confirmed", f"{r.id}: {r.reason}"
+        for r in recs:
+            if r.status in ("failed", "timed_out") and not r.continue_on_error:
+                code = {"backend": ExitCode.BACKEND, "template": ExitCode.INVALID}.get(
+                    r.error_kind or "", ExitCode.FAILED)
+                kind = "backend_error" if code == ExitCode.BACKEND else "failed"
+                return code, kind, f"{r.phase}/{r.id}: {r.reason}"
+        if self.s.dry_run:
+            return ExitCode.OK, "ok", "dry-run complete: nothing was changed"
+        bad = [f for r in recs if r.phase == "verify" for f in r.findings if f.severity == "critical"]
+        if bad:
+            return ExitCode.FAILED, "verify_failed", f"verification failed: {bad[0].message}"
+        if any(r.phase == "verify" and r.status == "ok" for r in recs):
+            return ExitCode.OK, "ok", "verified"
+        return ExitCode.OK, "ok", "done"
+
+
+def _read_only(action: str) -> bool:
+    cls = get_action(action)
+    return True if cls is None else cls.read_only

@@ -1,0 +1,230 @@
+"""Frozen runbook model, built from a document that passed validation."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from opsctl.errors import UsageError
+from opsctl.loader import Document, SourceMap
+
+PHASE_ORDER = ("diagnose", "mitigate", "verify")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float:
+    """``90`` / ``"90s"`` / ``"5m"`` / ``"1h30m"`` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = _DURATION_PART.findall(text)
+    if not parts or _DURATION_PART.sub("", text).strip():
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 1h30m)")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    default: Any = None
+    description: str = ""
+    required: bool = False
+    secret: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def coerce(self, raw: Any) -> Any:
+        """Convert a command-line string (or a YAML default) to the declared type."""
+        try:
+            return _COERCE[self.type](self, raw)
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"parameter {self.name!r}: {e}") from None
+
+
+def _bool(p: Param, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "yes", "y", "1", "on"):
+        return True
+    if text in ("false", "no", "n", "0", "off"):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {raw!r}")
+
+
+def _int(p: Param, raw: Any) -> int:
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        raise ValueError(f"expected an integer, got {raw!r}")
+    try:
+        return int(str(raw).strip()) if not isinstance(raw, int | float) else int(raw)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {raw!r}") from None
+
+
+def _number(p: Param, raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError(f"expected a number, got {raw!r}")
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"expected a number, got {raw!r}") from None
+
+
+def _choice(p: Param, raw: Any) -> Any:
+    for choice in p.choices:
+        if str(choice) == str(raw):
+            return choice
+    raise ValueError(f"expected one of {', '.join(map(str, p.choices))}, got {raw!r}")
+
+
+_COERCE = {
+    "string": lambda p, raw: str(raw),
+    "integer": _int,
+    "number": _number,
+    "boolean": _bool,
+    "duration": lambda p, raw: parse_duration(raw),
+    "choice": _choice,
+}
+
+
+@dataclass(frozen=True)
+class Expectation:
+    that: str
+    severity: str = "critical"
+    message: str = ""  # shown when the check fails
+    ok_message: str = ""  # shown when it passes
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    phase: str
+    index: int
+    action: str
+    title: str = ""
+    description: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+    when: str | None = None
+    expect: tuple[Expectation, ...] = ()
+    outputs: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    retries: int = 0
+    interval: float = 5.0
+    until: str | None = None
+    option: str | None = None
+    continue_on_error: bool = False
+    deps: frozenset[str] = frozenset()  # ids of steps whose values this step's templates use
+
+    @property
+    def label(self) -> str:
+        return self.title or self.id
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    title: str
+    description: str = ""
+    recommended_when: str | None = None
+    explicit: bool = False
+    requires: tuple[str, ...] = ()  # params that must be set (non-empty) to choose this option
+
+
+@dataclass(frozen=True)
+class Runbook:
+    id: str
+    title: str
+    severity: str
+    summary: str
+    path: str
+    sha256: str
+    triggers: tuple[str, ...] = ()
+    params: dict[str, Param] = field(default_factory=dict)
+    options: tuple[Option, ...] = ()
+    phases: dict[str, tuple[Step, ...]] = field(default_factory=dict)
+    escalation: tuple[dict[str, Any], ...] = ()
+    references: tuple[str, ...] = ()
+    source: SourceMap | None = None
+
+    def steps(self) -> list[Step]:
+        return [s for phase in self.phases.values() for s in phase]
+
+    def option(self, name: str) -> Option | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    def resolve_params(self, given: dict[str, str]) -> dict[str, Any]:
+        unknown = sorted(set(given) - set(self.params))
+        if unknown:
+            from opsctl.schema import did_you_mean
+
+            hint = did_you_mean(unknown[0], self.params)
+            known = ", ".join(self.params) or "none"
+            raise UsageError(f"{self.id}: unknown parameter {unknown[0]!r}{hint}; parameters: {known}")
+        values: dict[str, Any] = {}
+        for name, p in self.params.items():
+            if name in given:
+                values[name] = p.coerce(given[name])
+            elif p.default is not None:
+                values[name] = p.coerce(p.default)
+            elif p.required:
+                raise UsageError(f"{self.id}: missing required parameter {name!r}"
+                                 f"{' (' + p.description + ')' if p.description else ''}; "
+                                 f"pass it with -p {name}=VALUE")
+            else:
+                values[name] = None
+        return values
+
+    def check_requires(self, option: str, values: dict[str, Any]) -> None:
+        """An option that needs parameters is refused (exit 2) before it changes anything."""
+        opt = self.option(option)
+        missing = [p for p in (opt.requires if opt else ()) if values.get(p) in (None, "", 0)]
+        if missing:
+            flags = " ".join(f"-p {p}=..." for p in missing)
+            raise UsageError(f"{self.id}: option {option!r} needs {', '.join(missing)} ({flags})")
+
+    def redacted(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {k: ("***" if k in self.params and self.params[k].secret and v is not None else v)
+                for k, v in values.items()}
+
+
+def build(doc: Document, deps: dict[str, frozenset[str]], text: bytes) -> Runbook:
+    d = doc.data
+    params = {name: Param(name=name, type=p["type"], default=p.get("default"),
+                          description=p.get("description", ""), required=p.get("required", False),
+                          secret=p.get("secret", False), choices=tuple(p.get("choices", ())))
+              for name, p in (d.get("params") or {}).items()}
+    phases: dict[str, tuple[Step, ...]] = {}
+    for phase in (*PHASE_ORDER, "rollback"):
+        phases[phase] = tuple(_step(phase, i, s, deps.get(s["id"], frozenset()))
+                              for i, s in enumerate(d.get(phase) or []))
+    return Runbook(
+        id=d["id"], title=d["title"], severity=d["severity"], summary=d["summary"].strip(),
+        path=doc.source.file, sha256=hashlib.sha256(text).hexdigest(),
+        triggers=tuple(d.get("triggers") or ()), params=params,
+        options=tuple(Option(name=o["name"], title=o["title"], description=o.get("description", ""),
+                             recommended_when=o.get("recommended_when"),
+                             explicit=o.get("explicit", False),
+                             requires=tuple(o.get("requires", ()))) for o in d.get("options") or ()),
+        phases=phases, escalation=tuple(d.get("escalation") or ()),
+        references=tuple(d.get("references") or ()), source=doc.source)
+
+
+def _step(phase: str, index: int, s: dict[str, Any], deps: frozenset[str]) -> Step:
+    return Step(
+        id=s["id"], phase=phase, index=index, action=s["action"], title=s.get("title", ""),
+        description=s.get("description", ""), args=s.get("with") or {}, when=s.get("when"),
+        expect=tuple(Expectation(e["that"], e.get("severity", "critical"), e.get("message", ""),
+                                 e.get("ok_message", "")) for e in s.get("expect") or ()),
+        outputs=dict(s.get("outputs") or {}),
+        timeout=parse_duration(s["timeout"]) if "timeout" in s else None,
+        retries=s.get("retries", 0),
+        interval=parse_duration(s["interval"]) if "interval" in s else 5.0,
+        until=s.get("until"), option=s.get("option"),
+        continue_on_error=s.get("continue_on_error", False), deps=deps)

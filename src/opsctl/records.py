@@ -1,0 +1,101 @@
+"""What a run produces: step records, findings, the outcome.  Plain data, shared by the executor,
+the renderers and the run log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# statuses that leave a usable result behind (and are reused by --resume)
+DONE = frozenset({"ok", "applied", "noop"})
+# statuses after which a step's result cannot be used by later steps
+NO_RESULT = frozenset({"skipped", "planned", "noop", "declined", "refused", "failed", "timed_out",
+                       "interrupted", "not_run"})
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def jsonable(value: Any) -> Any:
+    """Results go to templates, the JSON output and the run log: make them plain JSON values."""
+    return json.loads(json.dumps(value, default=_default))
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, dt.datetime | dt.date):
+        return o.isoformat()
+    if isinstance(o, bytes):
+        return o.decode("utf-8", "replace")
+    if isinstance(o, set | frozenset | tuple):
+        return list(o)
+    if hasattr(o, "as_dict"):
+        return o.as_dict()
+    return str(o)
+
+
+@dataclass
+class Finding:
+    step: str
+    phase: str
+    severity: str  # ok | warning | critical
+    message: str
+
+
+@dataclass
+class StepRecord:
+    id: str
+    phase: str
+    action: str
+    title: str
+    option: str | None
+    read_only: bool
+    status: str = "not_run"
+    reason: str = ""
+    error_kind: str | None = None  # backend | template | action | timeout | internal
+    args: dict[str, Any] | None = None  # the rendered `with`, as the action received it
+    result: Any = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    plan: dict[str, Any] | None = None
+    confirmed: bool | None = None
+    attempts: int = 0
+    started_at: str | None = None
+    ended_at: str | None = None
+    duration: float = 0.0
+    reused_from: str | None = None
+    continue_on_error: bool = False
+
+    def view(self) -> dict[str, Any]:
+        """What later steps see as ``steps.<id>``."""
+        return {"status": self.status, "result": self.result, "outputs": self.outputs,
+                "findings": [asdict(f) for f in self.findings], "plan": self.plan}
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StepRecord:
+        d = dict(d)
+        d["findings"] = [Finding(**f) for f in d.get("findings", [])]
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    runbook: str
+    exit_code: int
+    status: str  # ok | failed | verify_failed | not_confirmed | interrupted | invalid | backend_error
+    message: str
+    dry_run: bool
+    option: list[str] | None
+    records: list[StepRecord]
+    started_at: str
+    ended_at: str
+    duration: float
+
+    def findings(self) -> list[Finding]:
+        return [f for r in self.records for f in r.findings]

@@ -1,0 +1,333 @@
+"""The one output module: Rich for people, one JSON document for machines.
+
+Both renderers receive the same events from the executor.  Human output goes to stdout; prompts
+(also in JSON mode) go to stderr, so ``--output json`` stays parseable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO, cast
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.prompt import Confirm, Prompt
+from rich.table import Table
+
+from opsctl.actions import get as get_action
+from opsctl.actions.base import Plan
+from opsctl.records import Outcome, StepRecord
+
+ICONS = {"ok": "[green]✔[/]", "applied": "[green]✔[/]", "noop": "[green]=[/]",
+         "planned": "[cyan]◇[/]", "skipped": "[dim]-[/]", "failed": "[red]✘[/]",
+         "timed_out": "[red]⏱[/]", "declined": "[yellow]✋[/]", "refused": "[yellow]✋[/]",
+         "interrupted": "[yellow]![/]", "not_run": "[dim]·[/]"}
+SEVERITY = {"ok": "[green]ok[/]", "warning": "[yellow]warning[/]", "critical": "[bold red]critical[/]"}
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+class _Handle:
+    def __init__(self, progress: Progress | None, task: Any, console: Console, desc: str) -> None:
+        self._bar, self.task, self.console, self.desc = progress, task, console, desc
+        self.completed = 0.0
+        self.fields: dict[str, Any] = {}
+
+    def advance(self, n: float = 1, **fields: Any) -> None:
+        self.completed += n
+        self.fields.update(fields)
+        if self._bar is not None:
+            self._bar.update(self.task, advance=n, info=self._info())
+
+    def update(self, *, total: float | None = None, completed: float | None = None,
+               description: str | None = None, **fields: Any) -> None:
+        self.fields.update(fields)
+        if completed is not None:
+            self.completed = completed
+        if self._bar is not None:
+            kw: dict[str, Any] = {"info": self._info()}
+            if total is not None:
+                kw["total"] = total
+            if completed is not None:
+                kw["completed"] = completed
+            if description is not None:
+                kw["description"] = description
+            self._bar.update(self.task, **kw)
+
+    def _info(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.fields.items())
+
+
+class _Scrubbed:
+    """A text stream that blanks out the values of secret params, whatever prints them."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.secrets: tuple[str, ...] = ()
+
+    def write(self, text: str) -> int:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+class HumanRenderer:
+    def __init__(self, console: Console | None = None, verbose: bool = False) -> None:
+        self._out = _Scrubbed(sys.stdout)
+        self.console = console or Console(file=cast(TextIO, self._out), highlight=False)
+        self.verbose = verbose
+        self.live = self.console.is_terminal
+        self._lock = threading.RLock()
+        self._tasks: dict[str, Any] = {}
+        self._errors: dict[str, str] = {}  # failure text -> first step that reported it
+        self._bar: Progress | None = None
+        if self.live:
+            self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                     BarColumn(bar_width=30), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                     console=self.console, transient=True)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return self._out.secrets
+
+    @secrets.setter
+    def secrets(self, values: tuple[str, ...]) -> None:
+        self._out.secrets = values
+
+    # ---- run framing ---------------------------------------------------------------------------
+    def start(self, runbook: Any, environment: Any, run_id: str, dry_run: bool,
+              params: dict[str, Any]) -> None:
+        c = self.console
+        if dry_run:
+            c.print("[bold black on yellow] DRY-RUN [/] nothing will be changed: mutations are only "
+                    "planned")
+        c.print(f"[bold]{escape(runbook.id)}[/] {escape(runbook.title)}  "
+                f"[bold]{runbook.severity}[/]  env=[cyan]{escape(environment.name)}[/]  run={run_id}")
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items() if v not in (None, ""))
+        if shown:
+            c.print(f"[dim]params: {escape(shown)}[/]")
+        if self._bar is not None:
+            self._bar.start()
+
+    def phase(self, name: str) -> None:
+        self.console.rule(f"[bold]{name}")
+
+    def note(self, message: str) -> None:
+        self.console.print(f"[cyan]›[/] {escape(message)}")
+
+    # ---- steps ---------------------------------------------------------------------------------
+    def step_started(self, step: Any) -> None:
+        if self._bar is not None:
+            with self._lock:
+                self._tasks[step.id] = self._bar.add_task(f"{step.id}: {step.label}", total=None,
+                                                              info="")
+
+    def step_finished(self, rec: StepRecord) -> None:
+        with self._lock:
+            task = self._tasks.pop(rec.id, None)
+            if task is not None and self._bar is not None:
+                self._bar.remove_task(task)
+        title = f" {escape(rec.title)}" if rec.title != rec.id else ""
+        icon = ICONS.get(rec.status, "?")
+        worst = {f.severity for f in rec.findings}
+        if rec.status == "ok" and worst & {"critical", "warning"}:  # the probe ran; what it saw is bad
+            icon = "[red]✘[/]" if "critical" in worst else "[yellow]![/]"
+        line = f"{icon} [bold]{escape(rec.id)}[/]{title} " \
+               f"[dim]({rec.duration:.1f}s, {rec.status})[/]"
+        if rec.reused_from:
+            line += f" [dim]reused from {rec.reused_from}[/]"
+        self.console.print(line)
+        detail = rec.reason if rec.status not in ("ok", "applied") else self._summary(rec)
+        if rec.status == "failed" and detail in self._errors:  # one backend down fails every probe
+            detail = f"same error as {self._errors[detail]}"
+        elif rec.status == "failed" and detail:
+            self._errors[detail] = rec.id
+        if detail:
+            self.console.print(f"    {escape(detail)}", style="red" if rec.status == "failed" else "dim")
+        for f in rec.findings:
+            if f.severity != "ok" or self.verbose:
+                self.console.print(f"    {SEVERITY[f.severity]}: {escape(f.message)}")
+        if self.verbose and rec.result is not None:
+            self.console.print_json(json.dumps(rec.result, default=str))
+
+    def _summary(self, rec: StepRecord) -> str:
+        cls = get_action(rec.action)
+        return cls.summarize(rec.result) if cls and rec.result is not None else ""
+
+    def attempt(self, step: Any, attempt: int, attempts: int, message: str) -> None:
+        """A polling step (retries/until): a live bar of attempts on a terminal, a line otherwise."""
+        task = self._tasks.get(step.id)
+        if task is not None and self._bar is not None:
+            self._bar.update(task, total=attempts, completed=attempt, info=message[:60])
+            return
+        self.console.print(f"  [dim]{escape(step.id)}: attempt {attempt}/{attempts}: "
+                           f"{escape(message)}[/]")
+
+    def plan(self, step: Any, plan: Plan, dry_run: bool) -> None:
+        title = f"plan for {step.id}" + (f" (option {step.option})" if step.option else "")
+        table = Table(title=f"{title}: {plan.summary}", title_justify="left", show_lines=False)
+        for col in ("target", "change", "before", "after"):
+            table.add_column(col, overflow="fold")
+        for ch in plan.changes:
+            table.add_row(escape(ch.target), escape(ch.operation + (f" ({ch.detail})" if ch.detail else "")),
+                          escape(_fmt(ch.before)), escape(_fmt(ch.after)))
+        with self._lock:
+            if plan.changes:
+                self.console.print(table)
+            else:
+                summary = plan.summary or "nothing to change"
+                self.console.print(f"  [green]=[/] {escape(step.id)}: {escape(summary)}")
+            for w in plan.warnings:
+                self.console.print(f"  [yellow]warning:[/] {escape(w)}")
+
+    # ---- questions (main thread only) ----------------------------------------------------------
+    @contextmanager
+    def _paused(self) -> Iterator[None]:
+        if self._bar is not None:
+            self._bar.stop()
+        try:
+            yield
+        finally:
+            if self._bar is not None:
+                self._bar.start()
+
+    def confirm(self, step: Any, plan: Plan) -> bool:
+        with self._paused():
+            return Confirm.ask(f"Apply {len(plan.changes)} change(s) of step [bold]{escape(step.id)}[/]?",
+                               default=False, console=self.console)
+
+    def choose_option(self, runbook: Any, recommended: list[Any]) -> str | None:
+        rec_names = {o.name for o in recommended}
+        with self._paused():
+            self.console.print("[bold]Mitigation options:[/]")
+            for i, o in enumerate(runbook.options, 1):
+                mark = " [green](recommended by the diagnosis)[/]" if o.name in rec_names else ""
+                warn = " [red](explicit choice only)[/]" if o.explicit else ""
+                self.console.print(f"  {i}. [bold]{escape(o.name)}[/] {escape(o.title)}{mark}{warn}")
+            names = [o.name for o in runbook.options] + ["none"]
+            default = next((o.name for o in recommended if not o.explicit), "none")
+            choice = Prompt.ask("Choose an option (none = skip mitigation)", choices=names,
+                                default=default, console=self.console)
+        return None if choice == "none" else choice
+
+    # ---- progress for actions (Reporter protocol) ----------------------------------------------
+    @contextmanager
+    def progress(self, step_id: str, description: str, total: float | None) -> Iterator[_Handle]:
+        task = None
+        if self._bar is not None:
+            task = self._bar.add_task(f"{step_id}: {description}", total=total, info="")
+        handle = _Handle(self._bar, task, self.console, description)
+        try:
+            yield handle
+        finally:
+            if task is not None and self._bar is not None:
+                self._bar.remove_task(task)
+            done = f"{handle.completed:g}" + (f"/{total:g}" if total else "")
+            self.console.print(f"    [dim]{escape(step_id)}: {escape(description)}: {done} "
+                               f"{escape(handle._info())}[/]")
+
+    def log(self, step_id: str, message: str) -> None:
+        self.console.print(f"    [dim]{escape(step_id)}: {escape(message)}[/]")
+
+    # ---- the end -------------------------------------------------------------------------------
+    def finish(self, outcome: Outcome) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        everything = outcome.findings()
+        findings = everything if self.verbose else [f for f in everything if f.severity != "ok"]
+        passed = sum(1 for f in everything if f.severity == "ok")
+        if findings:
+            table = Table(title="findings", title_justify="left")
+            for col in ("phase", "step", "severity", "finding"):
+                table.add_column(col, overflow="fold")
+            for f in findings:
+                table.add_row(f.phase, escape(f.step), SEVERITY[f.severity], escape(f.message))
+            self.console.print(table)
+        if passed and not self.verbose:
+            self.console.print(f"[green]{passed} check(s) passed[/] [dim](-v shows them)[/]")
+        colour = "green" if outcome.exit_code == 0 else "red"
+        self.console.print(f"[bold {colour}]{outcome.status}[/] {escape(outcome.message)}  "
+                           f"[dim](exit {outcome.exit_code}, {outcome.duration:.1f}s, "
+                           f"run {outcome.run_id}; `opsctl report {outcome.run_id}`)[/]")
+
+
+class JsonRenderer:
+    """Silent while running; one JSON document at the end.  Questions go to stderr."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stdout
+        self.err = HumanRenderer(Console(stderr=True, highlight=False))
+        self.err._bar = None  # no live display on stderr in JSON mode
+        self.header: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self.secrets: tuple[str, ...] = ()  # set by the run command: values never to print
+
+    def start(self, runbook: Any, environment: Any, run_id: str, dry_run: bool,
+              params: dict[str, Any]) -> None:
+        self.header = {"runbook": runbook.id, "title": runbook.title, "severity": runbook.severity,
+                       "environment": environment.name, "run_id": run_id, "dry_run": dry_run,
+                       "params": params}
+
+    def phase(self, name: str) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+    def step_started(self, step: Any) -> None:
+        pass
+
+    def step_finished(self, rec: StepRecord) -> None:
+        pass
+
+    def attempt(self, step: Any, attempt: int, attempts: int, message: str) -> None:
+        pass
+
+    def plan(self, step: Any, plan: Plan, dry_run: bool) -> None:
+        pass
+
+    def confirm(self, step: Any, plan: Plan) -> bool:
+        self.err.plan(step, plan, dry_run=False)
+        return self.err.confirm(step, plan)
+
+    def choose_option(self, runbook: Any, recommended: list[Any]) -> str | None:
+        return self.err.choose_option(runbook, recommended)
+
+    @contextmanager
+    def progress(self, step_id: str, description: str, total: float | None) -> Iterator[_Handle]:
+        yield _Handle(None, None, self.err.console, description)
+
+    def log(self, step_id: str, message: str) -> None:
+        pass
+
+    def finish(self, outcome: Outcome) -> None:
+        doc = {**self.header, "status": outcome.status, "exit_code": outcome.exit_code,
+               "message": outcome.message, "option": outcome.option,
+               "started_at": outcome.started_at, "ended_at": outcome.ended_at,
+               "duration": outcome.duration, "notes": self.notes,
+               "findings": [f.__dict__ for f in outcome.findings()],
+               "steps": [r.as_dict() for r in outcome.records]}
+        from opsctl.audit import redact
+
+        json.dump(redact(doc, self.secrets), self.stream, indent=2, default=str)
+        self.stream.write("\n")

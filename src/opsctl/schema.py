@@ -1,0 +1,236 @@
+"""The runbook JSON Schema, generated from the action registry, and located schema errors.
+
+``runbook_schema(editor=True)`` is what ``opsctl schema`` exports for yaml-language-server: it adds,
+per action, the argument schema of ``with`` (template strings allowed anywhere).  Validation uses the
+same base schema, then checks each step's ``with`` against its action's own schema, so that an error
+reads ``mitigate[1].with.replicas: expected integer, got string "three"``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from opsctl.actions.base import Action, is_template
+from opsctl.errors import RunbookError
+from opsctl.loader import Document, PathT, SourceMap
+
+PHASES = ("diagnose", "mitigate", "verify", "rollback")
+_DURATION_RE = r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d)\s*)+$|^\s*\d+(\.\d+)?\s*$"
+DURATION = {"oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": _DURATION_RE}]}
+EXPRESSION = {"type": "string", "minLength": 1}
+IDENT = {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}
+NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$"}
+
+PARAM = {
+    "type": "object",
+    "properties": {
+        "type": {"enum": ["string", "integer", "number", "boolean", "duration", "choice"]},
+        "default": {},
+        "description": {"type": "string"},
+        "required": {"type": "boolean"},
+        "secret": {"type": "boolean"},
+        "choices": {"type": "array", "items": {"type": ["string", "number"]}, "minItems": 1},
+    },
+    "required": ["type"],
+    "additionalProperties": False,
+}
+
+EXPECTATION = {
+    "type": "object",
+    "properties": {
+        "that": EXPRESSION,
+        "severity": {"enum": ["warning", "critical"]},
+        "message": {"type": "string"},
+        "ok_message": {"type": "string"},
+    },
+    "required": ["that"],
+    "additionalProperties": False,
+}
+
+STEP = {
+    "type": "object",
+    "properties": {
+        "id": IDENT,
+        "title": {"type": "string"},
+        "description": {"type": "string"},
+        "action": {"type": "string"},
+        "with": {"type": "object"},
+        "when": EXPRESSION,
+        "expect": {"type": "array", "items": EXPECTATION},
+        "outputs": {"type": "object", "propertyNames": IDENT, "additionalProperties": EXPRESSION},
+        "timeout": DURATION,
+        "retries": {"type": "integer", "minimum": 0, "maximum": 10000},
+        "interval": DURATION,
+        "until": EXPRESSION,
+        "option": NAME,
+        "continue_on_error": {"type": "boolean"},
+    },
+    "required": ["id", "action"],
+    "additionalProperties": False,
+}
+
+OPTION = {
+    "type": "object",
+    "properties": {
+        "name": NAME,
+        "title": {"type": "string"},
+        "description": {"type": "string"},
+        "recommended_when": EXPRESSION,
+        "explicit": {"type": "boolean"},
+        "requires": {"type": "array", "items": IDENT},
+    },
+    "required": ["name", "title"],
+    "additionalProperties": False,
+}
+
+ESCALATION = {
+    "type": "object",
+    "properties": {"after": DURATION, "to": {"type": "string"}, "contact": {"type": "string"},
+                   "notes": {"type": "string"}},
+    "required": ["to"],
+    "additionalProperties": False,
+}
+
+
+def base_schema() -> dict[str, Any]:
+    steps = {"type": "array", "items": {"$ref": "#/$defs/step"}}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://opsctl.dev/schema/runbook.json",
+        "title": "opsctl runbook",
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "pattern": "^rb-[0-9]{3,}$"},
+            "title": {"type": "string", "minLength": 1},
+            "severity": {"enum": ["P0", "P1", "P2", "P3", "P4"]},
+            "summary": {"type": "string", "minLength": 1},
+            "triggers": {"type": "array", "items": {"type": "string"}},
+            "params": {"type": "object", "propertyNames": IDENT,
+                       "additionalProperties": {"$ref": "#/$defs/param"}},
+            "options": {"type": "array", "items": {"$ref": "#/$defs/option"}},
+            **{phase: steps for phase in PHASES},
+            "escalation": {"type": "array", "items": ESCALATION},
+            "references": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["id", "title", "severity", "summary", "diagnose"],
+        "additionalProperties": False,
+        "$defs": {"step": STEP, "param": PARAM, "option": OPTION},
+    }
+
+
+def _templatable(schema: dict[str, Any]) -> dict[str, Any]:
+    """Let every value of an argument schema also be a Jinja template string (for editors)."""
+    out = copy.deepcopy(schema)
+    props = out.get("properties", {})
+    for key, sub in props.items():
+        props[key] = {"anyOf": [sub, {"type": "string", "pattern": r"\{\{|\{%"}]}
+    return out
+
+
+def runbook_schema(registry: dict[str, type[Action]], *, editor: bool = False) -> dict[str, Any]:
+    schema = base_schema()
+    if editor:
+        step: dict[str, Any] = copy.deepcopy(STEP)
+        step["properties"]["action"] = {"enum": sorted(registry)}
+        step["allOf"] = [
+            {"if": {"properties": {"action": {"const": name}}, "required": ["action"]},
+             "then": {"properties": {"with": _templatable(cls.schema)}}}
+            for name, cls in sorted(registry.items())
+        ]
+        schema["$defs"]["step"] = step
+    return schema
+
+
+# ---- located errors ----------------------------------------------------------------------------
+
+def _json_type(value: Any) -> str:
+    for name, typ in (("boolean", bool), ("integer", int), ("number", float), ("string", str),
+                      ("array", list), ("object", dict)):
+        if isinstance(value, typ):
+            return name
+    return "null"
+
+
+def did_you_mean(word: str, candidates: Any) -> str:
+    match = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _describe(err: ValidationError) -> list[tuple[PathT, str, bool]]:
+    """(extra path, message, point-at-key) for one jsonschema error."""
+    v, inst, sch = err.validator, err.instance, err.schema
+    if v == "additionalProperties" and isinstance(inst, dict):
+        known = list(sch.get("properties", {}))
+        extra = [k for k in inst if k not in known]
+        return [((k,), f"unknown key {k!r}{did_you_mean(k, known)}", True) for k in extra]
+    if v == "required":
+        missing = err.message.split("'")[1] if "'" in err.message else err.message
+        return [((), f"missing required key {missing!r}", False)]
+    if v == "type":
+        want = sch["type"] if isinstance(sch["type"], str) else " or ".join(sch["type"])
+        return [((), f"expected {want}, got {_json_type(inst)} {inst!r}", False)]
+    if v == "enum":
+        choices = ", ".join(map(str, sch["enum"]))
+        return [((), f"expected one of {choices}, got {inst!r}{did_you_mean(inst, sch['enum'])}",
+                  False)]
+    if v == "pattern":
+        return [((), f"{inst!r} does not match the pattern {sch['pattern']}", False)]
+    if v == "oneOf" and sch == DURATION:
+        return [((), f"expected a duration (30s, 5m, 1h30m) or a number of seconds, got {inst!r}",
+                 False)]
+    if v in ("oneOf", "anyOf") and err.context:
+        best = min(err.context, key=lambda e: len(e.path))
+        return [(tuple(best.path), best.message, False)]
+    if v == "propertyNames":
+        return [((), f"invalid name {inst!r}: use lowercase letters, digits and _", True)]
+    return [((), err.message, False)]
+
+
+def located_errors(validator: Draft202012Validator, instance: Any, source: SourceMap,
+                   prefix: PathT = (), *, skip_templates: bool = False) -> list[RunbookError]:
+    errors: list[RunbookError] = []
+    for err in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.path))):
+        if skip_templates and is_template(err.instance):
+            continue  # checked again after rendering, at run time
+        for extra, message, at_key in _describe(err):
+            path = (*prefix, *err.absolute_path, *extra)
+            errors.append(source.error(path, message, key=at_key))
+    return errors
+
+
+def validate_structure(doc: Document, registry: dict[str, type[Action]]) -> list[RunbookError]:
+    """Schema errors of the whole document, then of each step's `with` against its action."""
+    errors = located_errors(Draft202012Validator(base_schema()), doc.data, doc.source)
+    if not isinstance(doc.data, dict):
+        return errors
+    for phase in PHASES:
+        steps = doc.data.get(phase)
+        if not isinstance(steps, list):
+            continue
+        for i, step in enumerate(steps):
+            if not isinstance(step, dict) or not isinstance(step.get("action"), str):
+                continue
+            errors.extend(validate_step_args(doc, (phase, i), step, registry))
+    return errors
+
+
+def validate_step_args(doc: Document, path: PathT, step: dict[str, Any],
+                       registry: dict[str, type[Action]]) -> list[RunbookError]:
+    name = step["action"]
+    cls = registry.get(name)
+    if cls is None:
+        return [doc.source.error((*path, "action"),
+                                 f"unknown action {name!r}{did_you_mean(name, registry)}")]
+    args = step.get("with", {})
+    if not isinstance(args, dict):
+        return []  # reported by the base schema
+    errors = located_errors(Draft202012Validator(cls.schema), args, doc.source, (*path, "with"),
+                            skip_templates=True)
+    for arg, message in cls.validate_args(args):
+        errors.append(doc.source.error((*path, "with", arg), message))
+    return errors

@@ -1,0 +1,214 @@
+"""Checks the schema cannot express: ids, references, options, phases, Jinja.
+
+Runs on a document whose structure already passed the schema.  Returns located errors and, as a
+by-product, each step's dependencies (the earlier steps its templates read), which the executor
+uses to run independent read-only steps concurrently.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from opsctl import templating
+from opsctl.errors import RunbookError, UsageError
+from opsctl.loader import Document, PathT
+from opsctl.model import Param
+from opsctl.schema import PHASES, did_you_mean
+
+STEP_FIELDS = ("result", "outputs", "status", "findings", "plan")
+PHASE_RANK = {p: i for i, p in enumerate(PHASES)}
+
+
+@dataclass
+class _StepInfo:
+    id: str
+    phase: str
+    index: int
+    option: str | None
+    outputs: set[str]
+    path: PathT
+
+
+@dataclass
+class Checker:
+    doc: Document
+    errors: list[RunbookError] = field(default_factory=list)
+    steps: dict[str, _StepInfo] = field(default_factory=dict)
+    deps: dict[str, set[str]] = field(default_factory=dict)
+
+    def error(self, path: PathT, message: str, *, key: bool = False) -> None:
+        self.errors.append(self.doc.source.error(path, message, key=key))
+
+    # ---- whole document ------------------------------------------------------------------------
+    def run(self) -> None:
+        d: dict[str, Any] = self.doc.data
+        self.check_file_name(d)
+        self.check_params(d.get("params") or {})
+        options = self.check_options(d.get("options") or [])
+        self.collect_steps(d)
+        if d.get("mitigate") and not d.get("verify"):
+            self.error(("mitigate",), "a runbook with a mitigate phase needs a verify phase "
+                       "(how do we know the mitigation worked?)", key=True)
+        for info in self.steps.values():
+            self.check_step(d[info.phase][info.index], info, options)
+        for i, opt in enumerate(d.get("options") or []):
+            if "recommended_when" in opt:
+                self.check_expression(opt["recommended_when"], ("options", i, "recommended_when"),
+                                      None, allow_result=False, rank=PHASE_RANK["mitigate"])
+
+    def check_file_name(self, d: dict[str, Any]) -> None:
+        base = os.path.basename(self.doc.source.file)
+        rid = d.get("id")
+        if base.startswith("rb-") and isinstance(rid, str) and not (
+                base.startswith(rid + "-") or base in (rid + ".yaml", rid + ".yml")):
+            self.error(("id",), f"id {rid!r} does not match the file name {base!r} "
+                       f"(expected {rid}-<slug>.yaml)")
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        for name, spec in params.items():
+            if spec.get("type") == "choice" and not spec.get("choices"):
+                self.error(("params", name), "a choice parameter needs 'choices'")
+                continue
+            if spec.get("default") is None:
+                continue
+            p = Param(name=name, type=spec["type"], choices=tuple(spec.get("choices", ())))
+            try:
+                p.coerce(spec["default"])
+            except UsageError as e:
+                self.error(("params", name, "default"), f"bad default: {e.message.split(': ', 1)[-1]}")
+
+    def check_options(self, options: list[dict[str, Any]]) -> set[str]:
+        names: set[str] = set()
+        params = self.doc.data.get("params") or {}
+        for i, opt in enumerate(options):
+            if opt["name"] in names:
+                self.error(("options", i, "name"), f"duplicate option {opt['name']!r}")
+            names.add(opt["name"])
+            for j, p in enumerate(opt.get("requires", [])):
+                if p not in params:
+                    self.error(("options", i, "requires", j),
+                               f"unknown parameter {p!r}{did_you_mean(p, params)}")
+        return names
+
+    def collect_steps(self, d: dict[str, Any]) -> None:
+        for phase in PHASES:
+            for i, s in enumerate(d.get(phase) or []):
+                path: PathT = (phase, i)
+                if s["id"] in self.steps:
+                    first = self.steps[s["id"]]
+                    self.error((*path, "id"), f"duplicate step id {s['id']!r} "
+                               f"(first used at {first.phase}[{first.index}])")
+                    continue
+                self.steps[s["id"]] = _StepInfo(s["id"], phase, i, s.get("option"),
+                                                set(s.get("outputs") or {}), path)
+                self.deps[s["id"]] = set()
+
+    # ---- one step ------------------------------------------------------------------------------
+    def check_step(self, s: dict[str, Any], info: _StepInfo, options: set[str]) -> None:
+        path = info.path
+        if "option" in s:
+            if info.phase != "mitigate":
+                self.error((*path, "option"), "only mitigate steps can belong to an option")
+            elif s["option"] not in options:
+                self.error((*path, "option"), f"option {s['option']!r} is not defined in 'options'"
+                           f"{did_you_mean(s['option'], options)}")
+        if ("until" in s) != ("retries" in s) and "until" in s:
+            self.error((*path, "until"), "'until' needs 'retries' (how many times to poll)")
+        for key, value in _templates(s.get("with") or {}, (*path, "with")):
+            self.check_template(value, key, info, allow_result=False)
+        if "when" in s:
+            self.check_expression(s["when"], (*path, "when"), info, allow_result=False)
+        if "until" in s:
+            self.check_expression(s["until"], (*path, "until"), info, allow_result=True)
+        for j, e in enumerate(s.get("expect") or []):
+            self.check_expression(e["that"], (*path, "expect", j, "that"), info, allow_result=True)
+            for field_name in ("message", "ok_message"):
+                if field_name in e:
+                    self.check_template(e[field_name], (*path, "expect", j, field_name), info,
+                                        allow_result=True)
+        for name, expr in (s.get("outputs") or {}).items():
+            self.check_expression(expr, (*path, "outputs", name), info, allow_result=True)
+
+    def check_expression(self, expr: str, path: PathT, info: _StepInfo | None, *,
+                         allow_result: bool, rank: int | None = None) -> None:
+        self._check_jinja(expr, path, info, allow_result, expression=True, rank=rank)
+
+    def check_template(self, text: str, path: PathT, info: _StepInfo, *, allow_result: bool) -> None:
+        if templating.is_template(text):
+            self._check_jinja(text, path, info, allow_result, expression=False)
+
+    def _check_jinja(self, text: str, path: PathT, info: _StepInfo | None, allow_result: bool, *,
+                     expression: bool, rank: int | None = None) -> None:
+        try:
+            ast = templating.parse(text, expression=expression)
+        except templating.TemplateError as e:
+            self.error(path, str(e))
+            return
+        roots, chains = templating.references(ast)
+        for root in sorted(roots - templating.ROOTS):
+            self.error(path, f"unknown name {root!r}{did_you_mean(root, templating.ROOTS)}; "
+                       "templates can use params, steps, env, run and result")
+        if "result" in roots and not allow_result:
+            self.error(path, "'result' is only available in expect, outputs and until "
+                       "(use steps.<id>.result for an earlier step)")
+        for chain in chains:
+            if chain[0] == "params" and len(chain) > 1:
+                self.check_param_ref(chain[1], path)
+            elif chain[0] == "steps" and len(chain) > 1:
+                self.check_step_ref(chain, path, info, rank)
+
+    def check_param_ref(self, name: str, path: PathT) -> None:
+        params = self.doc.data.get("params") or {}
+        if name not in params:
+            self.error(path, f"unknown parameter {name!r}{did_you_mean(name, params)}")
+
+    def check_step_ref(self, chain: list[str], path: PathT, info: _StepInfo | None,
+                       rank: int | None) -> None:
+        target = self.steps.get(chain[1])
+        if target is None:
+            self.error(path, f"unknown step {chain[1]!r}{did_you_mean(chain[1], self.steps)}")
+            return
+        if info is not None:
+            if target.id == info.id:
+                self.error(path, f"step {info.id!r} refers to itself: use 'result'")
+                return
+            if (PHASE_RANK[target.phase], target.index) > (PHASE_RANK[info.phase], info.index):
+                self.error(path, f"step {target.id!r} runs later ({target.phase}[{target.index}]); "
+                           "a step can only use the results of earlier steps")
+                return
+            if target.option and info.option and target.option != info.option:
+                self.error(path, f"step {target.id!r} belongs to option {target.option!r}, "
+                           f"which never runs together with option {info.option!r}")
+            self.deps[info.id].add(target.id)
+        elif rank is not None and PHASE_RANK[target.phase] >= rank:
+            self.error(path, f"step {target.id!r} is not a diagnose step: recommendations can only "
+                       "use the diagnosis")
+        if len(chain) > 2 and chain[2] not in STEP_FIELDS:
+            self.error(path, f"steps.{target.id}.{chain[2]}: unknown field; use one of "
+                       f"{', '.join(STEP_FIELDS)}{did_you_mean(chain[2], STEP_FIELDS)}")
+        elif len(chain) > 3 and chain[2] == "outputs" and chain[3] not in target.outputs:
+            self.error(path, f"step {target.id!r} has no output {chain[3]!r}"
+                       f"{did_you_mean(chain[3], target.outputs)}")
+
+
+def _templates(value: Any, path: PathT) -> list[tuple[PathT, str]]:
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in _templates(v, (*path, k))]
+    if isinstance(value, list):
+        return [t for i, v in enumerate(value) for t in _templates(v, (*path, i))]
+    return [(path, value)] if templating.is_template(value) else []
+
+
+def check(doc: Document, *, partial: bool = False) -> tuple[list[RunbookError],
+                                                            dict[str, frozenset[str]]]:
+    """``partial``: the document has schema errors; report what can be checked and stop quietly
+    where the structure is too broken to go on (the schema errors already say why)."""
+    checker = Checker(doc)
+    try:
+        checker.run()
+    except (KeyError, TypeError, AttributeError, IndexError):
+        if not partial:
+            raise
+    return checker.errors, {k: frozenset(v) for k, v in checker.deps.items()}

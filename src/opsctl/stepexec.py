@@ -1,0 +1,232 @@
+"""Executing one step: when -> render -> (run | plan -> confirm -> apply) -> outputs -> findings.
+
+Runs in a worker thread.  Confirmation is asked through ``ask`` which the executor serves from the
+main thread (the terminal belongs to it).  Everything that may mutate is in ``_mutating``, after
+the dry-run stop and the confirmation.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from opsctl import actions, templating
+from opsctl.actions.base import Action, ActionContext, Plan
+from opsctl.errors import ActionError, BackendError, Cancelled, NotConfirmed, OpsctlError, StepTimeout
+from opsctl.model import Step
+from opsctl.records import NO_RESULT, Finding, StepRecord, jsonable, now_iso
+
+DEFAULT_TIMEOUT = 120.0  # per attempt of a read-only step, and for plan()
+APPLY_TIMEOUT = 1800.0  # apply() of a mutating step, unless the step sets `timeout`
+
+
+@dataclass
+class StepState:
+    """Shared between the worker thread and the executor's watchdog."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    deadline: float | None = None  # watchdog deadline (monotonic); None while waiting for a human
+    done: bool = False
+
+
+class StepFailed(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class StepRunner:
+    def __init__(self, *, dry_run: bool, yes: bool, interactive: bool, renderer: Any,
+                 context: Callable[..., dict[str, Any]], make_ctx: Callable[..., ActionContext],
+                 ask: Callable[[Step, Plan], bool], audit: Any, crash_log: Callable[[str], str]):
+        self.dry_run, self.yes, self.interactive = dry_run, yes, interactive
+        self.renderer, self.context, self.make_ctx, self.ask = renderer, context, make_ctx, ask
+        self.audit, self.crash_log = audit, crash_log
+
+    # ---- entry point ---------------------------------------------------------------------------
+    def execute(self, step: Step, rec: StepRecord, state: StepState, selected: bool,
+                records: dict[str, StepRecord]) -> None:
+        rec.started_at, t0 = now_iso(), time.monotonic()
+        try:
+            self._execute(step, rec, state, selected, records)
+        except StepFailed as e:
+            rec.status, rec.error_kind, rec.reason = "failed", e.kind, str(e)
+        except BackendError as e:
+            rec.status, rec.error_kind, rec.reason = "failed", "backend", str(e)
+        except StepTimeout:
+            rec.status, rec.error_kind = "timed_out", "timeout"
+            rec.reason = f"timed out after {_limit(step, rec):g}s; the work was stopped"
+        except Cancelled:
+            rec.status, rec.reason = "interrupted", "interrupted (Ctrl-C)"
+        except NotConfirmed as e:
+            rec.status, rec.reason = "refused", str(e)
+        except OpsctlError as e:
+            rec.status, rec.error_kind, rec.reason = "failed", "action", str(e)
+        except Exception as e:  # a bug in an action: keep the traceback out of the terminal
+            where = self.crash_log(traceback.format_exc())
+            rec.status, rec.error_kind = "failed", "internal"
+            rec.reason = f"internal error in {step.action}: {type(e).__name__}: {e} (traceback: {where})"
+        finally:
+            if state.cancel.is_set() and rec.status in ("ok", "not_run"):
+                rec.status, rec.reason = "interrupted", "interrupted"
+            rec.ended_at, rec.duration = now_iso(), round(time.monotonic() - t0, 3)
+
+    def _execute(self, step: Step, rec: StepRecord, state: StepState, selected: bool,
+                 records: dict[str, StepRecord]) -> None:
+        if not selected:
+            rec.status, rec.reason = "skipped", f"option {step.option!r} not chosen"
+            return
+        absent = [d for d in sorted(step.deps) if records[d].status == "not_run"
+                  and records[d].phase != step.phase]
+        if absent:
+            d = records[absent[0]]
+            raise StepFailed("template", f"needs the result of {d.phase} step {d.id!r}, which did not "
+                             "run in this run: run the whole runbook, or --resume a run that has it")
+        missing = [d for d in sorted(step.deps) if records[d].status in NO_RESULT]
+        if missing:
+            d = records[missing[0]]
+            rec.status, rec.reason = "skipped", f"needs step {d.id!r}, which is {d.status}"
+            return
+        ctx = self.context()
+        if step.when is not None and not _truthy(self._eval(step.when, ctx)):
+            rec.status, rec.reason = "skipped", f"when: {step.when}"
+            return
+        cls = actions.get(step.action)
+        if cls is None:
+            raise StepFailed("template", f"unknown action {step.action!r}")
+        args = rec.args = self._args(step, cls, ctx)
+        if cls.read_only:
+            self._read_only(step, cls, args, rec, state)
+        else:
+            self._mutating(step, cls, args, rec, state)
+
+    # ---- read-only -----------------------------------------------------------------------------
+    def _read_only(self, step: Step, cls: type[Action], args: dict[str, Any], rec: StepRecord,
+                   state: StepState) -> None:
+        # a dry-run does not wait for a mitigation that was never applied
+        attempts = 1 + (step.retries if not (self.dry_run and step.phase != "diagnose") else 0)
+        timeout = step.timeout or DEFAULT_TIMEOUT
+        for attempt in range(1, attempts + 1):
+            rec.attempts = attempt
+            ctx = self._arm(step, state, timeout, step.interval)
+            last = attempt == attempts
+            try:
+                result = jsonable(cls(args, ctx).run())
+            except (BackendError, ActionError) as e:
+                if last or isinstance(e, StepTimeout):
+                    raise
+                self.renderer.attempt(step, attempt, attempts, str(e))
+                ctx.sleep(step.interval)
+                continue
+            if step.until is None or _truthy(self._eval(step.until, self.context(result))):
+                self._finish(step, rec, result, "ok")
+                return
+            if last and self.dry_run and step.phase != "diagnose":
+                # nothing was applied, so there is nothing to wait for: report what we see
+                self._finish(step, rec, result, "ok")
+                rec.findings.append(Finding(step.id, step.phase, "warning",
+                                            f"not met now (dry-run does not wait): {step.until}"))
+                return
+            if last:
+                self._finish(step, rec, result, "failed")
+                rec.error_kind = "action"
+                rec.reason = f"condition not met after {attempts} attempt(s): {step.until}"
+                return
+            self.renderer.attempt(step, attempt, attempts, f"waiting for: {step.until}")
+            ctx.sleep(step.interval)
+
+    # ---- mutating ------------------------------------------------------------------------------
+    def _mutating(self, step: Step, cls: type[Action], args: dict[str, Any], rec: StepRecord,
+                  state: StepState) -> None:
+        ctx = self._arm(step, state, step.timeout or DEFAULT_TIMEOUT)
+        try:
+            plan = cls(args, ctx).plan()
+        except ActionError as e:
+            if not self.dry_run or isinstance(e, StepTimeout):
+                raise
+            # a dry-run reports what would happen; a refusing guard is part of that answer
+            rec.status, rec.reason = "planned", f"the plan refuses: {e}"
+            rec.findings.append(Finding(step.id, step.phase, "critical", f"would refuse: {e}"))
+            return
+        rec.plan = jsonable(plan.as_dict())
+        self.renderer.plan(step, plan, dry_run=self.dry_run)
+        if plan.empty:
+            rec.status, rec.reason = "noop", plan.summary or "nothing to change"
+            return
+        if self.dry_run:
+            rec.status, rec.reason = "planned", "dry-run: not applied"
+            return
+        if not self.yes:
+            if not self.interactive:
+                raise NotConfirmed(
+                    f"step {step.id!r} would change {len(plan.changes)} thing(s) but stdin is not a "
+                    "terminal and --yes was not given: refusing to change anything. Review the plan "
+                    "(--dry-run) and re-run with --yes to apply it.")
+            state.deadline = None  # a human is reading the plan
+            rec.confirmed = self.ask(step, plan)
+            self.audit.event("confirm", step=step.id, answer=rec.confirmed)
+            if not rec.confirmed:
+                rec.status, rec.reason = "declined", "not confirmed"
+                return
+        else:
+            rec.confirmed = True
+            self.audit.event("confirm", step=step.id, answer=True, by="--yes")
+        ctx = self._arm(step, state, step.timeout or APPLY_TIMEOUT)
+        result = jsonable(cls(args, ctx).apply(plan))
+        self._finish(step, rec, result, "applied")
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _arm(self, step: Step, state: StepState, timeout: float, slack: float = 0.0) -> ActionContext:
+        deadline = time.monotonic() + timeout
+        state.deadline = deadline + slack
+        return self.make_ctx(step, state.cancel, deadline)
+
+    def _args(self, step: Step, cls: type[Action], ctx: dict[str, Any]) -> dict[str, Any]:
+        try:
+            args = templating.render(step.args, ctx)
+        except templating.TemplateError as e:
+            raise StepFailed("template", f"with: {e}") from None
+        errors = sorted(Draft202012Validator(cls.schema).iter_errors(args), key=lambda err: err.path)
+        if errors:
+            first = errors[0]
+            where = ".".join(map(str, first.absolute_path)) or "with"
+            raise StepFailed("template", f"{step.action}: argument {where}: {first.message}")
+        return args
+
+    def _eval(self, expr: str, ctx: dict[str, Any]) -> Any:
+        try:
+            return templating.evaluate(expr, ctx)
+        except templating.TemplateError as e:
+            raise StepFailed("template", str(e)) from None
+
+    def _finish(self, step: Step, rec: StepRecord, result: Any, status: str) -> None:
+        rec.result = result
+        ctx = self.context(result)
+        rec.outputs = {name: jsonable(self._eval(expr, ctx)) for name, expr in step.outputs.items()}
+        for exp in step.expect:
+            ok = _truthy(self._eval(exp.that, ctx))
+            # `message` describes the problem; a passed check says `ok_message`, or what was checked
+            text = exp.ok_message if ok else exp.message
+            try:
+                message = templating.render(text, ctx) if text else f"{exp.that}: passed"
+            except templating.TemplateError as err:
+                raise StepFailed("template", f"expect message: {err}") from None
+            rec.findings.append(Finding(step.id, step.phase, "ok" if ok else exp.severity,
+                                        str(message)))
+        rec.status = status
+
+
+def _truthy(value: Any) -> bool:
+    return bool(value)
+
+
+def _limit(step: Step, rec: StepRecord) -> float:
+    if step.timeout:
+        return step.timeout
+    return APPLY_TIMEOUT if rec.plan is not None and rec.confirmed else DEFAULT_TIMEOUT

@@ -1,0 +1,192 @@
+"""SQS actions against moto in server mode: depths, peek, consumers, and the client-side redrive."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from opsctl.actions.aws.sqs import Consumers, Peek, QueueStats, Redrive
+from opsctl.actions.base import ActionContext
+from opsctl.errors import ActionError, Cancelled
+from tests.fixtures.aws import Moto, depth, drain_bodies, fill, make_queue_with_dlq, make_worker
+
+pytestmark = pytest.mark.aws
+
+
+def test_stats_finds_the_dlq_from_the_redrive_policy(moto: Moto, aws_ctx: ActionContext) -> None:
+    _, dlq = make_queue_with_dlq(moto, "orders")
+    fill(moto, dlq, 25)
+    got = QueueStats({"queue": "orders"}, aws_ctx).run()
+    assert got["dlq"]["name"] == "orders-dlq"
+    assert (got["visible"], got["dlq_visible"]) == (0, 25)
+    assert got["queue"]["max_receive_count"] == 3
+
+
+def test_peek_returns_the_messages_to_the_queue(moto: Moto, aws_ctx: ActionContext) -> None:
+    _, dlq = make_queue_with_dlq(moto, "orders")
+    fill(moto, dlq, 4)
+    got = Peek({"queue": "orders-dlq", "count": 10}, aws_ctx).run()
+    assert got["count"] == 4
+    assert sorted(m["body"] for m in got["messages"]) == [f"msg-{i:06d}" for i in range(4)]
+    assert got["messages"][0]["attributes"] == ["seq", "tenant"]
+    stats = QueueStats({"queue": dlq}, aws_ctx).run()["queue"]
+    assert (stats["visible"], stats["in_flight"]) == (4, 0)  # visible again, not consumed
+
+
+def test_consumers_report_the_mapping_state(moto: Moto, aws_ctx: ActionContext) -> None:
+    queue, _ = make_queue_with_dlq(moto, "jobs")
+    make_worker(moto, "worker")
+    arn = moto.client("sqs").get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    moto.client("lambda").create_event_source_mapping(
+        FunctionName="worker", EventSourceArn=arn["Attributes"]["QueueArn"], Enabled=False)
+    got = Consumers({"queue": "jobs"}, aws_ctx).run()
+    assert (got["total"], got["enabled"]) == (1, 0)
+    assert got["mappings"][0]["function"] == "worker"
+
+
+def test_redrive_plan_refuses_more_than_max_messages(moto: Moto, aws_ctx: ActionContext) -> None:
+    _, dlq = make_queue_with_dlq(moto, "orders")
+    fill(moto, dlq, 30)
+    with pytest.raises(ActionError, match="more than max_messages=20"):
+        Redrive({"queue": "orders", "max_messages": 20}, aws_ctx).plan()
+    plan = Redrive({"queue": "orders", "max_messages": 20, "partial": True}, aws_ctx).plan()
+    assert plan.changes[0].after == {"dlq": 10, "queue": 20}
+    assert depth(moto, dlq) == 30  # planning changed nothing
+
+
+def test_redrive_empty_dlq_is_an_empty_plan(moto: Moto, aws_ctx: ActionContext) -> None:
+    make_queue_with_dlq(moto, "orders")
+    assert Redrive({"queue": "orders"}, aws_ctx).plan().empty
+
+
+def test_redrive_partial_moves_exactly_max_messages(moto: Moto, aws_ctx: ActionContext) -> None:
+    queue, dlq = make_queue_with_dlq(moto, "orders")
+    fill(moto, dlq, 95)
+    action = Redrive({"queue": "orders", "max_messages": 42, "partial": True}, aws_ctx)
+    got = action.apply(action.plan())
+    assert (got["moved"], got["stopped"]) == (42, "max_messages")
+    assert (depth(moto, queue), depth(moto, dlq)) == (42, 53)
+
+
+def test_redrive_10k_interrupted_then_resumed_conserves_counts(moto: Moto,
+                                                              aws_ctx: ActionContext) -> None:
+    queue, dlq = make_queue_with_dlq(moto, "orders")
+    fill(moto, dlq, 10_000)
+    cancel = threading.Event()
+    ctx = ActionContext(environment=aws_ctx.environment, cancelled=cancel)
+    first = Redrive({"queue": "orders", "workers": 6, "visibility_timeout": 4}, ctx)
+    plan = first.plan()
+    assert plan.changes[0].before == {"dlq": 10_000, "queue": 0}
+    threading.Timer(3, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        first.apply(plan)
+    assert time.monotonic() - started < 6  # stops promptly, after the batches in flight
+    moved = depth(moto, queue)
+    assert 0 < moved < 10_000
+    time.sleep(4.1)  # anything received but not yet sent is visible in the DLQ again
+    assert moved + depth(moto, dlq) == 10_000  # nothing lost, nothing duplicated
+    again = Redrive({"queue": "orders", "workers": 6}, aws_ctx)
+    got = again.apply(again.plan())
+    assert (got["moved"], got["failed"], got["dlq_after"]) == (10_000 - moved, 0, 0)
+    assert (depth(moto, queue), depth(moto, dlq)) == (10_000, 0)
+    one = moto.client("sqs").receive_message(QueueUrl=queue, MessageAttributeNames=["All"])["Messages"][0]
+    seq = int(one["Body"].split("-")[1])
+    assert one["MessageAttributes"]["seq"] == {"DataType": "Number", "StringValue": str(seq)}
+    assert one["MessageAttributes"]["tenant"]["StringValue"] == f"t{seq % 7}"
+
+
+def test_redrive_interrupted_then_resumed_loses_no_body(moto: Moto, aws_ctx: ActionContext) -> None:
+    queue, dlq = make_queue_with_dlq(moto, "orders")
+    sent = fill(moto, dlq, 1000)
+    cancel = threading.Event()
+    ctx = ActionContext(environment=aws_ctx.environment, cancelled=cancel)
+    action = Redrive({"queue": "orders", "visibility_timeout": 2, "rate": 1000}, ctx)
+    plan = action.plan()
+    threading.Timer(0.6, cancel.set).start()
+    with pytest.raises(Cancelled):
+        action.apply(plan)
+    assert 0 < depth(moto, queue) < 1000
+    time.sleep(2.1)
+    again = Redrive({"queue": "orders"}, aws_ctx)
+    assert again.apply(again.plan())["dlq_after"] == 0
+    assert sorted(drain_bodies(moto, queue)) == sent
+
+
+def test_redrive_fifo_keeps_groups_and_order(moto: Moto, aws_ctx: ActionContext) -> None:
+    queue, dlq = make_queue_with_dlq(moto, "payments", fifo=True)
+    sent = fill(moto, dlq, 200, fifo=True, groups=4)
+    action = Redrive({"queue": queue, "workers": 4}, aws_ctx)
+    got = action.apply(action.plan())
+    assert got["moved"] == 200
+    sqs = moto.client("sqs")
+    seen: dict[str, list[int]] = {}
+    while True:
+        msgs = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10,
+                                   AttributeNames=["MessageGroupId"]).get("Messages", [])
+        if not msgs:
+            break
+        for m in msgs:
+            seen.setdefault(m["Attributes"]["MessageGroupId"], []).append(int(m["Body"].split("-")[1]))
+        sqs.delete_message_batch(QueueUrl=queue, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
+    assert sorted(seen) == ["g0", "g1", "g2", "g3"]
+    assert all(v == sorted(v) and all(n % 4 == int(g[1]) for n in v) for g, v in seen.items())
+    assert sum(len(v) for v in seen.values()) == len(sent)
+
+
+def test_redrive_plan_without_dlq_is_refused(moto: Moto, aws_ctx: ActionContext) -> None:
+    moto.client("sqs").create_queue(QueueName="plain")
+    with pytest.raises(ActionError, match="no RedrivePolicy"):
+        Redrive({"queue": "plain"}, aws_ctx).plan()
+
+
+def test_redrive_stops_at_the_step_deadline(moto: Moto, aws_ctx: ActionContext) -> None:
+    from opsctl.errors import StepTimeout
+
+    queue, dlq = make_queue_with_dlq(moto, "orders")
+    fill(moto, dlq, 400)
+    ctx = ActionContext(environment=aws_ctx.environment, deadline=time.monotonic() + 3)
+    action = Redrive({"queue": "orders", "rate": 50, "visibility_timeout": 1}, ctx)
+    plan = action.plan()
+    with pytest.raises(StepTimeout):
+        action.apply(plan)
+    assert ctx.timed_out
+    time.sleep(1.1)
+    moved = depth(moto, queue)
+    assert 0 < moved < 400 and moved + depth(moto, dlq) == 400
+
+
+def test_redrive_refuses_when_the_dlq_changed_since_the_plan(moto: Moto, aws_ctx: ActionContext) -> None:
+    import json
+
+    queue, dlq = make_queue_with_dlq(moto, "orders")
+    fill(moto, dlq, 5)
+    action = Redrive({"queue": "orders"}, aws_ctx)
+    plan = action.plan()
+    sqs = moto.client("sqs")
+    other = sqs.create_queue(QueueName="orders-dlq-2")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=other, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.set_queue_attributes(QueueUrl=queue, Attributes={"RedrivePolicy": json.dumps(
+        {"deadLetterTargetArn": arn, "maxReceiveCount": "3"})})
+    with pytest.raises(ActionError, match="changed since the plan"):
+        action.apply(plan)
+    assert (depth(moto, queue), depth(moto, dlq)) == (0, 5)
+
+
+def test_stop_while_rate_limited_sends_nothing_more(moto: Moto) -> None:
+    # 4 workers each hold a batch of 10 while the 2 msg/s bucket makes them wait: a stop (Ctrl-C,
+    # step timeout) must not flush those batches at once; they go back to the DLQ, visible
+    from opsctl.backends.sqs_redrive import Mover
+
+    queue, dlq = make_queue_with_dlq(moto, "limited")
+    fill(moto, dlq, 40)
+    mover = Mover(moto.client("sqs"), dlq, queue, max_messages=40, workers=4, rate=2.0)
+    threading.Timer(2.0, mover.stop.set).start()
+    stats = mover.run()
+    assert stats.moved <= 10, stats
+    assert depth(moto, queue) == stats.moved
+    a = moto.client("sqs").get_queue_attributes(QueueUrl=dlq, AttributeNames=["All"])["Attributes"]
+    assert int(a["ApproximateNumberOfMessages"]) == 40 - stats.moved  # visible again, not hidden

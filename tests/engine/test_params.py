@@ -1,0 +1,118 @@
+"""Typed runbook parameters: conversion, defaults, required, and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from opsctl.errors import UsageError
+from opsctl.model import Param, parse_duration
+from tests.engine.helpers import rb, steps_of
+from tests.fixtures.core import Result
+
+Opsctl = Callable[..., Result]
+
+
+@pytest.mark.parametrize(("type_", "raw", "value"), [
+    ("string", "42", "42"),
+    ("integer", "42", 42),
+    ("integer", " 7 ", 7),
+    ("integer", 3.0, 3),
+    ("number", "0.25", 0.25),
+    ("number", 2, 2.0),
+    ("boolean", "true", True),
+    ("boolean", "No", False),
+    ("boolean", "1", True),
+    ("boolean", False, False),
+    ("duration", "5m", 300.0),
+    ("duration", "1h30m", 5400.0),
+    ("duration", "250ms", 0.25),
+    ("duration", "90", 90.0),
+    ("duration", 45, 45.0),
+])
+def test_coerce(type_: str, raw: object, value: object) -> None:
+    got = Param("p", type_).coerce(raw)
+    assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize(("type_", "raw", "message"), [
+    ("integer", "many", "parameter 'p': expected an integer, got 'many'"),
+    ("integer", 2.5, "parameter 'p': expected an integer, got 2.5"),
+    ("integer", True, "parameter 'p': expected an integer, got True"),
+    ("number", "fast", "parameter 'p': expected a number, got 'fast'"),
+    ("boolean", "maybe", "parameter 'p': expected a boolean (true/false), got 'maybe'"),
+    ("duration", "soon", "parameter 'p': not a duration: 'soon' (use e.g. 30s, 5m, 1h30m)"),
+    ("duration", "5 parsecs", "parameter 'p': not a duration: '5 parsecs' (use e.g. 30s, 5m, 1h30m)"),
+])
+def test_coerce_errors(type_: str, raw: object, message: str) -> None:
+    with pytest.raises(UsageError) as e:
+        Param("p", type_).coerce(raw)
+    assert str(e.value) == message
+
+
+def test_choice() -> None:
+    p = Param("mode", "choice", choices=("soft", "hard", 3))
+    assert p.coerce("hard") == "hard"
+    assert p.coerce("3") == 3
+    with pytest.raises(UsageError, match=r"expected one of soft, hard, 3, got 'medium'"):
+        p.coerce("medium")
+
+
+def test_parse_duration_rejects_booleans_and_garbage() -> None:
+    with pytest.raises(ValueError):
+        parse_duration(True)
+    with pytest.raises(ValueError):
+        parse_duration("5m and more")
+    assert parse_duration("1d") == 86400.0
+
+
+# ---- through the CLI ---------------------------------------------------------------------------
+
+def _one_error(r: Result) -> str:
+    assert r.code == 2, r.output
+    assert "Traceback" not in r.output and "internal error" not in r.output
+    assert r.stdout == ""  # nothing ran
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def test_typed_values_reach_the_templates(opsctl: Opsctl) -> None:
+    r = opsctl("run", rb("rb-410"), "-p", "name=db", "-p", "count=4", "-p", "enabled=yes",
+               "-p", "window=2m", "-p", "mode=hard", "-o", "json")
+    assert r.code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert steps_of(doc)["show"]["result"]["value"] == {
+        "name": "db", "count": 4, "ratio": 0.5, "enabled": True, "window": 120.0, "mode": "hard",
+        "text": "4 x db"}
+    assert doc["params"] == {"name": "db", "count": 4, "ratio": 0.5, "enabled": True, "window": 120.0,
+                             "mode": "hard", "token": "***"}
+
+
+def test_unknown_param(opsctl: Opsctl) -> None:
+    line = _one_error(opsctl("run", rb("rb-410"), "-p", "name=x", "-p", "cuont=3"))
+    assert line == ("error: rb-410: unknown parameter 'cuont' (did you mean 'count'?); parameters: "
+                    "name, count, ratio, enabled, window, mode, token")
+
+
+def test_bad_typed_param(opsctl: Opsctl) -> None:
+    line = _one_error(opsctl("run", rb("rb-410"), "-p", "name=x", "-p", "count=three"))
+    assert line == "error: parameter 'count': expected an integer, got 'three'"
+
+
+def test_missing_required_param(opsctl: Opsctl) -> None:
+    line = _one_error(opsctl("run", rb("rb-410")))
+    assert line == ("error: rb-410: missing required parameter 'name' (Who to greet); "
+                    "pass it with -p name=VALUE")
+
+
+def test_param_pairs() -> None:
+    from opsctl.cli.run_cmd import parse_params
+
+    assert parse_params(["a=1", " b =x=y", "c="]) == {"a": "1", "b": "x=y", "c": ""}
+    for bad in ("name", "=3"):
+        with pytest.raises(UsageError) as e:
+            parse_params([bad])
+        assert str(e.value) == f"--param expects KEY=VALUE, got {bad!r}"

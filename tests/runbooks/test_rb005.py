@@ -1,0 +1,137 @@
+"""rb-005 (database failover) rehearsed through the real CLI against moto in server mode."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.fixtures.aws import Moto, make_aurora
+from tests.fixtures.core import REPO, Result
+
+pytestmark = pytest.mark.aws
+RUNBOOK = str(REPO / "runbooks" / "rb-005-database-failover.yaml")
+
+
+def step(result: Result, step_id: str) -> dict[str, Any]:
+    return next(s for s in json.loads(result.stdout)["steps"] if s["id"] == step_id)
+
+
+def writer(moto: Moto, cluster: str) -> str:
+    c = moto.client("rds").describe_db_clusters(DBClusterIdentifier=cluster)["DBClusters"][0]
+    return next(m["DBInstanceIdentifier"] for m in c["DBClusterMembers"] if m["IsClusterWriter"])
+
+
+def put_cpu(moto: Moto, cluster: str, value: float) -> None:
+    moto.client("cloudwatch").put_metric_data(Namespace="AWS/RDS", MetricData=[{
+        "MetricName": "CPUUtilization", "Value": value,
+        "Dimensions": [{"Name": "DBClusterIdentifier", "Value": cluster}]}])
+
+
+def test_dry_run_diagnoses_and_keeps_the_writer(opsctl: Callable[..., Result], moto: Moto) -> None:
+    ids = make_aurora(moto, "plooral-aurora", members=3)
+    put_cpu(moto, "plooral-aurora", 97.5)  # the AuroraCPUCritical fault
+    result = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", "-p", "cluster=plooral-aurora", env=moto.env)
+    assert result.code == 0, result.output
+    status = step(result, "status")["result"]
+    assert (status["writer"], sorted(status["readers"])) == (ids[0], ids[1:])
+    cpu = step(result, "cpu")
+    assert cpu["result"]["max"] == 97.5
+    assert any("CPU peaked at 97.5%" in f["message"] for f in cpu["findings"])
+    plan = step(result, "failover")["plan"]
+    assert plan["changes"][0]["before"] == {"writer": ids[0]}
+    assert plan["changes"][0]["after"] == {"writer": ids[1]}
+    assert writer(moto, "plooral-aurora") == ids[0]  # the server's view: nothing changed
+
+
+def test_yes_fails_over_to_the_target_and_verify_passes(opsctl: Callable[..., Result],
+                                                        moto: Moto) -> None:
+    ids = make_aurora(moto, "plooral-aurora", members=3)
+    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "cluster=plooral-aurora",
+                    "-p", f"target_instance={ids[2]}", env=moto.env)
+    assert result.code == 0, result.output
+    assert step(result, "failover")["result"]["writer"] == ids[2]
+    assert step(result, "new_writer")["status"] == "ok"
+    assert step(result, "sql")["status"] == "skipped"
+    assert writer(moto, "plooral-aurora") == ids[2]
+
+
+def test_unknown_target_is_refused_before_any_change(opsctl: Callable[..., Result], moto: Moto) -> None:
+    ids = make_aurora(moto, "plooral-aurora")
+    result = opsctl("run", RUNBOOK, "--yes", "-p", "cluster=plooral-aurora",
+                    "-p", "target_instance=nope", env=moto.env)
+    assert result.code == 1, result.output
+    assert "nope is not a reader of cluster plooral-aurora" in result.output
+    assert writer(moto, "plooral-aurora") == ids[0]
+
+
+def test_multi_az_instance_reboot_with_failover(opsctl: Callable[..., Result], moto: Moto) -> None:
+    moto.client("rds").create_db_instance(
+        DBInstanceIdentifier="payments-db", Engine="postgres", DBInstanceClass="db.m6g.large",
+        MultiAZ=True, MasterUsername="ops", MasterUserPassword="not-a-secret-1", AllocatedStorage=50)
+    dry = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", "-p", "instance=payments-db", env=moto.env)
+    assert dry.code == 0, dry.output
+    assert step(dry, "failover")["plan"]["changes"][0]["operation"] == "reboot --force-failover"
+    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "instance=payments-db", env=moto.env)
+    assert result.code == 0, result.output
+    assert step(result, "new_writer")["result"]["available"] is True
+
+
+def test_no_terminal_without_yes_refuses(opsctl: Callable[..., Result], moto: Moto) -> None:
+    ids = make_aurora(moto, "plooral-aurora")
+    result = opsctl("run", RUNBOOK, "-p", "cluster=plooral-aurora", env=moto.env)
+    assert result.code == 3, result.output
+    assert writer(moto, "plooral-aurora") == ids[0]
+
+
+def test_rollback_phase_finds_the_latest_snapshot(opsctl: Callable[..., Result], moto: Moto) -> None:
+    make_aurora(moto, "plooral-aurora")
+    moto.client("rds").create_db_cluster_snapshot(DBClusterIdentifier="plooral-aurora",
+                                                  DBClusterSnapshotIdentifier="nightly")
+    result = opsctl("run", RUNBOOK, "--phase", "rollback", "-o", "json", "-p", "cluster=plooral-aurora",
+                    env=moto.env)
+    assert result.code == 0, result.output
+    got = step(result, "snapshots")["result"]
+    assert "nightly" in [x["id"] for x in got["snapshots"]]
+    assert got["latest"] is not None and got["latest_age_hours"] < 1
+
+
+def test_unknown_cluster_is_a_clear_failure(opsctl: Callable[..., Result], moto: Moto) -> None:
+    result = opsctl("run", RUNBOOK, "--dry-run", "-p", "cluster=ghost", env=moto.env)
+    assert result.code != 0
+    assert "DBClusterNotFoundFault" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_verify_runs_select_1_when_a_postgres_dsn_is_configured(opsctl: Callable[..., Result], moto: Moto,
+                                                                pg_env: dict[str, str]) -> None:
+    ids = make_aurora(moto, "plooral-aurora")
+    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "cluster=plooral-aurora",
+                    "-p", "sql_check=true", env={**moto.env, **pg_env})
+    assert result.code == 0, result.output
+    sql = step(result, "sql")
+    assert sql["status"] == "ok" and sql["result"]["rows"] == [{"ok": 1}]
+    assert writer(moto, "plooral-aurora") == ids[1]
+
+
+def test_no_identifier_fails_cleanly_without_an_internal_error(opsctl: Callable[..., Result],
+                                                                moto: Moto) -> None:
+    # the CloudWatch steps get an empty dimension value: botocore's ParamValidationError must not
+    # surface as an "internal error" with a crash log
+    result = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", env=moto.env)
+    assert result.code == 1
+    assert "internal error" not in result.output and "Traceback" not in result.output
+    assert "invalid request" in step(result, "cpu")["reason"]
+    assert "give a DB `cluster`" in step(result, "status")["reason"]
+
+
+def test_cluster_and_instance_together_are_refused(opsctl: Callable[..., Result], moto: Moto) -> None:
+    members = make_aurora(moto, "both")
+    before = writer(moto, "both")
+    result = opsctl("run", RUNBOOK, "--yes", "-p", "cluster=both", "-p", f"instance={members[0]}",
+                    env=moto.env)
+    assert result.code == 1
+    assert "not both" in result.output
+    assert writer(moto, "both") == before

@@ -1,0 +1,127 @@
+"""rb-006 (database pool exhausted) rehearsed through the real CLI against a private PostgreSQL
+with a real incident: a "checkout-api" that leaked 16 connections idle in transaction, 90 % of
+max_connections taken.  Every claim about changes is checked from the server's own view."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.fixtures.core import REPO, Result, free_port
+from tests.servers.postgres import PASSWORDS, PgServer
+
+pytestmark = pytest.mark.postgres
+RUN = ("run", "rb-006", "-p", "idle_in_transaction_seconds=1", "-p", "application_name=checkout-*")
+
+
+def sessions(pg: PgServer) -> set[tuple[int, str]]:
+    """(pid, backend_start) of every client backend but ours: proves who was (not) terminated."""
+    return {(r[0], str(r[1])) for r in pg.sql(
+        "SELECT pid, backend_start FROM pg_stat_activity WHERE backend_type = 'client backend' "
+        "AND pid <> pg_backend_pid() AND application_name <> 'opsctl'")}
+
+
+@pytest.fixture
+def incident(pg: PgServer) -> set[tuple[int, str]]:
+    pg.open_sessions(16, "checkout-api", in_transaction=True)
+    pg.open_sessions(2, "worker")
+    time.sleep(1.1)  # over idle_in_transaction_seconds=1
+    assert pg.count() == 18  # 90 % of max_connections=20
+    return sessions(pg)
+
+
+def report(result: Result) -> dict[str, Any]:
+    assert result.stdout.lstrip().startswith("{"), result.output
+    return json.loads(result.stdout)
+
+
+def step(out: dict[str, Any], step_id: str) -> dict[str, Any]:
+    return next(s for s in out["steps"] if s["id"] == step_id)
+
+
+def test_dry_run_diagnoses_and_terminates_nothing(opsctl: Callable[..., Result], pg: PgServer,
+                                                   pg_env: dict[str, str], incident: set[Any]) -> None:
+    result = opsctl(*RUN, "--dry-run", "-o", "json", env=pg_env)
+    assert result.code == 0, result.output
+    out = report(result)
+    usage = step(out, "usage")["result"]
+    assert usage["usage_pct"] == 90.0 and usage["idle_in_transaction"] == 16
+    assert usage["by_application"][0]["application_name"] == "checkout-api"
+    findings = {(f["step"], f["severity"]) for f in out["findings"] if f["phase"] == "diagnose"}
+    assert ("usage", "warning") in findings and ("sessions", "critical") in findings
+    plan = step(out, "kill_sessions")
+    assert plan["status"] == "planned" and len(plan["plan"]["changes"]) == 16
+    assert sessions(pg) == incident  # 0 backends terminated, from pg_stat_activity
+    assert pg.count("state = 'idle in transaction'") == 16
+
+
+def test_yes_terminates_the_leak_and_verifies(opsctl: Callable[..., Result], pg: PgServer,
+                                              pg_env: dict[str, str], incident: set[Any]) -> None:
+    result = opsctl(*RUN, "--yes", "--option", "kill-long-queries", "-o", "json", env=pg_env)
+    assert result.code == 0, result.output
+    out = report(result)
+    assert out["message"] == "verified"
+    assert step(out, "kill_sessions")["result"]["terminated_count"] == 16
+    assert step(out, "usage_after")["result"]["usage_pct"] == 10.0
+    assert not [f for f in out["findings"] if f["phase"] == "verify" and f["severity"] != "ok"]
+    assert pg.count("application_name = 'checkout-api'") == 0
+    assert pg.count("application_name = 'worker'") == 2  # not offending: untouched
+
+
+def test_without_terminal_and_yes_refuses(opsctl: Callable[..., Result], pg: PgServer,
+                                          pg_env: dict[str, str], incident: set[Any]) -> None:
+    result = opsctl(*RUN, "--option", "kill-long-queries", env=pg_env)
+    assert result.code == 3, result.output
+    assert "--yes" in result.output
+    assert sessions(pg) == incident
+
+
+def test_declined_confirmation_changes_nothing(opsctl_tty: Callable[..., Result], pg: PgServer,
+                                               pg_env: dict[str, str], incident: set[Any]) -> None:
+    result = opsctl_tty(*RUN, "--option", "kill-long-queries", answer="n\n", env=pg_env)
+    assert result.code == 3, result.output
+    assert sessions(pg) == incident
+
+
+def test_confirmed_at_the_prompt_applies(opsctl_tty: Callable[..., Result], pg: PgServer,
+                                         pg_env: dict[str, str], incident: set[Any]) -> None:
+    result = opsctl_tty(*RUN, "--option", "kill-long-queries", answer="y\n", env=pg_env)
+    assert result.code == 0, result.output
+    assert pg.count("application_name = 'checkout-api'") == 0
+
+
+def test_unreachable_server_exits_4_cleanly(opsctl: Callable[..., Result], pg_server: PgServer) -> None:
+    port = free_port()
+    env = {**pg_server.env("ops"), "PGPORT": str(port), "OPSCTL_RUNBOOK_PATH": str(REPO / "runbooks")}
+    result = opsctl("run", "rb-006", "--dry-run", env=env)
+    assert result.code == 4, result.output
+    assert f"127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output and PASSWORDS["ops"] not in result.output
+
+
+def test_malformed_database_url_never_echoes_its_password(opsctl: Callable[..., Result],
+                                                          pg_server: PgServer) -> None:
+    """libpq quotes a URI it cannot parse in its error; opsctl could not parse it either, so the
+    password was not among the known secrets and reached the console."""
+    url = f"postgresql://ops:{PASSWORDS['ops']}@[::1/app"  # unterminated IPv6 host
+    env = {"DATABASE_URL": url, "OPSCTL_RUNBOOK_PATH": str(REPO / "runbooks")}
+    result = opsctl("run", "rb-006", "--dry-run", env=env)
+    assert result.code == 4, result.output
+    assert "IPv6" in result.output and "Traceback" not in result.output
+    assert PASSWORDS["ops"] not in result.output
+
+
+@pytest.mark.parametrize("option", ["raise-pool", "restart-app"])
+def test_kubernetes_option_without_a_deployment_is_exit_2(opsctl: Callable[..., Result], pg: PgServer,
+                                                          pg_env: dict[str, str], incident: set[Any],
+                                                          option: str) -> None:
+    """Chosen without -p deployment, the option's step was skipped and the run ended on the
+    verify failure ("16 offending sessions left", exit 1) as if the option had been tried."""
+    result = opsctl(*RUN, "--yes", "--option", option, env=pg_env)
+    assert result.code == 2, result.output
+    assert "argument name" in result.output and "Traceback" not in result.output
+    assert sessions(pg) == incident  # nothing terminated

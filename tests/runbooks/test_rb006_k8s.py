@@ -1,0 +1,151 @@
+"""rb-006 (database pool exhausted), Kubernetes options: raise-pool, restart-app, scale-app.
+
+The application is a real deployment in a real kube-apiserver whose pods (fake kubelet) each hold
+real PostgreSQL connections (tests/k8s/sim.py): the pods present at the incident leaked theirs (idle
+in transaction), new pods do not.  So a restart or a pool change (which rolls the pods) really ends
+the leak, as seen from pg_stat_activity, and scaling up adds healthy pods next to the leaking ones."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.fixtures.core import Result
+from tests.fixtures.k8s import K8sCluster, deployment, wait_ready, wait_settled
+from tests.k8s.sim import PodSessions
+
+pytestmark = [pytest.mark.k8s, pytest.mark.postgres]
+PER_POD = 4  # 2 pods x 4 = 8 leaked sessions; a rolling update peaks at 3 pods (12 < max_connections 20)
+
+
+@dataclass
+class App:
+    ns: str
+    core: Any
+    apps: Any
+    pg: Any
+    sessions: PodSessions
+    env: dict[str, str]
+
+    def run_args(self, *extra: str) -> tuple[str, ...]:
+        return ("run", "rb-006", "-o", "json", "-p", "idle_in_transaction_seconds=1",
+                "-p", "application_name=checkout-*", "-p", "deployment=checkout-api",
+                "-p", f"namespace={self.ns}", *extra)
+
+    def snapshot(self) -> dict[str, Any]:
+        wait_settled(self.apps, self.ns)
+        d = self.apps.read_namespaced_deployment("checkout-api", self.ns)
+        return {"rv": d.metadata.resource_version, "replicas": d.spec.replicas,
+                "env": [(e.name, e.value) for e in d.spec.template.spec.containers[0].env],
+                "pods": {p.metadata.uid for p in self.core.list_namespaced_pod(self.ns).items},
+                "leaked": self.leaked()}
+
+    def leaked(self) -> int:
+        return self.pg.count("application_name = 'checkout-api' AND state = 'idle in transaction'")
+
+
+@pytest.fixture
+def app(k8s_cluster: K8sCluster, k8s_ns: str, pg: Any, pg_env: dict[str, str]) -> Iterator[App]:
+    core, apps, _ = k8s_cluster.api()
+    apps.create_namespaced_deployment(k8s_ns, deployment("checkout-api", 2, env={"DB_POOL_SIZE": "4"}))
+    wait_ready(apps, k8s_ns, "checkout-api")
+    sessions = PodSessions(pg, core, k8s_ns, "app=checkout-api", per_pod=PER_POD,
+                           application_name="checkout-api")
+    try:
+        sessions.wait_settled(2)
+        sessions.leak_all()
+        time.sleep(1.1)  # over idle_in_transaction_seconds=1
+        inc = App(k8s_ns, core, apps, pg, sessions, {**pg_env, "KUBECONFIG": k8s_cluster.kubeconfig})
+        assert inc.leaked() == 2 * PER_POD
+        yield inc
+    finally:
+        sessions.close()
+
+
+def report(result: Result) -> dict[str, Any]:
+    assert result.stdout.lstrip().startswith("{"), result.output
+    return json.loads(result.stdout)
+
+
+def step(out: dict[str, Any], step_id: str) -> dict[str, Any]:
+    return next(s for s in out["steps"] if s["id"] == step_id)
+
+
+def test_dry_run_plans_the_kubernetes_options_and_changes_nothing(opsctl: Callable[..., Result],
+                                                                  app: App) -> None:
+    before = app.snapshot()
+    result = opsctl(*app.run_args("--dry-run", "-p", "new_pool_size=8", "-p", "app_replicas=3"), env=app.env)
+    assert result.code == 0, result.output
+    out = report(result)
+    assert step(out, "app")["result"]["ready"] == 2
+    pool = step(out, "raise_pool")["plan"]["changes"][0]
+    assert (pool["before"], pool["after"]) == ("DB_POOL_SIZE=4", "DB_POOL_SIZE=8")
+    assert step(out, "restart_app")["plan"]["changes"][0]["target"] == f"deployment {app.ns}/checkout-api"
+    scale = step(out, "scale_app")["plan"]["changes"][0]
+    assert (scale["before"], scale["after"]) == (2, 3)
+    assert app.snapshot() == before  # resourceVersion, replicas, env, pods, leaked sessions
+
+
+def test_yes_restart_app_ends_the_leak(opsctl: Callable[..., Result], app: App) -> None:
+    before = app.snapshot()
+    result = opsctl(*app.run_args("--yes", "--option", "restart-app"), env=app.env)
+    assert result.code == 0, result.output
+    out = report(result)
+    assert out["message"] == "verified"
+    assert step(out, "restart_app")["result"]["restarted"] == ["checkout-api"]
+    after = app.snapshot()
+    assert after["leaked"] == 0 and after["pods"].isdisjoint(before["pods"])
+    assert app.pg.count("application_name = 'checkout-api'") == 2 * PER_POD  # the new pods' pools
+
+
+def test_yes_raise_pool_patches_the_env_var(opsctl: Callable[..., Result], app: App) -> None:
+    result = opsctl(*app.run_args("--yes", "--option", "raise-pool", "-p", "new_pool_size=8"), env=app.env)
+    assert result.code == 0, result.output
+    assert report(result)["message"] == "verified"
+    assert ("DB_POOL_SIZE", "8") in app.snapshot()["env"] and app.leaked() == 0
+
+
+def test_raise_pool_refuses_a_pool_over_the_limit(opsctl: Callable[..., Result], app: App) -> None:
+    before = app.snapshot()
+    # a dry-run reports the refusal as a critical finding (exit 0: every read-only step ran) ...
+    result = opsctl(*app.run_args("--dry-run", "--option", "raise-pool", "-p", "new_pool_size=500"),
+                    env=app.env)
+    assert result.code == 0, result.output
+    assert "would refuse: refusing DB_POOL_SIZE=500: above max_value 100" in result.output
+    result = opsctl(*app.run_args("--dry-run", "--option", "raise-pool"), env=app.env)
+    assert result.code == 0 and "below min_value 1" in result.output  # new_pool_size not given
+    # ... and a real run fails on it before changing anything
+    result = opsctl(*app.run_args("--yes", "--option", "raise-pool", "-p", "new_pool_size=500"),
+                    env=app.env)
+    assert result.code == 1 and "above max_value 100" in result.output, result.output
+    assert app.snapshot() == before
+
+
+def test_yes_scale_app_adds_pods_but_does_not_fix_a_leak(opsctl: Callable[..., Result], app: App) -> None:
+    result = opsctl(*app.run_args("--yes", "--option", "scale-app", "-p", "app_replicas=3"), env=app.env)
+    assert step(report(result), "scale_app")["result"]["after"] == 3
+    assert app.apps.read_namespaced_deployment("checkout-api", app.ns).spec.replicas == 3
+    # the leaking pods are still there: verify says so, and the run fails
+    assert result.code == 1 and app.leaked() == 2 * PER_POD
+    assert "offending sessions left" in report(result)["message"]
+
+
+def test_without_terminal_and_yes_refuses(opsctl: Callable[..., Result], app: App) -> None:
+    before = app.snapshot()
+    result = opsctl(*app.run_args("--option", "restart-app"), env=app.env)
+    assert result.code == 3, result.output
+    assert app.snapshot() == before
+
+
+def test_unreachable_kubernetes_exits_4(opsctl: Callable[..., Result], app: App) -> None:
+    before = app.snapshot()
+    bad = {**app.env, "KUBECONFIG": "/nonexistent/kubeconfig"}
+    result = opsctl(*app.run_args("--dry-run", "--option", "restart-app"), env=bad)
+    assert result.code == 4, result.output
+    assert "kubeconfig /nonexistent/kubeconfig does not exist" in result.output
+    assert "Traceback" not in result.output and app.snapshot() == before

@@ -1,0 +1,283 @@
+"""rb-014 (Kafka connectivity failure) rehearsed through the real CLI.
+
+Real pieces: a kube-apiserver holding the "kafka" statefulset and the consumer deployments (pods
+played by the fake kubelet), a real Kafka-protocol broker (noida-db) with a real consumer group.
+The Kubernetes service in front of the brokers is a TCP proxy that, like a Service with no ready
+endpoints, refuses connections while the statefulset's pods are not ready; the consumers are a real
+KafkaConsumer that is connected (a group member) only while the consumer pods are ready and the
+brokers reachable.  Faults are injected through pod state, and healed only by what opsctl does."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.fixtures.core import Result, free_port
+from tests.fixtures.k8s import (
+    K8sCluster,
+    annotate_pods,
+    deployment,
+    eventually,
+    statefulset,
+    wait_ready,
+    wait_settled,
+)
+from tests.k8s.sim import PodConsumers
+
+pytestmark = [pytest.mark.k8s, pytest.mark.kafka]
+CONSUMERS = ("order-service", "billing-service")
+BROKEN = {"fake-kubelet/ready": "false", "fake-kubelet/logs":
+          "INFO starting\nERROR [KafkaServer id=0] Fatal error during startup\nWARN session expired\n"}
+DISCONNECTED = {"fake-kubelet/ready": "false", "fake-kubelet/logs":
+                "WARN [Consumer clientId=order-1] Disconnected from node 0\n"
+                "ERROR Connection to node -1 refused\n"}
+
+
+class ServiceProxy:
+    """host:port of the 'kafka' Service: forwards to the broker while healthy(), refuses otherwise."""
+
+    def __init__(self, target: str, healthy: Callable[[], bool]) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.healthy = healthy
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.listener: socket.socket | None = None
+        self.conns: list[socket.socket] = []
+        self.stop = threading.Event()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    @property
+    def up(self) -> bool:
+        return self.listener is not None
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.1):
+            try:
+                ok = self.healthy()
+            except Exception:  # noqa: BLE001 - the apiserver going away at the end of the session
+                ok = False
+            if ok and self.listener is None:
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("127.0.0.1", self.port))
+                s.listen(16)
+                self.listener = s
+                threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+            elif not ok and self.listener is not None:
+                self._close()
+        self._close()
+
+    def _close(self) -> None:
+        if self.listener is not None:
+            # close() alone leaves the port listening while accept() blocks in another thread
+            with contextlib.suppress(OSError):
+                self.listener.shutdown(socket.SHUT_RDWR)
+            self.listener.close()
+            self.listener = None
+        for c in self.conns:
+            c.close()
+        self.conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+@dataclass
+class Incident:
+    ns: str
+    core: Any
+    apps: Any
+    proxy: ServiceProxy
+    group: str
+    env: dict[str, str]
+
+    def run_args(self, *extra: str) -> tuple[str, ...]:
+        return ("run", "rb-014", "-o", "json", "-p", f"group={self.group}", "-p", f"namespace={self.ns}",
+                "-p", "consumer_selector=role=kafka-consumer", "-p", "trend_interval=2s", *extra)
+
+    def snapshot(self) -> dict[str, Any]:
+        wait_settled(self.apps, self.ns)
+        sts = self.apps.read_namespaced_stateful_set("kafka", self.ns)
+        deps = {d.metadata.name: (d.metadata.resource_version, d.spec.replicas)
+                for d in self.apps.list_namespaced_deployment(self.ns).items}
+        return {"kafka": (sts.metadata.resource_version, sts.spec.replicas), "deployments": deps,
+                "pods": {p.metadata.uid for p in self.core.list_namespaced_pod(self.ns).items}}
+
+    def members(self) -> int:
+        from opsctl.backends.kafka import make_admin, settings
+
+        admin = make_admin(settings({"bootstrap_servers": self.proxy.address}))
+        try:
+            return len(admin.describe_groups([self.group])[self.group].get("members") or [])
+        finally:
+            admin.close()
+
+
+def _ready(apps: Any, ns: str, kind: str, name: str) -> bool:
+    read = apps.read_namespaced_stateful_set if kind == "statefulset" else apps.read_namespaced_deployment
+    obj = read(name, ns)
+    return (obj.status.ready_replicas or 0) == obj.spec.replicas
+
+
+@pytest.fixture
+def cluster(k8s_cluster: K8sCluster, k8s_ns: str, noida_broker: Any) -> Iterator[Incident]:
+    from tests.fixtures.kafka import unique
+
+    core, apps, _ = k8s_cluster.api()
+    apps.create_namespaced_stateful_set(k8s_ns, statefulset("kafka", 1))
+    for name in CONSUMERS:
+        apps.create_namespaced_deployment(k8s_ns, deployment(name, 1, labels={"app": name,
+                                                                               "role": "kafka-consumer"}))
+    wait_ready(apps, k8s_ns, "kafka", "statefulset")
+    for name in CONSUMERS:
+        wait_ready(apps, k8s_ns, name)
+    proxy = ServiceProxy(noida_broker.bootstrap, lambda: _ready(apps, k8s_ns, "statefulset", "kafka"))
+    topic, group = unique("orders"), unique("order-service-group")
+    noida_broker.create_topic(topic, 2)
+    noida_broker.produce(topic, 20)
+    consumers = PodConsumers(proxy.address, topic, group, lambda: proxy.up and all(
+        _ready(apps, k8s_ns, "deployment", n) for n in CONSUMERS))
+    inc = Incident(k8s_ns, core, apps, proxy, group,
+                   {"KUBECONFIG": k8s_cluster.kubeconfig, "KAFKA_BOOTSTRAP_SERVERS": proxy.address})
+    try:
+        assert eventually(lambda: inc.members() == 1, timeout=30), "the consumer never joined its group"
+        yield inc
+    finally:
+        consumers.close()
+        proxy.stop.set()
+
+
+def report(result: Result) -> dict[str, Any]:
+    assert result.stdout.lstrip().startswith("{"), result.output
+    return json.loads(result.stdout)
+
+
+def step(out: dict[str, Any], step_id: str) -> dict[str, Any]:
+    return next(s for s in out["steps"] if s["id"] == step_id)
+
+
+@pytest.fixture
+def brokers_down(cluster: Incident) -> Incident:
+    annotate_pods(cluster.core, cluster.ns, "app=kafka", BROKEN)
+    assert eventually(lambda: not cluster.proxy.up), "the kafka service never went down"
+    return cluster
+
+
+@pytest.fixture
+def consumers_stuck(cluster: Incident) -> Incident:
+    for name in CONSUMERS:
+        annotate_pods(cluster.core, cluster.ns, f"app={name}", DISCONNECTED)
+    assert eventually(lambda: cluster.members() == 0, timeout=30), "the consumer never left the group"
+    return cluster
+
+
+def test_dry_run_finds_the_brokers_down_and_changes_nothing(opsctl: Callable[..., Result],
+                                                           brokers_down: Incident) -> None:
+    inc = brokers_down
+    before = inc.snapshot()
+    result = opsctl(*inc.run_args("--dry-run"), env=inc.env)
+    assert result.code == 0, result.output
+    out = report(result)
+    assert step(out, "brokers")["result"]["unreachable"] == [inc.proxy.address]
+    assert step(out, "kafka")["result"]["ready"] == 0
+    assert step(out, "kafka_logs")["result"]["matched_count"] == 2
+    assert step(out, "group")["status"] == "skipped"  # no Kafka client while the brokers are down
+    findings = {(f["step"], f["severity"]) for f in out["findings"] if f["phase"] == "diagnose"}
+    assert {("brokers", "critical"), ("kafka", "critical"), ("kafka_logs", "warning")} <= findings
+    plan = step(out, "restart_kafka")["plan"]
+    assert plan["changes"][0]["target"] == f"statefulset {inc.ns}/kafka"
+    assert len(step(out, "restart_consumers")["plan"]["changes"]) == 2
+    assert step(out, "members_after")["status"] == "skipped"
+    assert inc.snapshot() == before and not inc.proxy.up
+
+
+def test_yes_restart_kafka_reconnects_the_group(opsctl: Callable[..., Result],
+                                                brokers_down: Incident) -> None:
+    inc = brokers_down
+    old = {p.metadata.uid for p in inc.core.list_namespaced_pod(inc.ns, label_selector="app=kafka").items}
+    result = opsctl(*inc.run_args("--yes"), env=inc.env)  # no --option: the recommended one
+    assert result.code == 0, result.output
+    out = report(result)
+    assert out["message"] == "verified" and out["option"] == ["restart-kafka"]
+    assert step(out, "restart_kafka")["result"]["restarted"] == ["kafka"]
+    assert step(out, "brokers_after")["result"]["unreachable_count"] == 0
+    assert step(out, "members_after")["result"]["member_count"] == 1
+    new = {p.metadata.uid for p in inc.core.list_namespaced_pod(inc.ns, label_selector="app=kafka").items
+           if not p.metadata.deletion_timestamp}
+    assert new and new.isdisjoint(old) and inc.members() == 1
+
+
+def test_yes_restart_consumers_rejoins_the_group(opsctl: Callable[..., Result],
+                                                 consumers_stuck: Incident) -> None:
+    inc = consumers_stuck
+    kafka_before = inc.snapshot()["kafka"]
+    result = opsctl(*inc.run_args("--yes"), env=inc.env)
+    assert result.code == 0, result.output
+    out = report(result)
+    assert out["message"] == "verified" and out["option"] == ["restart-consumers"]
+    assert sorted(step(out, "restart_consumers")["result"]["restarted"]) == sorted(CONSUMERS)
+    assert step(out, "group")["result"]["member_count"] == 0  # diagnosed: connected brokers, no members
+    assert step(out, "members_after")["result"]["member_count"] == 1
+    assert inc.snapshot()["kafka"] == kafka_before  # the brokers were left alone
+
+
+def test_without_terminal_and_yes_refuses(opsctl: Callable[..., Result], brokers_down: Incident) -> None:
+    before = brokers_down.snapshot()
+    result = opsctl(*brokers_down.run_args("--option", "restart-kafka"), env=brokers_down.env)
+    assert result.code == 3, result.output
+    assert brokers_down.snapshot() == before and not brokers_down.proxy.up
+
+
+def test_unreachable_kubernetes_exits_4(opsctl: Callable[..., Result], cluster: Incident) -> None:
+    bad = {**cluster.env, "KUBECONFIG": "/nonexistent/kubeconfig"}
+    result = opsctl(*cluster.run_args("--dry-run"), env=bad)
+    assert result.code == 4, result.output
+    assert "kubeconfig" in result.output and "Traceback" not in result.output
+
+
+def test_brokers_still_unreachable_fails_verify_without_polling_the_group(opsctl: Callable[..., Result],
+                                                                        cluster: Incident) -> None:
+    # the brokers' address is dead for a reason a restart does not cure (network, DNS): verify
+    # must fail after recovery_timeout, not poll the group for five more minutes
+    import time
+
+    env = {**cluster.env, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    start = time.monotonic()
+    result = opsctl(*cluster.run_args("--yes", "--option", "restart-kafka", "-p", "recovery_timeout=3s"),
+                    env=env)
+    assert result.code == 1, result.output
+    assert time.monotonic() - start < 60
+    out = report(result)
+    assert step(out, "restart_kafka")["status"] == "applied"
+    assert step(out, "brokers_after")["result"]["unreachable_count"] == 1
+    assert step(out, "members_after")["status"] == "skipped"
+    sts = cluster.apps.read_namespaced_stateful_set("kafka", cluster.ns)
+    assert "kubectl.kubernetes.io/restartedAt" in (sts.spec.template.metadata.annotations or {})
