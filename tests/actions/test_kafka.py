@@ -87,6 +87,31 @@ def test_lag_counts_active_members(kafka_broker: Broker) -> None:
         consumer.close()
 
 
+def test_lag_without_topic_measures_a_new_members_assignment(noida_broker: Broker) -> None:
+    # a consumer that just (re)joined has partitions assigned but nothing committed yet: its lag
+    # is measured from the log start of what it owns, not refused for want of a topic name.
+    # (noida only: Tansu 0.6 describes members with an empty assignment, where Kafka fills it in)
+    from kafka import KafkaConsumer
+
+    topic, group = noida_broker.create_topic(unique("fresh"), 2), unique("fresh-svc")
+    for p in range(2):
+        noida_broker.produce(topic, 4, partition=p)
+    consumer = KafkaConsumer(topic, bootstrap_servers=noida_broker.bootstrap, group_id=group,
+                             enable_auto_commit=False, session_timeout_ms=6000)
+    try:
+        deadline = time.monotonic() + 15
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=200, max_records=1)
+        assert consumer.assignment(), "the consumer never got its partitions"
+        assert noida_broker.committed(group, topic) == {}
+        result = Lag({"group": group}, ctx(noida_broker)).run()
+        assert {(r["topic"], r["partition"], r["committed"]) for r in result["partitions"]} == {
+            (topic, 0, None), (topic, 1, None)}
+        assert result["total_lag"] == 8 and result["member_count"] == 1
+    finally:
+        consumer.close()
+
+
 def test_lag_trend_measures_a_draining_group(noida_broker: Broker) -> None:
     from kafka import TopicPartition
     from kafka.structs import OffsetAndMetadata

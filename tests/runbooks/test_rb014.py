@@ -169,6 +169,9 @@ def cluster(k8s_cluster: K8sCluster, k8s_ns: str, noida_broker: Any) -> Iterator
                    {"KUBECONFIG": k8s_cluster.kubeconfig, "KAFKA_BOOTSTRAP_SERVERS": proxy.address})
     try:
         assert eventually(lambda: inc.members() == 1, timeout=30), "the consumer never joined its group"
+        # a group that has been consuming has committed offsets before the incident
+        assert eventually(lambda: bool(noida_broker.committed(group, topic)), timeout=30), \
+            "the consumer never committed"
         yield inc
     finally:
         consumers.close()

@@ -185,12 +185,22 @@ class Cluster:
             raise ActionError(f"kafka: cannot describe group {group!r}: {desc['error']}")
         members = []
         for m in desc.get("members") or []:
-            assignment = m.get("member_assignment") or {}
-            owned = assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []
+            owned = _owned(m)
             members.append({"member_id": m["member_id"], "client_id": m.get("client_id", ""),
                             "host": m.get("client_host", ""),
                             "partitions": sum(len(a["partitions"]) for a in owned)})
         return {"state": desc.get("group_state", "Unknown"), "members": members}
+
+    def assigned(self, group: str) -> set[Any]:
+        """Partitions assigned to the group's current members."""
+        from kafka import TopicPartition
+
+        desc = self.call(self.admin.describe_groups, [group])[group]
+        found = set()
+        for m in desc.get("members") or []:
+            for a in _owned(m):
+                found |= {TopicPartition(a["topic"], p) for p in a["partitions"]}
+        return found
 
     def group_exists(self, group: str, info: dict[str, Any]) -> bool:
         """Without a member and without a committed offset on any topic, the group does not exist
@@ -262,10 +272,13 @@ class Cluster:
     def lag_snapshot(self, group: str, topic: str | None) -> dict[str, Any]:
         """Lag of every partition: one OffsetFetch and one ListOffsets per leader for all of them."""
         committed = self.committed(group, topic)
-        tps = self.partitions(topic) if topic else sorted(committed)
+        # without a topic: what the group committed plus what its members are assigned (a member
+        # that just joined has not committed yet; kafka-consumer-groups shows those rows too)
+        tps = self.partitions(topic) if topic else sorted(set(committed) | self.assigned(group))
         if not tps:
-            raise ActionError(f"kafka: group {group!r} has no committed offsets; name the topic to "
-                              "measure its lag from the beginning of each partition")
+            raise ActionError(f"kafka: group {group!r} has no committed offsets and no member with "
+                              "assigned partitions; name the topic to measure its lag from the "
+                              "beginning of each partition")
         ends = self.offsets(tps, "latest")
         # a partition the group never committed is read from its log start (auto.offset.reset=earliest)
         starts = self.offsets([tp for tp in tps if committed.get(tp) is None], "earliest")
@@ -276,3 +289,9 @@ class Cluster:
             rows.append({"topic": tp.topic, "partition": tp.partition, "committed": position,
                          "end": ends[tp], "lag": lag})
         return {"taken_at": time.time(), "partitions": rows, "total_lag": sum(r["lag"] for r in rows)}
+
+
+def _owned(member: dict[str, Any]) -> list[dict[str, Any]]:
+    """A described member's assignment as [{"topic", "partitions"}] (empty while rebalancing)."""
+    assignment = member.get("member_assignment") or {}
+    return assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []
