@@ -99,6 +99,13 @@ class ActionError(OpsctlError):
     exit_code = ExitCode.FAILED
 
 
+class ArgumentError(ActionError):
+    """The action's arguments pass the schema but do not make sense together (a missing identifier,
+    two alternatives at once): bad input, exit 2, never retried."""
+
+    exit_code = ExitCode.INVALID
+
+
 class StepTimeout(ActionError):
     pass
 

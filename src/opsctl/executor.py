@@ -294,12 +294,15 @@ class Executor:
         for r in recs:
             if r.status in ("declined", "refused"):
                 return ExitCode.NOT_CONFIRMED, "not_confirmed", f"{r.id}: {r.reason}"
-        for r in recs:
-            if r.status in ("failed", "timed_out") and not r.continue_on_error:
-                code = {"backend": ExitCode.BACKEND, "template": ExitCode.INVALID}.get(
-                    r.error_kind or "", ExitCode.FAILED)
-                kind = "backend_error" if code == ExitCode.BACKEND else "failed"
-                return code, kind, f"{r.phase}/{r.id}: {r.reason}"
+        failed = [r for r in recs if r.status in ("failed", "timed_out") and not r.continue_on_error]
+        # bad input (a template or argument problem) is the root cause of whatever else failed
+        failed.sort(key=lambda r: r.error_kind not in ("template", "usage"))
+        if failed:
+            r = failed[0]
+            code = {"backend": ExitCode.BACKEND, "template": ExitCode.INVALID,
+                    "usage": ExitCode.INVALID}.get(r.error_kind or "", ExitCode.FAILED)
+            kind = {ExitCode.BACKEND: "backend_error", ExitCode.INVALID: "invalid"}.get(code, "failed")
+            return code, kind, f"{r.phase}/{r.id}: {r.reason}"
         if self.s.dry_run:
             return ExitCode.OK, "ok", "dry-run complete: nothing was changed"
         bad = [f for r in recs if r.phase == "verify" for f in r.findings if f.severity == "critical"]

@@ -54,7 +54,7 @@ class StepRecord:
     read_only: bool
     status: str = "not_run"
     reason: str = ""
-    error_kind: str | None = None  # backend | template | action | timeout | internal
+    error_kind: str | None = None  # backend | template | usage | action | timeout | internal
     args: dict[str, Any] | None = None  # the rendered `with`, as the action received it
     result: Any = None
     outputs: dict[str, Any] = field(default_factory=dict)

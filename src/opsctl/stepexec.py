@@ -18,7 +18,15 @@ from jsonschema import Draft202012Validator
 
 from opsctl import actions, templating
 from opsctl.actions.base import Action, ActionContext, Plan
-from opsctl.errors import ActionError, BackendError, Cancelled, NotConfirmed, OpsctlError, StepTimeout
+from opsctl.errors import (
+    ActionError,
+    ArgumentError,
+    BackendError,
+    Cancelled,
+    NotConfirmed,
+    OpsctlError,
+    StepTimeout,
+)
 from opsctl.model import Step
 from opsctl.records import NO_RESULT, Finding, StepRecord, jsonable, now_iso
 
@@ -66,6 +74,8 @@ class StepRunner:
             rec.status, rec.reason = "interrupted", "interrupted (Ctrl-C)"
         except NotConfirmed as e:
             rec.status, rec.reason = "refused", str(e)
+        except ArgumentError as e:
+            rec.status, rec.error_kind, rec.reason = "failed", "usage", str(e)
         except OpsctlError as e:
             rec.status, rec.error_kind, rec.reason = "failed", "action", str(e)
         except Exception as e:  # a bug in an action: keep the traceback out of the terminal
@@ -119,7 +129,7 @@ class StepRunner:
             try:
                 result = jsonable(cls(args, ctx).run())
             except (BackendError, ActionError) as e:
-                if last or isinstance(e, StepTimeout):
+                if last or isinstance(e, StepTimeout | ArgumentError):
                     raise
                 self.renderer.attempt(step, attempt, attempts, str(e))
                 ctx.sleep(step.interval)

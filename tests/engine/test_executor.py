@@ -298,6 +298,20 @@ def test_template_error_at_run_time_fails_the_step_with_exit_2(opsctl: Opsctl) -
                                 "value: 'dict object' has no attribute 'cuont'")
 
 
+def test_argument_error_is_bad_input_exit_2_and_never_retried(opsctl: Opsctl) -> None:
+    # "no targets" is the user's input, not a failed probe: no retry, and exit 2 even though an
+    # earlier step failed for an ordinary reason (bad input is the root cause to report)
+    start = time.monotonic()
+    r = opsctl("run", rb("rb-416"), "-o", "json")
+    doc = _json(r)
+    assert r.code == 2, r.output
+    probe = steps_of(doc)["probe"]
+    assert (probe["status"], probe["error_kind"], probe["attempts"]) == ("failed", "usage", 1)
+    assert doc["status"] == "invalid" and "no targets" in doc["message"]
+    assert steps_of(doc)["gate"]["error_kind"] == "action"
+    assert time.monotonic() - start < 10  # no 10 s retry interval was slept
+
+
 def test_exit_2_on_unknown_runbook_id(opsctl: Opsctl) -> None:
     r = opsctl("run", "rb-999")
     assert r.code == 2

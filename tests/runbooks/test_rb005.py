@@ -121,7 +121,7 @@ def test_no_identifier_fails_cleanly_without_an_internal_error(opsctl: Callable[
     # the CloudWatch steps get an empty dimension value: botocore's ParamValidationError must not
     # surface as an "internal error" with a crash log
     result = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", env=moto.env)
-    assert result.code == 1
+    assert result.code == 2  # a missing identifier is bad input, not a failed step
     assert "internal error" not in result.output and "Traceback" not in result.output
     assert "invalid request" in step(result, "cpu")["reason"]
     assert "give a DB `cluster`" in step(result, "status")["reason"]
@@ -132,6 +132,6 @@ def test_cluster_and_instance_together_are_refused(opsctl: Callable[..., Result]
     before = writer(moto, "both")
     result = opsctl("run", RUNBOOK, "--yes", "-p", "cluster=both", "-p", f"instance={members[0]}",
                     env=moto.env)
-    assert result.code == 1
+    assert result.code == 2
     assert "not both" in result.output
     assert writer(moto, "both") == before

@@ -17,7 +17,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, is_template, type_schema
 from opsctl.backends import http
-from opsctl.errors import ActionError, BackendError
+from opsctl.errors import ActionError, ArgumentError, BackendError
 
 TIMEOUT = {"type": "number", "exclusiveMinimum": 0, "description": "seconds (default: http.timeout or 5)"}
 
@@ -287,7 +287,7 @@ def _tcp_targets(action: Action) -> list[str]:
     items = raw if isinstance(raw, list) else str(raw).split(",")
     targets = [str(t).strip() for t in items if str(t).strip()]
     if not targets:
-        raise ActionError("tcp.check: no targets (give targets, or kafka_brokers: true with the "
+        raise ArgumentError("tcp.check: no targets (give targets, or kafka_brokers: true with the "
                           "environment's kafka.bootstrap_servers / KAFKA_BOOTSTRAP_SERVERS)")
     return targets
 

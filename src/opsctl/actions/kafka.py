@@ -14,7 +14,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, Change, Plan, is_template, type_schema
 from opsctl.backends.kafka import Cluster, make_consumer, make_producer
-from opsctl.errors import ActionError
+from opsctl.errors import ActionError, ArgumentError
 
 REDRIVEN_HEADER = "x-opsctl-redriven"
 _TOPIC = {"type": "string", "minLength": 1}
@@ -436,7 +436,8 @@ def _timestamp_ms(value: Any) -> int:
     try:
         return int(datetime.fromisoformat(str(value)).timestamp() * 1000)
     except ValueError:
-        raise ActionError(f"kafka: timestamp {value!r} is neither epoch milliseconds nor ISO 8601") from None
+        raise ArgumentError(f"kafka: timestamp {value!r} is neither epoch milliseconds nor ISO 8601"
+                            ) from None
 
 
 @register

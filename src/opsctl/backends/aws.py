@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from opsctl.errors import ActionError, BackendError
+from opsctl.errors import ActionError, ArgumentError, BackendError
 
 if TYPE_CHECKING:
     from opsctl.actions.base import ActionContext
@@ -105,7 +105,7 @@ def aws_errors(what: str) -> Iterator[None]:
                                   "aws.endpoint_url / AWS_ENDPOINT_URL, the region and the "
                                   "network.") from None
     except ParamValidationError as e:  # e.g. an empty identifier templated from an unset param
-        raise ActionError(f"{what}: invalid request: {' '.join(str(e).split())}") from None
+        raise ArgumentError(f"{what}: invalid request: {' '.join(str(e).split())}") from None
     except ReadTimeoutError as e:
         raise BackendError("aws", f"{what}: the AWS endpoint did not answer in time ({e}).") from None
     except ClientError as e:

@@ -7,7 +7,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, Change, Plan, type_schema
 from opsctl.backends.aws import aws_errors, client
-from opsctl.errors import ActionError
+from opsctl.errors import ActionError, ArgumentError
 
 _SERVICE = {"cluster": {"type": "string", "minLength": 1}, "service": {"type": "string", "minLength": 1}}
 
@@ -119,7 +119,7 @@ class Scale(_ServiceChange):
         if want > cap:
             raise ActionError(f"desired={want} is above max_desired={cap}")
         if want == 0 and not self.args.get("allow_zero"):
-            raise ActionError("desired=0 would stop the service: give the new count (-p desired=N) "
+            raise ArgumentError("desired=0 would stop the service: give the new count (-p desired=N) "
                               "or set allow_zero: true")
         data = {"task_definition": s["task_definition"]}
         if want == s["desired"]:

@@ -9,7 +9,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, Change, Plan, is_template, type_schema
 from opsctl.backends.aws import aws_errors, client
-from opsctl.errors import ActionError
+from opsctl.errors import ActionError, ArgumentError
 
 _TARGET = {"cluster": {"type": "string", "description": "Aurora DB cluster identifier"},
            "instance": {"type": "string", "description": "RDS (Multi-AZ) DB instance identifier"}}
@@ -25,12 +25,12 @@ def _one_target(args: dict[str, Any]) -> list[tuple[str, str]]:
 def _target_of(args: dict[str, Any]) -> tuple[str, str]:
     """("cluster"|"instance", identifier) at run time, when templates left one of them empty."""
     if args.get("cluster") and args.get("instance"):
-        raise ActionError("give exactly one of `cluster` (Aurora) or `instance` (RDS Multi-AZ), not both")
+        raise ArgumentError("give exactly one of `cluster` (Aurora) or `instance` (RDS Multi-AZ), not both")
     if args.get("cluster"):
         return "cluster", str(args["cluster"])
     if args.get("instance"):
         return "instance", str(args["instance"])
-    raise ActionError("give a DB `cluster` (Aurora) or `instance` (RDS Multi-AZ) identifier")
+    raise ArgumentError("give a DB `cluster` (Aurora) or `instance` (RDS Multi-AZ) identifier")
 
 
 class _TargetAction(Action):
