@@ -9,7 +9,7 @@ import pytest
 
 from opsctl.actions import load_all
 from opsctl.actions.base import ActionContext, Plan
-from opsctl.errors import ActionError, BackendError
+from opsctl.errors import ActionError, BackendError, Cancelled
 from tests.fixtures.core import free_port
 from tests.servers.postgres import PASSWORDS, PgServer
 
@@ -231,6 +231,36 @@ def test_step_deadline_bounds_the_query_on_the_server(pg: PgServer, pg_actions_e
         load_all()["postgres.query"]({"sql": heavy}, ctx).run()
     assert time.monotonic() - started < 5
     assert pg.count("query LIKE '%generate_series%' AND state = 'active'") == 0  # stopped server-side
+
+
+def test_ctrl_c_cancels_the_running_statement_on_the_server(pg: PgServer, pg_actions_env: PgServer) -> None:
+    # Ctrl-C sets the step's cancel event: the statement is cancelled on the server at once,
+    # not left running until its 15 s statement_timeout
+    import threading
+
+    cancel = threading.Event()
+    clients: dict[str, Any] = {}  # one run: the next step reuses the same connection
+    ctx = ActionContext(cancelled=cancel, deadline=time.monotonic() + 60, clients=clients)
+    heavy = "SELECT count(*) FROM generate_series(1, 2000000000)"
+    running = "query LIKE '%generate_series(1, 2000000000)%' AND state = 'active'"
+
+    def press_ctrl_c_once_it_runs() -> None:
+        deadline = time.monotonic() + 20
+        while pg.count(running) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cancel.set()
+
+    timer = threading.Thread(target=press_ctrl_c_once_it_runs)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        load_all()["postgres.query"]({"sql": heavy}, ctx).run()
+    timer.join()
+    assert time.monotonic() - started < 5
+    assert pg.count(running) == 0  # stopped server-side
+    # the run's shared connection is still usable by the next step
+    after = load_all()["postgres.query"]({"sql": "SELECT 1 AS one"}, ActionContext(clients=clients)).run()
+    assert after["rows"] == [{"one": 1}] and len(clients) == 1
 
 
 def test_full_pool_error_explains_the_reserved_slots(pg: PgServer, pg_actions_env: PgServer) -> None:

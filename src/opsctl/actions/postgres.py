@@ -32,7 +32,7 @@ class PgAction(Action):
         database = self.args.get("database") or None
         client = self.ctx.client(f"postgres:{database or ''}", lambda: pg.PgClient(
             pg.settings_from(self.ctx.backend_config("postgres"), database)))
-        return client.session(self.ctx.remaining())
+        return client.session(self.ctx.remaining(), cancelled=self.ctx.cancelled)
 
 
 @register

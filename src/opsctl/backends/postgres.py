@@ -21,11 +21,11 @@ import os
 import re
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from opsctl.errors import ActionError, BackendError
+from opsctl.errors import ActionError, BackendError, Cancelled
 
 APPLICATION_NAME = "opsctl"
 CONNECT_TIMEOUT = 3.0
@@ -123,9 +123,12 @@ class PgClient:
         self._lock = threading.Lock()
 
     @contextmanager
-    def session(self, remaining: float | None = None) -> Iterator[Any]:
+    def session(self, remaining: float | None = None,
+                cancelled: threading.Event | None = None) -> Iterator[Any]:
         """The connection, with statement_timeout set for this call; psycopg errors become
-        opsctl errors, and a broken connection is dropped so that the next call reconnects."""
+        opsctl errors, and a broken connection is dropped so that the next call reconnects.
+        When ``cancelled`` is set (Ctrl-C) while a statement runs, the server is asked to cancel
+        it (a cancel request on its own connection), rather than leaving it to statement_timeout."""
         import psycopg
 
         timeout = self.settings.statement_timeout if remaining is None else \
@@ -133,13 +136,23 @@ class PgClient:
         with self._lock:
             if self._conn is None or self._conn.closed:
                 self._conn = connect(self.settings)
+            conn, done = self._conn, threading.Event()
+            if cancelled is not None:
+                threading.Thread(target=_cancel_on, args=(cancelled, done, conn), daemon=True,
+                                 name="opsctl-pg-cancel").start()
             try:
-                self._conn.execute(f"SET statement_timeout = {int(timeout * 1000)}")
-                yield self._conn
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.rollback()  # an earlier step was cancelled in the middle of a transaction
+                conn.execute(f"SET statement_timeout = {int(timeout * 1000)}")
+                yield conn
             except psycopg.Error as e:
-                if self._conn.broken or self._conn.closed:
+                if conn.broken or conn.closed:
                     self._conn = None
+                if cancelled is not None and cancelled.is_set():
+                    raise Cancelled("interrupted") from None
                 raise self._translate(e) from None
+            finally:
+                done.set()
 
     def close(self) -> None:
         """Called by the executor at the end of the run."""
@@ -161,6 +174,18 @@ class PgClient:
         if isinstance(e, psycopg.OperationalError):
             return BackendError("postgres", f"{where}: connection lost: {text}")
         return ActionError(f"postgres {where}: {text}")
+
+
+def _cancel_on(cancelled: threading.Event, done: threading.Event, conn: Any) -> None:
+    """Until ``done``: once ``cancelled`` is set, cancel what the connection is running, again
+    every half second (a cancel that lands between a prepared statement's Parse and its Execute
+    is ignored by the server, and the step may go on to a next statement anyway)."""
+    while not done.is_set():
+        if not cancelled.wait(0.1):
+            continue
+        with suppress(Exception):  # nothing running, or the server went away: nothing to do
+            conn.cancel_safe(timeout=CONNECT_TIMEOUT)
+        done.wait(0.5)
 
 
 def fetch(conn: Any, query: str, params: Any = None) -> list[dict[str, Any]]:
