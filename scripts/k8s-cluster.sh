@@ -101,6 +101,15 @@ start() {
   setsid "$H/bin/etcd" --data-dir "$R/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT+1))" \
     --unsafe-no-fsync --log-level warn >log/etcd.log 2>&1 < /dev/null & echo $! > etcd.pid
+  # etcd first: if it cannot start (a port taken since it was picked), say so now, not after the
+  # apiserver has retried it for a minute
+  local up=""
+  for _ in $(seq 80); do
+    curl -sf --max-time 1 "http://127.0.0.1:$ETCD_PORT/health" 2>/dev/null | grep -q true && { up=1; break; }
+    kill -0 "$(cat etcd.pid)" 2>/dev/null || break
+    sleep 0.25
+  done
+  [ -n "$up" ] || { echo "etcd did not start on 127.0.0.1:$ETCD_PORT:" >&2; tail -20 log/etcd.log >&2; stop; exit 1; }
   setsid "$H/bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$ETCD_PORT" --bind-address 127.0.0.1 \
     --advertise-address 127.0.0.1 --secure-port "$API_PORT" --tls-cert-file pki/api.crt --tls-private-key-file pki/api.key \
     --token-auth-file pki/tokens.csv --authorization-mode RBAC --service-account-key-file pki/sa.pub \
@@ -108,7 +117,7 @@ start() {
     --service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none --kubelet-preferred-address-types InternalIP \
     --enable-priority-and-fairness=false >log/kube-apiserver.log 2>&1 < /dev/null & echo $! > kube-apiserver.pid
   write_kubeconfig
-  wait_for /readyz ok || { tail -20 log/kube-apiserver.log >&2; stop; exit 1; }
+  wait_for /readyz ok || { tail -20 log/kube-apiserver.log log/etcd.log >&2; stop; exit 1; }
   # no kubelet: the node-lifecycle controller would evict the fake kubelet's pods
   setsid "$H/bin/kube-controller-manager" --kubeconfig "$R/kubeconfig" --leader-elect=false \
     --service-account-private-key-file pki/sa.key --root-ca-file pki/ca.crt \
