@@ -22,10 +22,18 @@ class OpsctlError(Exception):
     """Base of every error opsctl reports to the user."""
 
     exit_code = ExitCode.FAILED
+    # what a mutating action had already done when it was stopped (Ctrl-C, timeout), for the run log
+    partial: object = None
+    partial_note: str = ""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def with_partial(self, result: object, note: str) -> OpsctlError:
+        """Attach what was done before the stop (re-raise the same error afterwards)."""
+        self.partial, self.partial_note = result, note
+        return self
 
     def __str__(self) -> str:
         return self.message

@@ -25,6 +25,7 @@ from opsctl.records import DONE, Outcome, StepRecord, now_iso
 from opsctl.stepexec import StepRunner, StepState
 
 GRACE = 5.0  # how long past its deadline a step may take to notice cancellation
+STOP_GRACE = 5.0  # after Ctrl-C: how long running steps get to stop and record what they did
 _NO_RESULT = object()
 
 
@@ -62,6 +63,7 @@ class Executor:
             else set()
         self.halt: str | None = None  # why the run stopped early
         self.interrupted = False
+        self.ended: set[str] = set()  # steps whose end was rendered and logged
         self.usage_error: str | None = None
         self.runner = StepRunner(dry_run=settings.dry_run, yes=settings.yes,
                                  interactive=settings.interactive, renderer=renderer,
@@ -142,6 +144,7 @@ class Executor:
         if old is not None and old.status in DONE and step.phase != "verify":
             reused = {**old.as_dict(), "reused_from": self.audit.resumed_from}
             self.records[step.id] = StepRecord.from_dict(reused)
+            state.done = True
             self.inbox.put(("done", step.id))
             return threading.Thread()
         self.renderer.step_started(step)
@@ -160,6 +163,7 @@ class Executor:
         return t
 
     def finished(self, step_id: str) -> None:
+        self.ended.add(step_id)
         rec = self.records[step_id]
         self.renderer.step_finished(rec)
         self.audit.event("step_end", record=rec.as_dict())
@@ -184,16 +188,28 @@ class Executor:
                 self.finished(step_id)
 
     def interrupt(self) -> None:
+        """Ctrl-C: tell every running step to stop, and give them STOP_GRACE seconds to do so and
+        record what they had done (a redrive's moved count); a second Ctrl-C stops the wait."""
         self.interrupted = True
         self.halt = "interrupted"
-        for step_id, state in self.states.items():
+        for state in self.states.values():
             state.cancel.set()
+        self.audit.event("interrupted")
+        self.renderer.note("interrupted: stopping running steps (Ctrl-C again to stop waiting)")
+        live = [i for i, s in self.states.items() if not s.done and i not in self.ended]
+        deadline = time.monotonic() + STOP_GRACE
+        try:
+            while any(not self.states[i].done for i in live) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            pass
+        for step_id, state in self.states.items():
             rec = self.records[step_id]
-            if not state.done and rec.status == "not_run":
+            if state.done and step_id not in self.ended:
+                self.finished(step_id)  # it stopped by itself, with its own status and result
+            elif not state.done and rec.status == "not_run":
                 rec.status, rec.reason, rec.ended_at = "interrupted", "interrupted (Ctrl-C)", now_iso()
                 self.audit.event("step_end", record=rec.as_dict())
-        self.audit.event("interrupted")
-        self.renderer.note("interrupted: stopping running steps")
 
     # ---- options -------------------------------------------------------------------------------
     def select_options(self) -> set[str] | None:

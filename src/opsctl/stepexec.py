@@ -67,11 +67,11 @@ class StepRunner:
             rec.status, rec.error_kind, rec.reason = "failed", e.kind, str(e)
         except BackendError as e:
             rec.status, rec.error_kind, rec.reason = "failed", "backend", str(e)
-        except StepTimeout:
+        except StepTimeout as e:
             rec.status, rec.error_kind = "timed_out", "timeout"
-            rec.reason = f"timed out after {_limit(step, rec):g}s; the work was stopped"
-        except Cancelled:
-            rec.status, rec.reason = "interrupted", "interrupted (Ctrl-C)"
+            rec.reason = f"timed out after {_limit(step, rec):g}s; the work was stopped" + _partial(rec, e)
+        except Cancelled as e:
+            rec.status, rec.reason = "interrupted", "interrupted (Ctrl-C)" + _partial(rec, e)
         except NotConfirmed as e:
             rec.status, rec.reason = "refused", str(e)
         except ArgumentError as e:
@@ -230,6 +230,14 @@ class StepRunner:
             rec.findings.append(Finding(step.id, step.phase, "ok" if ok else exp.severity,
                                         str(message)))
         rec.status = status
+
+
+def _partial(rec: StepRecord, e: OpsctlError) -> str:
+    """Record what a stopped action had already done; the text to add to the reason."""
+    if e.partial is None:
+        return ""
+    rec.result = jsonable(e.partial)
+    return f" after: {e.partial_note}" if e.partial_note else ""
 
 
 def _truthy(value: Any) -> bool:

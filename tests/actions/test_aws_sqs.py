@@ -81,11 +81,15 @@ def test_redrive_10k_interrupted_then_resumed_conserves_counts(moto: Moto,
     assert plan.changes[0].before == {"dlq": 10_000, "queue": 0}
     threading.Timer(3, cancel.set).start()
     started = time.monotonic()
-    with pytest.raises(Cancelled):
+    with pytest.raises(Cancelled) as stopped:
         first.apply(plan)
     assert time.monotonic() - started < 6  # stops promptly, after the batches in flight
     moved = depth(moto, queue)
     assert 0 < moved < 10_000
+    # what was done before the stop travels with the error, for the run log
+    assert stopped.value.partial == {"moved": moved, "failed": 0, "delete_failed": 0,
+                                     "dlq_before": 10_000, "stopped": "interrupted"}
+    assert stopped.value.partial_note == f"{moved} message(s) moved, 0 failed"
     time.sleep(4.1)  # anything received but not yet sent is visible in the DLQ again
     assert moved + depth(moto, dlq) == 10_000  # nothing lost, nothing duplicated
     again = Redrive({"queue": "orders", "workers": 6}, aws_ctx)
@@ -151,12 +155,13 @@ def test_redrive_stops_at_the_step_deadline(moto: Moto, aws_ctx: ActionContext) 
     ctx = ActionContext(environment=aws_ctx.environment, deadline=time.monotonic() + 3)
     action = Redrive({"queue": "orders", "rate": 50, "visibility_timeout": 1}, ctx)
     plan = action.plan()
-    with pytest.raises(StepTimeout):
+    with pytest.raises(StepTimeout) as stopped:
         action.apply(plan)
     assert ctx.timed_out
     time.sleep(1.1)
     moved = depth(moto, queue)
     assert 0 < moved < 400 and moved + depth(moto, dlq) == 400
+    assert isinstance(stopped.value.partial, dict) and stopped.value.partial["moved"] == moved
 
 
 def test_redrive_refuses_when_the_dlq_changed_since_the_plan(moto: Moto, aws_ctx: ActionContext) -> None:

@@ -130,6 +130,37 @@ def test_killed_mid_redrive_then_rerun_loses_nothing(opsctl_env: dict[str, str],
     assert len(bodies) - len(sent) <= 40  # at most the batches that were in flight (4 workers x 10)
 
 
+def test_ctrl_c_mid_redrive_records_what_was_moved(opsctl_env: dict[str, str], moto: Moto,
+                                                  opsctl: Callable[..., Result]) -> None:
+    # the post-mortem must say how many messages had moved when the on-call engineer stopped it
+    queue, dlq = make_queue_with_dlq(moto, "plooral-queue")
+    fill(moto, dlq, 1000)
+    env = {**opsctl_env, **moto.env}
+    args = [sys.executable, "-m", "opsctl", "run", RUNBOOK, "--yes", "-o", "json", "-p",
+            "queue=plooral-queue", "-p", "rate=200", "-p", "visibility_timeout=3"]
+    proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while depth(moto, queue) < 100 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    moved = depth(moto, queue)
+    assert 0 < moved < 1000
+    redrive = next(s for s in json.loads(out)["steps"] if s["id"] == "redrive")
+    assert redrive["status"] == "interrupted"
+    assert redrive["result"]["moved"] == moved and redrive["result"]["stopped"] == "interrupted"
+    assert f"{moved} message(s) moved" in redrive["reason"]
+    run_id = json.loads(out)["run_id"]
+    md = opsctl("report", run_id, env=env).stdout
+    assert f"{moved} message(s) moved" in md
+
+
 def test_dlq_given_as_the_source_queue_itself_is_refused(opsctl: Callable[..., Result], moto: Moto) -> None:
     queue = moto.client("sqs").create_queue(QueueName="no-policy")["QueueUrl"]
     fill(moto, queue, 5)

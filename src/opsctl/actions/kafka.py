@@ -14,7 +14,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, Change, Plan, is_template, type_schema
 from opsctl.backends.kafka import Cluster, make_consumer, make_producer
-from opsctl.errors import ActionError, ArgumentError
+from opsctl.errors import ActionError, ArgumentError, Cancelled, StepTimeout
 
 REDRIVEN_HEADER = "x-opsctl-redriven"
 _TOPIC = {"type": "string", "minLength": 1}
@@ -387,6 +387,10 @@ class Redrive(Action):
                         per_partition[str(p)] += n
                     moved += sum(sent.values())
                     bar.advance(sum(sent.values()))
+        except (Cancelled, StepTimeout) as e:
+            raise e.with_partial({"dlq_topic": d["dlq_topic"], "topic": d["topic"], "group": d["group"],
+                                  "redriven": moved, "per_partition": per_partition},
+                                 f"{moved} record(s) redriven and committed") from None
         finally:
             consumer.close()
             producer.close(timeout=5)

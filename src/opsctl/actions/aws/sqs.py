@@ -9,7 +9,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, Change, Plan, type_schema
 from opsctl.backends.aws import aws_errors, client
-from opsctl.errors import ActionError
+from opsctl.errors import ActionError, Cancelled, StepTimeout
 
 _QUEUE = {"type": "string", "minLength": 1, "description": "queue name or URL"}
 _DLQ = {"type": "string", "description": "DLQ name or URL (default: the queue's RedrivePolicy target)"}
@@ -259,7 +259,13 @@ class Redrive(Action):
                 done[0] = stats.moved + stats.failed
                 self.ctx.check_cancelled()  # raising here stops the workers after their batch
 
-            stats = mover.run(on_tick=tick)
+            try:
+                stats = mover.run(on_tick=tick)
+            except (Cancelled, StepTimeout) as e:  # the workers have stopped: the counts are final
+                s = mover.stats
+                raise e.with_partial({"moved": s.moved, "failed": s.failed, "delete_failed": s.delete_failed,
+                                      "dlq_before": d["dlq_before"], "stopped": "interrupted"},
+                                     f"{s.moved} message(s) moved, {s.failed} failed") from None
         elapsed = time.monotonic() - started
         after = _attributes(sqs, d["source_url"])
         return {"moved": stats.moved, "failed": stats.failed, "delete_failed": stats.delete_failed,
