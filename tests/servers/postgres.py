@@ -13,7 +13,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -21,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.servers.ports import free_port
 
 PASSWORDS = {"postgres": "pg-super-secret", "ops": "ops-s3cret-pw", "app": "app-s3cret-pw"}
 
@@ -31,11 +32,6 @@ def _bindir() -> Path:
         raise RuntimeError("no PostgreSQL binaries under /usr/lib/postgresql/*/bin")
     return Path(found[-1]).parent
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_postgres(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -200,7 +196,7 @@ def start_postgres(max_connections: int = 20, stat_statements: bool | None = Non
     os.chmod(root, 0o755)
     _as_postgres([str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust",
                   "--no-sync", "-E", "UTF8", "--locale", "C"])
-    port = _free_port()
+    port = free_port()
     _write_conf(datadir, port, max_connections, stat_statements)
     _as_postgres([str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(root / "server.log"),
                   "-w", "-t", "30", "start"])

@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -15,13 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.servers.ports import free_port
+
 PASSWORD = "redis-s3cret-pw"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _quietly(fn: Any, *args: Any) -> None:
@@ -79,7 +75,7 @@ class RedisServer:
 
 def start_redis(maxmemory: str = "8mb", policy: str = "noeviction") -> RedisServer:
     workdir = Path(tempfile.mkdtemp(prefix="opsctl-redis-"))
-    port = _free_port()
+    port = free_port()
     cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
            "--dir", str(workdir), "--requirepass", PASSWORD, "--maxmemory", maxmemory,
            "--maxmemory-policy", policy, "--slowlog-log-slower-than", "10000"]
