@@ -124,7 +124,8 @@ class StepRunner:
         timeout = step.timeout or DEFAULT_TIMEOUT
         for attempt in range(1, attempts + 1):
             rec.attempts = attempt
-            ctx = self._arm(step, state, timeout, step.interval)
+            # the watchdog allows for the pause between attempts, when there are attempts to pause for
+            ctx = self._arm(step, state, timeout, step.interval if attempts > 1 else 0.0)
             last = attempt == attempts
             try:
                 result = jsonable(cls(args, ctx).run())
