@@ -216,6 +216,14 @@ def test_unreachable_is_a_backend_error_without_password(monkeypatch: pytest.Mon
     assert "hunter2-secret" not in str(err.value) and "\n" not in str(err.value)
 
 
+def test_unencoded_at_in_a_uri_password_is_explained_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # libpq would split at the first '@' and echo the password's tail as the host name
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://app:p@ss-w0rd-tail@127.0.0.1:{free_port()}/app")
+    with pytest.raises(BackendError, match="unencoded '@'.*%40") as err:
+        run("postgres.connections")
+    assert "w0rd-tail" not in str(err.value)
+
+
 def test_wrong_password_is_a_backend_error(pg_actions_env: PgServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGPASSWORD", "not-" + PASSWORDS["ops"])
     with pytest.raises(BackendError, match="password authentication failed") as err:

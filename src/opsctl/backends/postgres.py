@@ -101,9 +101,23 @@ def _hint(message: str) -> str:
     return ""
 
 
+def _unencoded_at(conninfo: str) -> bool:
+    """A URI whose user:password part holds a raw '@': libpq splits at the first one, takes the
+    rest of the password for the host name, and echoes it in its error."""
+    scheme, sep, rest = conninfo.partition("://")
+    if not sep or not scheme.startswith("postgres"):
+        return False
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    return authority.count("@") > 1
+
+
 def connect(settings: PgSettings) -> Any:
     import psycopg
 
+    if _unencoded_at(settings.conninfo):
+        raise BackendError("postgres", "the connection URI's user or password contains an unencoded '@': "
+                                       "percent-encode it ('@' is %40), e.g. "
+                                       "postgresql://app:p%40ss@db:5432/app")
     kwargs = {**settings.params, "application_name": APPLICATION_NAME, "autocommit": True,
               "connect_timeout": max(1, math.ceil(settings.connect_timeout))}
     try:
