@@ -47,6 +47,31 @@ def silent_server() -> Iterator[str]:
     srv.close()
 
 
+
+@pytest.fixture
+def non_http_server() -> Iterator[str]:
+    """Answers every connection with a Redis-style line, as a wrong port would: not HTTP at all."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn = srv.accept()[0]
+            except OSError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"-ERR unknown command 'GET'\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://user:s3cret@127.0.0.1:{srv.getsockname()[1]}"
+    stop.set()
+    srv.close()
+
 def test_get_parses_actuator_json(breaker_app: BreakerApp) -> None:
     r = Get({"url": breaker_app.url + "/actuator/circuitbreakers"}, ctx()).run()
     assert r["status"] == 200 and r["ok"] and r["reachable"]
@@ -216,3 +241,17 @@ def odd_actuator() -> Iterator[str]:
 def test_circuit_breakers_without_states_is_a_clear_action_error(odd_actuator: str, kind: str) -> None:
     with pytest.raises(ActionError, match="lists circuit breakers without their state"):
         CircuitBreakers({"actuator_url": f"{odd_actuator}/{kind}/actuator"}, ctx()).run()
+
+
+def test_a_server_that_does_not_speak_http_is_unreachable_not_a_crash(non_http_server: str) -> None:
+    """A wrong port (Redis, Kafka...) answers something that is not HTTP: http.client raised
+    BadStatusLine, which is no OSError, and every HTTP action ended in 'internal error'."""
+    with pytest.raises(BackendError, match="did not answer HTTP") as e:
+        Get({"url": non_http_server + "/actuator/health"}, ctx()).run()
+    assert "s3cret" not in str(e.value)
+    r = Get({"url": non_http_server + "/actuator/health", "unreachable_ok": True}, ctx()).run()
+    assert r["reachable"] is False and "did not answer HTTP" in r["error"]
+    with pytest.raises(BackendError, match="did not answer HTTP"):
+        CircuitBreakers({"actuator_url": non_http_server + "/actuator"}, ctx()).run()
+    with pytest.raises(BackendError, match="did not answer HTTP"):
+        PrometheusQuery({"query": "up", "url": non_http_server}, ctx()).run()

@@ -7,6 +7,7 @@ failure to get any response at all raises ``Unreachable``.
 from __future__ import annotations
 
 import base64
+import http.client
 import time
 import urllib.error
 import urllib.parse
@@ -61,10 +62,17 @@ def get(url: str, timeout: float, headers: dict[str, str] | None = None,
             body = resp.read(max_bytes)
             status, ctype = resp.status, resp.headers.get("Content-Type", "")
     except urllib.error.HTTPError as e:
-        body, status, ctype = e.read(max_bytes), e.code, e.headers.get("Content-Type", "")
+        status, ctype = e.code, e.headers.get("Content-Type", "")
+        try:
+            body = e.read(max_bytes)
+        except (OSError, http.client.HTTPException):  # an error status is the answer; its body is extra
+            body = b""
     except OSError as e:  # URLError, refused, reset, timeouts are all OSErrors
         reason = getattr(e, "reason", e)
         if isinstance(reason, TimeoutError):
             reason = f"timed out after {timeout:g}s"
         raise Unreachable(f"GET {url}: {reason}") from None  # url has no credentials any more
+    except http.client.HTTPException as e:  # something answered, but not HTTP (wrong port?)
+        raise Unreachable(f"GET {url}: the server did not answer HTTP ({type(e).__name__}: "
+                          f"{str(e).strip()[:60]!r})") from None
     return Response(status, ctype, body, round((time.monotonic() - start) * 1000, 1))
