@@ -195,3 +195,75 @@ def test_stop_while_rate_limited_sends_nothing_more(moto: Moto) -> None:
     assert depth(moto, queue) == stats.moved
     a = moto.client("sqs").get_queue_attributes(QueueUrl=dlq, AttributeNames=["All"])["Attributes"]
     assert int(a["ApproximateNumberOfMessages"]) == 40 - stats.moved  # visible again, not hidden
+
+
+def _send_big(moto: Moto, url: str, n: int, size: int) -> list[str]:
+    import os
+
+    sqs, bodies = moto.client("sqs"), []
+    for i in range(n):
+        body = f"{i:03d}" + "x" * size
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes={
+            "s": {"DataType": "String", "StringValue": "é unicode"},
+            "n": {"DataType": "Number", "StringValue": "-1.5e3"},
+            "b": {"DataType": "Binary", "BinaryValue": os.urandom(64)},
+            "c": {"DataType": "String.custom", "StringValue": "x"},
+            "nf": {"DataType": "Number.float", "StringValue": "3.14"},
+            "bz": {"DataType": "Binary.gzip", "BinaryValue": b"\x00\x01"}})
+        bodies.append(body)
+    return bodies
+
+
+def test_redrive_large_messages_with_every_attribute_type(moto: Moto, aws_ctx: ActionContext) -> None:
+    # 10 x 200 KB: one send_message_batch of the received 10 would be 2 MB, over SQS's batch limit,
+    # and the whole batch used to fail (moved 0, failed 10)
+    queue, dlq = make_queue_with_dlq(moto, "big")
+    bodies = _send_big(moto, dlq, 10, 200_000)
+    action = Redrive({"queue": "big", "workers": 1, "visibility_timeout": 5}, aws_ctx)
+    got = action.apply(action.plan())
+    assert (got["moved"], got["failed"], got["dlq_after"], got["dlq_in_flight_after"]) == (10, 0, 0, 0)
+    sqs = moto.client("sqs")
+    one = sqs.receive_message(QueueUrl=queue, MessageAttributeNames=["All"])["Messages"][0]
+    assert one["Body"] in bodies
+    attrs = one["MessageAttributes"]
+    assert {k: v["DataType"] for k, v in attrs.items()} == {
+        "s": "String", "n": "Number", "b": "Binary", "c": "String.custom", "nf": "Number.float",
+        "bz": "Binary.gzip"}
+    assert (attrs["s"]["StringValue"], attrs["bz"]["BinaryValue"]) == ("é unicode", b"\x00\x01")
+    assert sorted(drain_bodies(moto, queue) + [one["Body"]]) == bodies
+
+
+def test_redrive_halves_a_batch_the_endpoint_finds_too_long(moto: Moto, aws_ctx: ActionContext,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # if opsctl's size estimate is above the endpoint's limit, BatchRequestTooLong splits the batch
+    from opsctl.backends import sqs_redrive
+
+    monkeypatch.setattr(sqs_redrive, "BATCH_BYTES", 100 * 1024 * 1024)
+    queue, dlq = make_queue_with_dlq(moto, "big")
+    bodies = _send_big(moto, dlq, 10, 300_000)
+    mover = sqs_redrive.Mover(moto.client("sqs"), dlq, queue, max_messages=10, workers=1)
+    stats = mover.run()
+    assert (stats.moved, stats.failed) == (10, 0), stats.errors
+    assert sorted(drain_bodies(moto, queue)) == bodies
+
+
+def test_queue_and_dlq_given_by_arn(moto: Moto, aws_ctx: ActionContext) -> None:
+    # alarms and the console show queues by ARN; get_queue_url(QueueName=<arn>) is NonExistentQueue
+    queue, dlq = make_queue_with_dlq(moto, "orders")
+    fill(moto, dlq, 15)
+    arn = "arn:aws:sqs:eu-west-1:123456789012:orders"
+    got = QueueStats({"queue": arn, "dlq": arn + "-dlq"}, aws_ctx).run()
+    assert (got["queue"]["url"], got["dlq"]["url"], got["dlq_visible"]) == (queue, dlq, 15)
+    action = Redrive({"queue": arn}, aws_ctx)
+    assert action.apply(action.plan())["moved"] == 15
+    assert depth(moto, queue) == 15
+
+
+def test_queue_arn_of_another_region_or_service_is_bad_input(moto: Moto, aws_ctx: ActionContext) -> None:
+    from opsctl.errors import ArgumentError
+
+    make_queue_with_dlq(moto, "orders")
+    with pytest.raises(ArgumentError, match="in region us-east-1, but the AWS region in use is eu-west-1"):
+        QueueStats({"queue": "arn:aws:sqs:us-east-1:123456789012:orders"}, aws_ctx).run()
+    with pytest.raises(ArgumentError, match="not an SQS queue ARN"):
+        QueueStats({"queue": "arn:aws:sns:eu-west-1:123456789012:orders"}, aws_ctx).run()

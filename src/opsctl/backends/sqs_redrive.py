@@ -27,6 +27,10 @@ from typing import Any
 # (wait_seconds > 0) SQS asks all its servers, so one empty answer means nothing visible is left
 EMPTY_RECEIVES_TO_STOP = 1
 
+# total payload of one send_message_batch: 256 KiB is SQS's historical limit (1 MiB since 2025, and
+# in moto); large DLQ messages are sent in smaller batches instead of failing as a whole
+BATCH_BYTES = 256 * 1024
+
 
 @dataclass
 class MoveStats:
@@ -104,6 +108,32 @@ def _send_entry(msg: dict[str, Any], i: int, fifo: bool) -> dict[str, Any]:
     return entry
 
 
+def message_size(msg: dict[str, Any]) -> int:
+    """Bytes SQS counts for a message: body plus each attribute's name, type and value."""
+    size = len(msg["Body"].encode())
+    for name, v in (msg.get("MessageAttributes") or {}).items():
+        value = v.get("StringValue")
+        size += len(name.encode()) + len(str(v.get("DataType", "")).encode()) + (
+            len(value.encode()) if value is not None else len(v.get("BinaryValue") or b""))
+    return size
+
+
+def _size_chunks(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split a received batch so that each send_message_batch stays within BATCH_BYTES (a single
+    message larger than that goes alone: SQS accepts it if the queue's MaximumMessageSize does)."""
+    chunks: list[list[dict[str, Any]]] = []
+    size = 0
+    for m in messages:
+        n = message_size(m)
+        if chunks and chunks[-1] and size + n <= BATCH_BYTES:
+            chunks[-1].append(m)
+            size += n
+        else:
+            chunks.append([m])
+            size = n
+    return chunks
+
+
 @dataclass
 class Mover:
     client: Any  # boto3 SQS client (thread-safe for calls)
@@ -174,12 +204,26 @@ class Mover:
         return list(resp.get("Messages", []))
 
     def _move(self, messages: list[dict[str, Any]]) -> None:
+        for chunk in _size_chunks(messages):
+            self._move_chunk(chunk)
+
+    def _move_chunk(self, messages: list[dict[str, Any]]) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         entries = [_send_entry(m, i, self.fifo) for i, m in enumerate(messages)]
         try:
             sent = self.client.send_message_batch(QueueUrl=self.dest_url, Entries=entries)
-        except (BotoCoreError, ClientError) as e:  # nothing was deleted: count it and go on
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code.endswith("BatchRequestTooLong") and len(messages) > 1:
+                # the endpoint counts differently (or has a lower limit): halve until it fits
+                half = len(messages) // 2
+                self._move_chunk(messages[:half])
+                self._move_chunk(messages[half:])
+                return
+            self.stats.add(0, len(messages), 0, f"send: {e}")  # nothing was deleted: count it, go on
+            return
+        except BotoCoreError as e:
             self.stats.add(0, len(messages), 0, f"send: {e}")
             return
         ok = {s["Id"] for s in sent.get("Successful", [])}

@@ -9,17 +9,29 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, Change, Plan, type_schema
 from opsctl.backends.aws import aws_errors, client
-from opsctl.errors import ActionError, Cancelled, StepTimeout
+from opsctl.errors import ActionError, ArgumentError, Cancelled, StepTimeout
 
-_QUEUE = {"type": "string", "minLength": 1, "description": "queue name or URL"}
-_DLQ = {"type": "string", "description": "DLQ name or URL (default: the queue's RedrivePolicy target)"}
+_QUEUE = {"type": "string", "minLength": 1, "description": "queue name, URL or ARN"}
+_DLQ = {"type": "string", "description": "DLQ name, URL or ARN (default: the queue's RedrivePolicy target)"}
 
 
 def queue_url(sqs: Any, queue: str) -> str:
+    """URL of a queue given by URL, name or ARN (arn:aws:sqs:REGION:ACCOUNT:NAME, as alarms and
+    the console show it; its account is passed on, its region must be the client's)."""
     if queue.startswith(("http://", "https://")):
         return queue
+    kwargs = {"QueueName": queue}
+    if queue.startswith("arn:"):
+        parts = queue.split(":")
+        if len(parts) != 6 or parts[2] != "sqs" or not parts[5]:
+            raise ArgumentError(f"{queue!r} is not an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME)")
+        region = sqs.meta.region_name
+        if parts[3] and parts[3] != region:
+            raise ArgumentError(f"queue {queue} is in region {parts[3]}, but the AWS region in use is "
+                                f"{region}: set aws.region / AWS_REGION to {parts[3]}")
+        kwargs = {"QueueName": parts[5], **({"QueueOwnerAWSAccountId": parts[4]} if parts[4] else {})}
     with aws_errors(f"SQS queue {queue!r}"):
-        return str(sqs.get_queue_url(QueueName=queue)["QueueUrl"])
+        return str(sqs.get_queue_url(**kwargs)["QueueUrl"])
 
 
 def _attributes(sqs: Any, url: str) -> dict[str, str]:
@@ -35,7 +47,7 @@ def _dlq_url(sqs: Any, attrs: dict[str, str], override: str | None) -> str | Non
         return None
     arn = json.loads(policy)["deadLetterTargetArn"]
     account, name = arn.split(":")[4], arn.split(":")[5]
-    with aws_errors(f"DLQ {arn}"):
+    with aws_errors(f"DLQ {arn} (the RedrivePolicy target)"):
         return str(sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
 
 
@@ -271,6 +283,8 @@ class Redrive(Action):
         return {"moved": stats.moved, "failed": stats.failed, "delete_failed": stats.delete_failed,
                 "errors": stats.errors, "dlq_before": d["dlq_before"],
                 "dlq_after": int(after.get("ApproximateNumberOfMessages", 0)),
+                # failed sends stay hidden in the DLQ until visibility_timeout: not "gone"
+                "dlq_in_flight_after": int(after.get("ApproximateNumberOfMessagesNotVisible", 0)),
                 "elapsed_s": round(elapsed, 2),
                 "rate_per_s": round(stats.moved / elapsed, 1) if elapsed else 0.0,
                 "stopped": "max_messages" if stats.moved >= d["max_messages"] else "drained"}
@@ -278,4 +292,6 @@ class Redrive(Action):
     @classmethod
     def summarize(cls, result: Any) -> str:
         return (f"moved {result['moved']} ({result['failed']} failed) in {result['elapsed_s']}s, "
-                f"{result['rate_per_s']}/s; DLQ now {result['dlq_after']}")
+                f"{result['rate_per_s']}/s; DLQ now {result['dlq_after']}"
+                + (f" (+{result['dlq_in_flight_after']} in flight)"
+                   if result.get("dlq_in_flight_after") else ""))
