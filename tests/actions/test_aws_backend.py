@@ -90,3 +90,16 @@ def test_alarms_in_alarm(moto: Moto, aws_ctx: ActionContext) -> None:
     cw.set_alarm_state(AlarmName="AuroraCPUCritical", StateValue="ALARM", StateReason="test")
     got = Alarms({"prefix": "Aurora"}, aws_ctx).run()
     assert (got["total"], got["in_alarm_names"]) == (2, ["AuroraCPUCritical"])
+
+
+def test_a_non_aws_error_page_is_a_backend_error(moto: Moto) -> None:
+    # an endpoint answering with an HTML error page (here moto for a region that does not exist; a
+    # proxy or a wrong endpoint_url does the same) used to surface as an "internal error" with a
+    # botocore ResponseParserError (RDS, XML protocol) or as "500: (no message)" (CloudWatch)
+    from opsctl.actions.aws.rds import Describe
+
+    bad = ctx(endpoint_url=moto.endpoint, region="eu-west-9")
+    with pytest.raises(BackendError, match=r"did not answer like AWS \(500 Internal Server Error\)"):
+        Describe({"cluster": "c"}, bad).run()
+    with pytest.raises(BackendError, match=r"did not answer like AWS \(HTTP 500 without an AWS error\)"):
+        Metric({"namespace": "AWS/RDS", "metric": "CPUUtilization"}, bad).run()

@@ -44,6 +44,9 @@ def test_dry_run_diagnoses_and_keeps_the_writer(opsctl: Callable[..., Result], m
     assert plan["changes"][0]["before"] == {"writer": ids[0]}
     assert plan["changes"][0]["after"] == {"writer": ids[1]}
     assert writer(moto, "plooral-aurora") == ids[0]  # the server's view: nothing changed
+    # nothing was failed over, so verify must not report "writer is still ..." as critical
+    critical = [f for f in json.loads(result.stdout)["findings"] if f["severity"] == "critical"]
+    assert critical == [], critical
 
 
 def test_yes_fails_over_to_the_target_and_verify_passes(opsctl: Callable[..., Result],
@@ -135,3 +138,14 @@ def test_cluster_and_instance_together_are_refused(opsctl: Callable[..., Result]
     assert result.code == 2
     assert "not both" in result.output
     assert writer(moto, "both") == before
+
+
+def test_wrong_region_error_page_exits_4_without_internal_error(opsctl: Callable[..., Result],
+                                                                moto: Moto) -> None:
+    # moto answers a region that does not exist with an HTML 500 page, as a proxy would
+    make_aurora(moto, "plooral-aurora")
+    env = {**moto.env, "AWS_REGION": "eu-west-9", "AWS_DEFAULT_REGION": "eu-west-9"}
+    result = opsctl("run", RUNBOOK, "--dry-run", "-p", "cluster=plooral-aurora", env=env, timeout=120)
+    assert result.code == 4, result.output
+    assert "did not answer like AWS" in result.output
+    assert "internal error" not in result.output and "Traceback" not in result.output

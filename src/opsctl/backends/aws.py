@@ -76,6 +76,13 @@ def _code_and_message(exc: Any) -> tuple[str, str]:
     return code, message
 
 
+def _not_aws(what: str, detail: str) -> BackendError:
+    """An answer that is not an AWS API response (an HTML error page from a proxy, a load balancer
+    or an emulator that does not know the region): the endpoint or region is wrong."""
+    return BackendError("aws", f"{what}: the endpoint did not answer like AWS ({detail}). Check "
+                               "aws.endpoint_url / AWS_ENDPOINT_URL, the region and any proxy.")
+
+
 @contextmanager
 def aws_errors(what: str) -> Iterator[None]:
     """Turn botocore exceptions raised while doing ``what`` into BackendError / ActionError.
@@ -93,6 +100,7 @@ def aws_errors(what: str) -> Iterator[None]:
         PartialCredentialsError,
         ReadTimeoutError,
     )
+    from botocore.parsers import ResponseParserError
 
     try:
         yield
@@ -108,9 +116,15 @@ def aws_errors(what: str) -> Iterator[None]:
         raise ArgumentError(f"{what}: invalid request: {' '.join(str(e).split())}") from None
     except ReadTimeoutError as e:
         raise BackendError("aws", f"{what}: the AWS endpoint did not answer in time ({e}).") from None
+    except ResponseParserError as e:
+        status = re.search(r"<title>([^<]*)</title>", str(e))
+        raise _not_aws(what, status.group(1) if status else "unparseable response") from None
     except ClientError as e:
         code, message = _code_and_message(e)
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code == str(status) and message in ("(no message)", code) and (status or 0) >= 500:
+            # no AWS error code, only an HTTP status: an error page, not an AWS refusal
+            raise _not_aws(what, f"HTTP {status} without an AWS error") from None
         if code in _AUTH_CODES or status in (401, 403):
             raise BackendError("aws", f"{what}: access denied ({code}): {message}. Check the "
                                       "credentials and IAM permissions of the selected "
