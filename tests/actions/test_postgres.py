@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -147,6 +148,63 @@ def test_locks_finds_the_root_blocker(pg: PgServer, pg_actions_env: PgServer) ->
     assert terminate.apply(terminate.plan())["terminated"] == [holder]
     pg.wait_for("SELECT count(*) = 0 FROM pg_stat_activity WHERE cardinality(pg_blocking_pids(pid)) > 0")
     assert run("postgres.locks")["blocked_count"] == 0
+
+
+def test_locks_root_of_a_deep_chain_whose_middle_waits_less_than_min_wait(
+        pg: PgServer, pg_actions_env: PgServer) -> None:
+    """C waits on B, B waits on A (idle in transaction); B started waiting recently, under
+    min_wait_seconds.  The roots were looked for among the listed waiters only: none was found,
+    and rb-013's end-blockers terminated nothing."""
+    import threading
+
+    with pg.connect("app") as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS orders (id int PRIMARY KEY, status text)")
+        conn.execute("INSERT INTO orders VALUES (1, 'new'), (2, 'new') ON CONFLICT DO NOTHING")
+    a, b = (pg.open_sessions(1, app, in_transaction=True)[0] for app in ("checkout-api", "billing-api"))
+    a.execute("UPDATE orders SET status = 'a' WHERE id = 1")
+    b.execute("UPDATE orders SET status = 'b' WHERE id = 2")
+    pg.background("UPDATE orders SET status = 'c' WHERE id = 2", "report-job")  # C waits on B
+    pg.wait_for("SELECT count(*) = 1 FROM pg_stat_activity WHERE cardinality(pg_blocking_pids(pid)) > 0")
+    time.sleep(3)
+    def b_waits_on_a() -> None:
+        with contextlib.suppress(Exception):  # terminated when the faults are cleared
+            b.execute("UPDATE orders SET status = 'b' WHERE id = 1")
+
+    middle = threading.Thread(target=b_waits_on_a, daemon=True)
+    middle.start()  # B now waits on A too
+    pg._threads.append(middle)
+    pg.wait_for(f"SELECT {b.info.backend_pid} = ANY(pg_blocking_pids(pid)) "
+                f"AND pg_blocking_pids({b.info.backend_pid}) = ARRAY[{a.info.backend_pid}] "
+                "FROM pg_stat_activity WHERE application_name = 'report-job'")
+    waits = dict(pg.sql("SELECT a.application_name, extract(epoch FROM now() - min(l.waitstart))::float "
+                        "FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted "
+                        "GROUP BY 1"))
+    min_wait = waits.get("billing-api", 0.0) + 1.5  # C (about 3 s) is over it, B is under it
+    assert waits["report-job"] > min_wait
+    result = run("postgres.locks", min_wait_seconds=min_wait)
+    assert [s["application_name"] for s in result["blocked"]] == ["report-job"]
+    assert result["root_pids"] == [a.info.backend_pid]
+    assert {s["pid"] for s in result["blockers"]} == {a.info.backend_pid, b.info.backend_pid}
+
+
+def test_terminate_by_pid_says_why_a_superuser_root_blocker_is_left(pg: PgServer,
+                                                                      pg_actions_env: PgServer) -> None:
+    """The root blocker is a superuser's transaction: rb-013's plan read "terminate 0
+    backend(s)" with no word on why, and the run then failed its verify."""
+    with pg.connect("app") as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS orders (id int PRIMARY KEY, status text)")
+        conn.execute("INSERT INTO orders VALUES (1, 'new') ON CONFLICT DO NOTHING")
+    holder = pg.open_sessions(1, "psql", in_transaction=True, user="postgres")[0]
+    holder.execute("UPDATE orders SET status = 'manual-fix' WHERE id = 1")
+    pg.background("UPDATE orders SET status = 'billed' WHERE id = 1", "billing-worker")
+    pg.wait_for("SELECT count(*) = 1 FROM pg_stat_activity WHERE cardinality(pg_blocking_pids(pid)) > 0")
+    roots = run("postgres.locks")["root_pids"]
+    assert roots == [holder.info.backend_pid]
+    plan = action("postgres.terminate", pids=[*roots, 999999]).plan()
+    assert plan.changes == []
+    assert f"pid {roots[0]} (superuser session of postgres" in plan.summary
+    assert "pid 999999 (no such client session" in plan.summary
+    assert pg.count(f"pid = {roots[0]}") == 1
 
 
 def test_top_statements_with_and_without_the_extension(pg: PgServer, pg_actions_env: PgServer) -> None:

@@ -125,3 +125,50 @@ def test_kubernetes_option_without_a_deployment_is_exit_2(opsctl: Callable[..., 
     assert result.code == 2, result.output
     assert "argument name" in result.output and "Traceback" not in result.output
     assert sessions(pg) == incident  # nothing terminated
+
+
+def test_database_parameter_naming_no_database_is_bad_input(opsctl: Callable[..., Result], pg: PgServer,
+                                                            pg_env: dict[str, str]) -> None:
+    """-p database=... naming a database that does not exist was reported as an unreachable
+    backend (exit 4); it is the parameter that is wrong (exit 2).  The environment's own
+    database missing stays a backend misconfiguration (exit 4)."""
+    result = opsctl("run", "rb-006", "--dry-run", "-p", "database=no_such_db", env=pg_env)
+    assert result.code == 2, result.output
+    assert "database 'no_such_db' does not exist" in result.output
+    assert "Traceback" not in result.output and PASSWORDS["ops"] not in result.output
+    misconfigured = opsctl("run", "rb-006", "--dry-run", env={**pg_env, "PGDATABASE": "no_such_db"})
+    assert misconfigured.code == 4, misconfigured.output
+
+
+def test_every_non_reserved_slot_taken_is_critical_whatever_the_percentage(
+        opsctl: Callable[..., Result], pg: PgServer, pg_server: PgServer) -> None:
+    """With few connections (or many reserved ones) the pool is exhausted well under
+    critical_pct: 4 of max_connections=5 with 1 reserved is 80 %, and was only a warning while
+    the application got "remaining connection slots are reserved".  Here: 19/20 with
+    critical_pct=99; opsctl connects as a superuser (a reserved slot), as the docs advise."""
+    pg.open_sessions(19, "checkout-api")
+    env = {**pg_server.env("postgres"), "PGCONNECT_TIMEOUT": "10",
+           "OPSCTL_RUNBOOK_PATH": str(REPO / "runbooks")}
+    result = opsctl(*RUN, "--dry-run", "-p", "critical_pct=99", "-o", "json", env=env)
+    assert result.code == 0, result.output
+    usage = [f for f in report(result)["findings"] if f["step"] == "usage" and f["severity"] == "critical"]
+    assert [f["message"].split(" (")[0] for f in usage] == ["no connection slot left for non-superusers"]
+    assert pg.count("application_name = 'checkout-api'") == 19
+
+
+def test_verify_warns_about_superuser_sessions_left_idle_in_transaction(
+        opsctl: Callable[..., Result], pg: PgServer, pg_env: dict[str, str]) -> None:
+    """A superuser's session idle in transaction is never terminated: the run verified
+    without a word that it was still there."""
+    pg.open_sessions(4, "checkout-api", in_transaction=True)
+    admin = pg.open_sessions(1, "admin-console", in_transaction=True, user="postgres")[0]
+    time.sleep(1.1)
+    result = opsctl(*RUN[:-2], "--yes", "--option", "kill-long-queries", "-o", "json", env=pg_env)
+    assert result.code == 0, result.output
+    out = report(result)
+    assert out["message"] == "verified"
+    assert step(out, "kill_sessions")["result"]["terminated_count"] == 4
+    left = [f["message"] for f in out["findings"]
+            if f["step"] == "sessions_after" and f["severity"] == "warning"]
+    assert left and left[0].startswith("1 superuser / replication sessions")
+    assert admin.execute("SELECT 1").fetchone() == (1,)  # untouched

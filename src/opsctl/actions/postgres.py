@@ -197,8 +197,12 @@ class Locks(PgAction):
             wait = waits.get(s["pid"]) or s["duration_seconds"]
             if s["blocked_by"] and wait >= min_wait and (not db or s["database"] == db):
                 blocked.append({**s, "wait_seconds": round(wait, 1)})
-        blocker_pids = sorted({p for b in blocked for p in b["blocked_by"]})
-        blockers = [{**everything[p], "blocking_count": sum(p in b["blocked_by"] for b in blocked)}
+        # Walk each chain up through every session, not only the ones over min_wait: in a chain
+        # C -> B -> A where B started waiting on A recently, B is under min_wait, and looking
+        # only at the listed waiters found no root at all (end-blockers then terminated nothing).
+        chains = {b["pid"]: _upstream(b["pid"], everything) for b in blocked}
+        blocker_pids = sorted({p for up in chains.values() for p in up})
+        blockers = [{**everything[p], "blocking_count": sum(p in up for up in chains.values())}
                     for p in blocker_pids if p in everything]
         roots = [b for b in blockers if not b["blocked_by"]]
         active = sum(1 for s in everything.values() if s["state"] == "active"
@@ -214,6 +218,20 @@ class Locks(PgAction):
             return "no session is waiting on a lock"
         return (f"{result['blocked_count']} blocked sessions (longest {result['max_wait_seconds']:.0f}s, "
                 f"{result['lock_wait_pct']}% of active); root blockers: {result['root_pids']}")
+
+
+def _upstream(pid: int, everything: dict[int, dict[str, Any]]) -> set[int]:
+    """Every pid that `pid` waits on, directly or through other waiters (cycles are tolerated:
+    the deadlock detector breaks them, but a snapshot may still show one)."""
+    seen: set[int] = set()
+    todo = list(everything[pid]["blocked_by"])
+    while todo:
+        p = todo.pop()
+        if p in seen or p == pid:
+            continue
+        seen.add(p)
+        todo += everything[p]["blocked_by"] if p in everything else []
+    return seen
 
 
 @register
@@ -463,15 +481,24 @@ class _SignalBackends(PgAction):
                                     f"{cls.operation} every session)"))
         return errors
 
-    def _select(self, conn: Any) -> list[dict[str, Any]]:
+    def _select(self, conn: Any, passed_over: list[str] | None = None) -> list[dict[str, Any]]:
+        """The matching sessions; with explicit `pids`, why each other requested pid is left
+        alone goes to `passed_over` (a root blocker that is a superuser session, say)."""
         flt = SessionFilter.from_args(self.args)
         if not flt.selective:
             raise ActionError(f"{self.name}: no selector given; refusing to {self.operation} every session")
-        return [s for s in list_sessions(conn) if flt.matches(s)]
+        everything = list_sessions(conn)
+        targets = [s for s in everything if flt.matches(s)]
+        if passed_over is not None and flt.pids:
+            found = {s["pid"]: s for s in everything}
+            chosen = {s["pid"] for s in targets}
+            passed_over += [f"pid {p} ({_why_not(found.get(p), flt)})" for p in flt.pids if p not in chosen]
+        return targets
 
     def plan(self) -> Plan:
+        passed_over: list[str] = []
         with self.session() as conn:
-            targets = self._select(conn)
+            targets = self._select(conn, passed_over)
         limit = int(self.args.get("max_targets", 20))
         if len(targets) > limit:
             raise ActionError(f"{self.name}: {len(targets)} sessions match, more than max_targets={limit}; "
@@ -482,7 +509,8 @@ class _SignalBackends(PgAction):
                           after="terminated" if self.operation == "terminate" else "query cancelled",
                           detail=(s["query"] or "")[:120]) for s in targets]
         keys = [{"pid": s["pid"], "backend_start": s["backend_start"]} for s in targets]
-        return Plan(summary=f"{self.operation} {len(targets)} backend(s)", changes=changes,
+        left = f"; not touched: {', '.join(passed_over)}" if passed_over else ""
+        return Plan(summary=f"{self.operation} {len(targets)} backend(s){left}", changes=changes,
                     data={"targets": keys})
 
     def apply(self, plan: Plan) -> dict[str, Any]:
@@ -528,6 +556,19 @@ class _SignalBackends(PgAction):
     def summarize(cls, result: Any) -> str:
         key = "terminated" if "terminated" in result else "cancelled"
         return f"{key} {result[f'{key}_count']} backend(s) {result[key]}; skipped {result['skipped_count']}"
+
+
+def _why_not(s: dict[str, Any] | None, flt: SessionFilter) -> str:
+    if s is None:
+        return "no such client session: gone, or not a client backend"
+    if s["application_name"] == pg.APPLICATION_NAME:
+        return "opsctl's own session"
+    if s["superuser"] and not flt.include_superusers:
+        return (f"superuser session of {s['user']}, {s['state'] or 'no state'}: never signalled "
+                "automatically; end it by hand or set include_superusers")
+    if s["backend_type"] != "client backend" and not flt.include_replication:
+        return f"{s['backend_type']}: replication is never signalled unless include_replication is set"
+    return "does not match the step's other filters"
 
 
 @register

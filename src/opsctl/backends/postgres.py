@@ -25,7 +25,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from opsctl.errors import ActionError, BackendError, Cancelled
+from opsctl.errors import ActionError, ArgumentError, BackendError, Cancelled
 
 APPLICATION_NAME = "opsctl"
 CONNECT_TIMEOUT = 3.0
@@ -39,6 +39,7 @@ class PgSettings:
     params: dict[str, Any] = field(default_factory=dict)
     connect_timeout: float = CONNECT_TIMEOUT
     statement_timeout: float = STATEMENT_TIMEOUT
+    database_argument: str = ""  # the step's `database` (bad input if it does not exist)
 
     def describe(self) -> str:
         """host:port/dbname as libpq will resolve it, without the password."""
@@ -75,7 +76,7 @@ def settings_from(cfg: dict[str, Any], database: str | None = None) -> PgSetting
         params["dbname"] = cfg["database"]
     if database:
         params["dbname"] = database
-    return PgSettings(conninfo=conninfo, params=params,
+    return PgSettings(conninfo=conninfo, params=params, database_argument=database or "",
                       connect_timeout=float(cfg.get("connect_timeout") or os.environ.get("PGCONNECT_TIMEOUT")
                                             or CONNECT_TIMEOUT),
                       statement_timeout=float(cfg.get("statement_timeout") or STATEMENT_TIMEOUT))
@@ -124,6 +125,12 @@ def connect(settings: PgSettings) -> Any:
         return psycopg.connect(settings.conninfo, **kwargs)
     except psycopg.Error as e:
         message = _clean(str(e), settings.secrets)
+        db = settings.database_argument
+        if db and f'database "{db}" does not exist' in message:
+            # named by the runbook or -p database=...: bad input, not an unreachable backend
+            raise ArgumentError(f"postgres: database {db!r} does not exist on {settings.describe()} "
+                                "(the step's database argument; SELECT datname FROM pg_database "
+                                "lists the databases)") from None
         raise BackendError("postgres", f"cannot connect to {settings.describe()}: {message}"
                                        f"{_hint(message)}") from None
 
