@@ -149,3 +149,33 @@ def test_unreachable_kubernetes_exits_4(opsctl: Callable[..., Result], app: App)
     assert result.code == 4, result.output
     assert "kubeconfig /nonexistent/kubeconfig does not exist" in result.output
     assert "Traceback" not in result.output and app.snapshot() == before
+
+
+def test_scale_app_on_a_deployment_scaled_to_zero_starts_one_pod(opsctl: Callable[..., Result],
+                                                                 app: App) -> None:
+    """Doubling 0 replicas planned 0 -> 0, which k8s.scale refused as 'refusing to scale to 0
+    replicas (set allow_zero...)': misleading, nobody asked to stop anything."""
+    app.apps.create_namespaced_deployment(app.ns, deployment("checkout-worker", 0))
+    args = [a if a != "deployment=checkout-api" else "deployment=checkout-worker" for a in app.run_args()]
+    result = opsctl(*args, "--dry-run", env=app.env)
+    assert result.code == 0, result.output
+    scale = step(report(result), "scale_app")
+    assert scale["status"] == "planned", scale
+    assert (scale["plan"]["changes"][0]["before"], scale["plan"]["changes"][0]["after"]) == (0, 1)
+    assert app.apps.read_namespaced_deployment("checkout-worker", app.ns).spec.replicas == 0
+    result = opsctl(*args, "--yes", "--option", "scale-app", env=app.env)
+    assert step(report(result), "scale_app")["status"] == "applied", result.output
+    assert "allow_zero" not in result.output
+    assert app.apps.read_namespaced_deployment("checkout-worker", app.ns).spec.replicas == 1
+
+
+def test_scale_app_chosen_without_a_deployment_is_bad_input(opsctl: Callable[..., Result], app: App) -> None:
+    """restart-app and raise-pool said exit 2; scale-app was skipped and the run 'verified'."""
+    before = app.snapshot()
+    args = list(app.run_args())
+    i = args.index("deployment=checkout-api")
+    del args[i - 1:i + 1]
+    result = opsctl(*args, "--yes", "--option", "scale-app", env=app.env)
+    assert result.code == 2, result.output
+    assert "name" in result.output and "non-empty" in result.output
+    assert app.snapshot() == before
