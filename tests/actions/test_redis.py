@@ -153,3 +153,20 @@ def test_unreachable_and_bad_password_are_backend_errors(monkeypatch: pytest.Mon
     with pytest.raises(BackendError, match="authentication failed") as err:
         run("redis.info")
     assert PASSWORD not in str(err.value)
+
+
+def test_acl_user_without_a_command_is_a_backend_error(rds: RedisServer,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """NOPERM from an ACL user was an ordinary failed step (exit 1); like a PostgreSQL role without
+    the privilege it is misconfiguration (exit 4), and the message says what the user needs."""
+    client = rds.client()
+    client.acl_setuser("cache-reader", enabled=True, passwords=["+reader-pw-1"], keys=["*"],
+                       commands=["+get", "+ping", "+client"])
+    try:
+        monkeypatch.setenv("REDIS_URL", f"redis://cache-reader:reader-pw-1@127.0.0.1:{rds.port}/0")
+        with pytest.raises(BackendError, match="permission denied: .*'info'.*ACL user needs") as err:
+            run("redis.info")
+        assert "reader-pw-1" not in str(err.value) and "\n" not in str(err.value)
+        assert run("redis.clients", blocked=True)["count"] == 0  # what it may run still works
+    finally:
+        client.acl_deluser("cache-reader")

@@ -165,3 +165,49 @@ def test_sampled_hit_rate_does_not_count_opsctls_own_key_scan(opsctl: Callable[.
     assert step(report, "info")["result"]["hit_rate_pct"] == 0.0
     assert any(f["step"] == "info" and f["severity"] == "critical" and "hit rate" in f["message"]
                for f in report["findings"])
+
+
+def test_no_applicable_option_is_not_verified_while_the_cache_is_degraded(
+        opsctl: Callable[..., Result], rds: RedisServer, redis_env: dict[str, str]) -> None:
+    """Full and evicting under allkeys-lru, reads missing: no option is recommended (the policy
+    already evicts, nobody is blocked), mitigate is skipped, and every verify check was
+    conditioned on the option, so the run said "verified" (exit 0) with the cache as bad as before."""
+    client = rds.client()
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    pipe = client.pipeline(transaction=False)
+    for i in range(6000):  # 6 MB into a 4 MB cache: keys are evicted
+        pipe.set(f"product:{i}", "x" * 1000)
+    pipe.execute()
+    for i in range(300):
+        client.get(f"session:{i}")  # misses
+    assert client.info("stats")["evicted_keys"] > 0
+    result = opsctl(*RUN, "--yes", "-o", "json", env=redis_env)
+    assert result.code == 1, result.output
+    report = out(result)
+    assert report["option"] is None and report["status"] == "verify_failed"
+    assert report["message"].startswith("verification failed: no mitigation ran and memory is still at")
+    assert policy(rds) == "allkeys-lru"  # nothing was changed
+    # an option that ran is judged by what it promises, as before: the dry-run plans both
+    dry = out(opsctl(*RUN, "--dry-run", "-o", "json", env=redis_env))
+    assert not [f for f in dry["findings"] if f["phase"] == "verify" and "no mitigation ran" in f["message"]]
+
+
+def test_a_partial_key_scan_is_not_reported_as_no_big_key(
+        opsctl: Callable[..., Result], rds: RedisServer, redis_env: dict[str, str]) -> None:
+    """max_scan stops the SCAN at 10000 keys: a 2 MB key further on went unseen and the step
+    passed as "0 keys over 1 MiB"; now the incomplete scan is a warning."""
+    client = rds.client()
+    client.config_set("maxmemory", "64mb")
+    for b in range(6):
+        pipe = client.pipeline(transaction=False)
+        for i in range(5000):
+            pipe.set(f"p:{b}:{i}", "x")
+        pipe.execute()
+    client.set("huge", "y" * 2_000_000)
+    result = opsctl(*RUN, "--dry-run", "-o", "json", env=redis_env)
+    assert result.code == 0, result.output
+    report = out(result)
+    big = step(report, "bigkeys")["result"]
+    assert big["scanned"] == 10000 and big["complete"] is False
+    assert any(f["step"] == "bigkeys" and f["severity"] == "warning" and
+               f["message"].startswith("only 10000 of 30001 keys scanned") for f in report["findings"])
