@@ -147,3 +147,35 @@ def test_unreachable_kubernetes_exits_4(opsctl: Callable[..., Result], scaled_to
     assert result.code == 4, result.output
     assert "kubeconfig /nonexistent/kubeconfig does not exist" in result.output
     assert "Traceback" not in result.output
+
+
+def test_scale_consumers_is_bounded_by_max_consumers(opsctl: Callable[..., Result],
+                                                     scaled_to_zero: Lag) -> None:
+    """max_replicas was the partition count itself: a 200-partition topic planned 200 replicas
+    with no blast radius at all.  Now at most max_consumers, shown in the plan."""
+    lag = scaled_to_zero
+    before = lag.snapshot()
+    result = opsctl(*lag.run_args("--dry-run", "-p", "max_consumers=2"), env=lag.env)
+    assert result.code == 0, result.output
+    scale = step(report(result), "scale_consumers")["plan"]["changes"][0]
+    assert (scale["before"], scale["after"]) == (0, 2)
+    assert lag.snapshot() == before
+    result = opsctl(*lag.run_args("--yes", "--option", "scale-consumers", "-p", "max_consumers=2"),
+                    env=lag.env)
+    assert step(report(result), "scale_consumers")["result"]["after"] == 2, result.output
+    assert lag.apps.read_namespaced_deployment("order-service", lag.ns).spec.replicas == 2
+
+
+@pytest.mark.parametrize("option", ["scale-consumers", "restart-consumers"])
+def test_a_kubernetes_option_without_a_deployment_is_bad_input(opsctl: Callable[..., Result],
+                                                               scaled_to_zero: Lag, option: str) -> None:
+    """The option's step was skipped (when: deployment != '') and verify judged an untouched lag."""
+    lag = scaled_to_zero
+    before = lag.snapshot()
+    args = list(lag.run_args("--yes", "--option", option))
+    i = args.index("deployment=order-service")
+    del args[i - 1:i + 1]
+    result = opsctl(*args, env=lag.env)
+    assert result.code == 2, result.output
+    assert "name" in result.output and "non-empty" in result.output
+    assert lag.snapshot() == before
