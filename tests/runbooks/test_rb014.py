@@ -284,3 +284,18 @@ def test_brokers_still_unreachable_fails_verify_without_polling_the_group(opsctl
     assert step(out, "members_after")["status"] == "skipped"
     sts = cluster.apps.read_namespaced_stateful_set("kafka", cluster.ns)
     assert "kubectl.kubernetes.io/restartedAt" in (sts.spec.template.metadata.annotations or {})
+
+
+def test_one_dead_broker_in_the_bootstrap_list_still_diagnoses_the_group(opsctl: Callable[..., Result],
+                                                                        cluster: Incident) -> None:
+    """One of two bootstrap servers is dead, the other answers: the group step was skipped (it ran
+    only with every broker reachable) although a client bootstraps from the live one."""
+    dead = f"127.0.0.1:{free_port()}"
+    env = {**cluster.env, "KAFKA_BOOTSTRAP_SERVERS": f"{dead},{cluster.proxy.address}"}
+    result = opsctl(*cluster.run_args("--dry-run"), env=env)
+    assert result.code == 0, result.output
+    out = report(result)
+    assert step(out, "brokers")["result"]["unreachable"] == [dead]
+    group = step(out, "group")
+    assert group["status"] == "ok", group
+    assert group["result"]["member_count"] == 1
