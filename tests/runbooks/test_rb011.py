@@ -112,3 +112,17 @@ def test_rollback_without_an_older_revision_changes_nothing(opsctl: Callable[...
     assert "no ACTIVE revision of solo older than 1" in " ".join(result.output.split())
     svc = ecs.describe_services(cluster="solo-cluster", services=["solo"])["services"][0]
     assert svc["taskDefinition"].endswith(":1") and svc["desiredCount"] == 2
+
+
+def test_service_scaled_to_zero_is_a_critical_finding(opsctl: Callable[..., Result], moto: Moto) -> None:
+    # 0 running of 0 desired used to diagnose as healthy: an outage with no finding at all
+    make_ecs_service(moto, "plooral-cluster", "plooral-api", desired=0)
+    dry = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", *P, env=moto.env)
+    assert dry.code == 0, dry.output
+    diag = step(dry, "service")
+    assert diag["result"]["healthy"] is False
+    assert any(f["severity"] == "critical" and "wants 0 tasks" in f["message"] for f in diag["findings"])
+    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", *P, "--option", "scale", "-p", "desired=2",
+                    env=moto.env)
+    assert result.code == 0, result.output
+    assert (service(moto)["desiredCount"], service(moto)["runningCount"]) == (2, 2)

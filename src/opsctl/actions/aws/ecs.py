@@ -29,7 +29,9 @@ def describe_service(ecs: Any, cluster: str, service: str) -> dict[str, Any]:
             "pending": s.get("pendingCount", 0), "task_definition": s.get("taskDefinition", ""),
             "deployments": deployments, "deployment_count": len(deployments),
             "events": [e.get("message", "") for e in s.get("events", [])[:5]],
-            "healthy": s.get("runningCount", 0) == s.get("desiredCount", 0) and len(deployments) <= 1}
+            # a service scaled to 0 runs "all" its tasks but serves nothing
+            "healthy": s.get("desiredCount", 0) > 0 and s.get("runningCount", 0) == s.get("desiredCount", 0)
+            and len(deployments) <= 1}
 
 
 def previous_task_definition(ecs: Any, current: str) -> str:
