@@ -19,9 +19,10 @@ from opsctl import templating
 from opsctl.actions import get as get_action
 from opsctl.actions.base import ActionContext, Plan
 from opsctl.config import Environment
-from opsctl.errors import ExitCode, UsageError
+from opsctl.errors import Cancelled, ExitCode, UsageError
 from opsctl.model import PHASE_ORDER, Option, Runbook, Step
 from opsctl.records import DONE, Outcome, StepRecord, now_iso
+from opsctl.signals import sigint_blocked
 from opsctl.stepexec import StepRunner, StepState
 
 GRACE = 5.0  # how long past its deadline a step may take to notice cancellation
@@ -159,7 +160,8 @@ class Executor:
                 self.inbox.put(("done", step.id))
 
         t = threading.Thread(target=work, name=f"step-{step.id}", daemon=True)
-        t.start()
+        with sigint_blocked():  # Ctrl-C goes to the main thread, never to a step's thread
+            t.start()
         return t
 
     def finished(self, step_id: str) -> None:
@@ -280,9 +282,16 @@ class Executor:
                              deadline=deadline, reporter=self.renderer)
 
     def _ask(self, step: Step, plan: Plan) -> bool:
+        """In the step's thread: the main thread asks; Ctrl-C at the prompt cancels the step."""
         answer: queue.Queue[bool] = queue.Queue()
         self.inbox.put(("confirm", (step, plan, answer)))
-        return answer.get()
+        cancel = self.states[step.id].cancel
+        while True:
+            try:
+                return answer.get(timeout=0.1)
+            except queue.Empty:
+                if cancel.is_set():
+                    raise Cancelled("interrupted at the confirmation prompt") from None
 
     def close_clients(self) -> None:
         for client in self.clients.values():

@@ -29,6 +29,7 @@ from rich.table import Table
 from opsctl.actions import get as get_action
 from opsctl.actions.base import Plan
 from opsctl.records import Outcome, StepRecord
+from opsctl.signals import sigint_blocked
 
 ICONS = {"ok": "[green]✔[/]", "applied": "[green]✔[/]", "noop": "[green]=[/]",
          "planned": "[cyan]◇[/]", "skipped": "[dim]-[/]", "failed": "[red]✘[/]",
@@ -126,8 +127,12 @@ class HumanRenderer:
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items() if v not in (None, ""))
         if shown:
             c.print(f"[dim]params: {escape(shown)}[/]")
+        self._start_bar()
+
+    def _start_bar(self) -> None:
         if self._bar is not None:
-            self._bar.start()
+            with sigint_blocked():  # the live display's refresh thread must never take Ctrl-C
+                self._bar.start()
 
     def phase(self, name: str) -> None:
         self.console.rule(f"[bold]{name}")
@@ -208,8 +213,7 @@ class HumanRenderer:
         try:
             yield
         finally:
-            if self._bar is not None:
-                self._bar.start()
+            self._start_bar()
 
     def confirm(self, step: Any, plan: Plan) -> bool:
         with self._paused():
