@@ -172,3 +172,44 @@ def test_verify_warns_about_superuser_sessions_left_idle_in_transaction(
             if f["step"] == "sessions_after" and f["severity"] == "warning"]
     assert left and left[0].startswith("1 superuser / replication sessions")
     assert admin.execute("SELECT 1").fetchone() == (1,)  # untouched
+
+
+def test_a_server_that_never_answers_is_tried_once_not_once_per_step(opsctl: Callable[..., Result]) -> None:
+    """The four diagnose steps share one connection under a lock; when the server accepted TCP
+    but never answered, each step tried again after the previous one's connect_timeout, one
+    after the other (4 x 3 s before exit 4).  The steps that waited now share the failure."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_and_stay_silent() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept_and_stay_silent, daemon=True)
+    thread.start()
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(listener.getsockname()[1]), "PGUSER": "ops",
+           "PGPASSWORD": "black-hole-pw", "PGDATABASE": "app", "PGCONNECT_TIMEOUT": "2",
+           "OPSCTL_RUNBOOK_PATH": str(REPO / "runbooks")}
+    try:
+        result = opsctl("run", "rb-006", "--dry-run", "-o", "json", env=env)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in accepted:
+            conn.close()
+        listener.close()
+    assert result.code == 4, result.output
+    assert "timeout expired" in report(result)["message"]
+    failed = [s for s in report(result)["steps"] if s["status"] == "failed"]
+    assert len(failed) == 4  # every postgres diagnose step reports the failure...
+    assert len(accepted) == 1  # ...from a single connection attempt

@@ -25,7 +25,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from opsctl.errors import ActionError, ArgumentError, BackendError, Cancelled
+from opsctl.errors import ActionError, ArgumentError, BackendError, Cancelled, OpsctlError
 
 APPLICATION_NAME = "opsctl"
 CONNECT_TIMEOUT = 3.0
@@ -142,6 +142,8 @@ class PgClient:
         self.settings = settings
         self._conn: Any = None
         self._lock = threading.Lock()
+        self._failures = 0  # connection attempts that failed, and the last one's error
+        self._failed: OpsctlError | None = None
 
     @contextmanager
     def session(self, remaining: float | None = None,
@@ -154,9 +156,19 @@ class PgClient:
 
         timeout = self.settings.statement_timeout if remaining is None else \
             max(0.5, min(self.settings.statement_timeout, remaining))
+        seen = self._failures
         with self._lock:
             if self._conn is None or self._conn.closed:
-                self._conn = connect(self.settings)
+                if self._failures != seen and self._failed is not None:
+                    # the attempt made while this call waited for the lock failed: the diagnose
+                    # steps wait together, and trying again one after the other made a server
+                    # that does not answer cost 4 x connect_timeout instead of 1 x
+                    raise self._failed
+                try:
+                    self._conn = connect(self.settings)
+                except OpsctlError as e:
+                    self._failures, self._failed = self._failures + 1, e
+                    raise
             conn, done = self._conn, threading.Event()
             if cancelled is not None:
                 threading.Thread(target=_cancel_on, args=(cancelled, done, conn), daemon=True,
