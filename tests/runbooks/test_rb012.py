@@ -112,3 +112,34 @@ def test_function_without_an_alias_can_still_pause_its_trigger(opsctl: Callable[
     refused = opsctl("run", RUNBOOK, "--yes", *P, "--option", "rollback-alias", env=moto.env)
     assert refused.code == 1 and "Traceback" not in refused.output
     assert "ResourceNotFoundException" in refused.output
+
+
+def test_healed_worker_with_yes_is_verified(opsctl: Callable[..., Result], moto: Moto) -> None:
+    # the diagnosis recommends no option, so no mitigate step runs: a verify step that named
+    # steps.rollback failed the whole run as invalid (exit 2) although its `when` was false
+    queue, _ = make_queue_with_dlq(moto, "plooral-queue")
+    make_worker(moto, "plooral-worker", versions=2)
+    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", *P, env=moto.env)
+    assert result.code == 0, result.output
+    assert step(result, "alias_now")["status"] == "skipped"
+    assert live(moto) == "2"
+
+
+def test_reserved_concurrency_zero_is_restored(opsctl: Callable[..., Result], moto: Moto) -> None:
+    # every invocation throttled (seed 001 §3.2.2): the diagnosis said so, but no option fixed it
+    uuid = broken_worker(moto)
+    lam = moto.client("lambda")
+    lam.put_function_concurrency(FunctionName="plooral-worker", ReservedConcurrentExecutions=0)
+    dry = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", *P, env=moto.env)
+    assert step(dry, "concurrency")["plan"]["changes"][0]["before"] == 0
+    assert lam.get_function_concurrency(FunctionName="plooral-worker")["ReservedConcurrentExecutions"] == 0
+    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", *P, "--option", "restore-concurrency",
+                    env=moto.env)
+    assert result.code == 0, result.output
+    assert step(result, "concurrency_now")["status"] == "ok"
+    assert "ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName="plooral-worker")
+    assert (live(moto), trigger_state(moto, uuid)) == ("3", "Enabled")  # nothing else touched
+    again = opsctl("run", RUNBOOK, "--yes", *P, "--option", "restore-concurrency",
+                   "-p", "reserved_concurrency=25", env=moto.env)
+    assert again.code == 0, again.output
+    assert lam.get_function_concurrency(FunctionName="plooral-worker")["ReservedConcurrentExecutions"] == 25
