@@ -172,3 +172,21 @@ def test_dlq_given_as_the_source_queue_itself_is_refused(opsctl: Callable[..., R
     assert "the DLQ is the source queue itself" in step(result, "redrive")["reason"]
     assert step(result, "redrive")["status"] == "failed"
     assert depth(moto, queue) == 5
+
+
+def test_dlq_shared_with_another_queue_is_refused_unless_asked(opsctl: Callable[..., Result],
+                                                               moto: Moto) -> None:
+    # billing's failed messages sit in the same DLQ: a redrive of orders sent them all to orders
+    queue, dlq = make_queue_with_dlq(moto, "orders")
+    sqs = moto.client("sqs")
+    arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    billing = sqs.create_queue(QueueName="billing", Attributes={"RedrivePolicy": json.dumps(
+        {"deadLetterTargetArn": arn, "maxReceiveCount": "3"})})["QueueUrl"]
+    fill(moto, dlq, 20)
+    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=orders", env=moto.env)
+    assert result.code == 1, result.output
+    assert "orders-dlq is also the DLQ of billing" in step(result, "redrive")["reason"]
+    assert (depth(moto, queue), depth(moto, dlq), depth(moto, billing)) == (0, 20, 0)
+    forced = opsctl("run", RUNBOOK, "--yes", "-p", "queue=orders", "-p", "shared_dlq=true", env=moto.env)
+    assert forced.code == 0, forced.output
+    assert (depth(moto, queue), depth(moto, dlq)) == (20, 0)

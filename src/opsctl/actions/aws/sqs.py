@@ -216,6 +216,9 @@ class Redrive(Action):
         "max_messages": {"type": "integer", "minimum": 1, "default": 10000},
         "partial": {"type": "boolean", "default": False,
                     "description": "move max_messages even when the DLQ holds more"},
+        "shared_dlq": {"type": "boolean", "default": False,
+                       "description": "redrive even when the DLQ also serves other source queues "
+                                      "(their messages come to this queue too)"},
         "workers": {"type": "integer", "minimum": 1, "maximum": 32, "default": 4},
         "rate": {"type": ["number", "null"], "exclusiveMinimum": 0,
                  "description": "messages per second (default: unlimited)"},
@@ -230,6 +233,11 @@ class Redrive(Action):
             # moving a queue into itself never drains it: every message would be re-sent until
             # max_messages, duplicating the work of the consumers
             raise ActionError(f"the DLQ is the source queue itself ({main['name']}): give the DLQ with `dlq`")
+        others = self._other_sources(dlq["url"], main["url"])
+        if others and not self.args.get("shared_dlq"):
+            # every DLQ message would go to this queue, including those that failed in the others
+            raise ActionError(f"{dlq['name']} is also the DLQ of {', '.join(others)}: their messages would "
+                              f"be sent to {main['name']}; set shared_dlq: true if that is intended")
         limit = self.args.get("max_messages", 10000)
         count = dlq["visible"]
         if count > limit and not self.args.get("partial"):
@@ -249,6 +257,15 @@ class Redrive(Action):
             if dlq["in_flight"] else []
         return Plan(summary=f"redrive ~{n} messages from {dlq['name']} to {main['name']}",
                     changes=[change], data=data, warnings=warnings)
+
+    def _other_sources(self, dlq_url: str, queue: str) -> list[str]:
+        """Names of the other queues whose RedrivePolicy targets this DLQ."""
+        sqs = client(self.ctx, "sqs")
+        with aws_errors(f"source queues of {dlq_url}"):
+            pages = sqs.get_paginator("list_dead_letter_source_queues").paginate(QueueUrl=dlq_url)
+            urls = [u for page in pages for u in page.get("queueUrls", [])]
+        name = queue.rstrip("/").rsplit("/", 1)[-1]
+        return sorted({u.rstrip("/").rsplit("/", 1)[-1] for u in urls} - {name})
 
     def apply(self, plan: Plan) -> dict[str, Any]:
         from opsctl.backends.sqs_redrive import Mover
