@@ -179,7 +179,7 @@ def test_wait_recovery_waits_for_half_open_then_closed(opsctl: Callable[..., Res
     result = opsctl(*incident.run_args("--yes", "--option", "wait-recovery"), env=incident.env)
     assert result.code == 0, result.output
     out = report(result)
-    assert out["message"] == "verified"
+    assert out["message"].startswith("verified")  # nothing applied: wait-recovery only reads
     assert step(out, "wait_closed")["result"]["waited_s"] > 0  # it was still OPEN at the first look
     assert incident.app.transitions[-3:] == ["OPEN", "HALF_OPEN", "CLOSED"]
     after = incident.snapshot()
@@ -223,3 +223,20 @@ def test_unreachable_backends_exit_4(opsctl: Callable[..., Result], incident: In
     result = opsctl(*incident.run_args("--dry-run"), env=bad)
     assert result.code == 4, result.output
     assert "kubeconfig" in result.output and "Traceback" not in result.output
+
+
+def test_prometheus_unreachable_does_not_block_the_runbook(opsctl: Callable[..., Result],
+                                                           incident: Incident) -> None:
+    """The Prometheus query is a second opinion on the actuator's state: Prometheus down ended the
+    whole P0 runbook with exit 4 before any mitigation could be planned."""
+    before = incident.snapshot()
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = opsctl(*incident.run_args("--dry-run", "-p", "prometheus_query=max(circuit_breaker_state)"),
+                    env={**incident.env, "PROMETHEUS_URL": dead})
+    assert result.code == 0, result.output
+    out = report(result)
+    metric = step(out, "breaker_metric")
+    assert metric["status"] == "failed" and "refused" in json.dumps(metric), metric
+    assert step(out, "breakers")["result"]["state"] == "OPEN"
+    assert step(out, "restart_downstream")["status"] == "planned"
+    assert incident.snapshot() == before
