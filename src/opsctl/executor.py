@@ -87,6 +87,11 @@ class Executor:
                         self.usage_error, self.halt = str(e), "no mitigation option chosen"
                         break
                     if self.selected is None:
+                        # skipped by choice, not "not run": verify steps that refer to a
+                        # mitigate step are skipped with it, not failed as bad input
+                        for step in steps:
+                            rec = self.records[step.id]
+                            rec.status, rec.reason = "skipped", "mitigation skipped: no option chosen"
                         continue
                 self.renderer.phase(phase)
                 self.run_phase(steps)
@@ -334,6 +339,8 @@ class Executor:
         if bad:
             return ExitCode.FAILED, "verify_failed", f"verification failed: {bad[0].message}"
         if any(r.phase == "verify" and r.status == "ok" for r in recs):
+            if not any(r.status == "applied" for r in recs):
+                return ExitCode.OK, "ok", "verified (no mitigation was applied)"
             return ExitCode.OK, "ok", "verified"
         return ExitCode.OK, "ok", "done"
 

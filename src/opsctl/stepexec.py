@@ -228,8 +228,11 @@ class StepRunner:
                 message = templating.render(text, ctx) if text else f"{exp.that}: passed"
             except templating.TemplateError as err:
                 raise StepFailed("template", f"expect message: {err}") from None
-            rec.findings.append(Finding(step.id, step.phase, "ok" if ok else exp.severity,
-                                        str(message)))
+            severity = "ok" if ok else exp.severity
+            if not ok and self.dry_run and step.phase == "verify":
+                # nothing was applied: this is the state before any mitigation, not a failed fix
+                severity, message = "warning", f"not yet (dry-run, nothing applied): {message}"
+            rec.findings.append(Finding(step.id, step.phase, severity, str(message)))
         rec.status = status
 
 

@@ -269,7 +269,25 @@ def test_exit_1_on_failed_verification_but_0_in_dry_run(opsctl: Opsctl) -> None:
     # a warning in diagnose is a finding, not a failure
     assert [f["severity"] for f in doc["findings"]] == ["warning", "critical"]
     r = opsctl("run", rb("rb-411"), "--dry-run", "-o", "json")
-    assert (r.code, _json(r)["status"]) == (0, "ok")
+    doc = _json(r)
+    assert (r.code, doc["status"]) == (0, "ok")
+    # nothing was applied: verify reports the state before mitigation, not a failed fix
+    [check] = [f for f in doc["findings"] if f["phase"] == "verify"]
+    assert (check["severity"], check["message"]) == ("warning", "not yet (dry-run, nothing applied): still 5")
+
+
+def test_verify_reading_a_skipped_mitigation_is_skipped_not_bad_input(opsctl: Opsctl) -> None:
+    # the diagnosis recommends no option: mitigate is skipped, and a verify step that reads the
+    # fix is skipped with it (it used to fail the run as "needs a step that did not run", exit 2);
+    # the verdict says that nothing was applied
+    r = opsctl("run", rb("rb-417"), "--yes", "-o", "json")
+    doc = _json(r)
+    assert r.code == 0, r.output
+    assert doc["message"] == "verified (no mitigation was applied)"
+    steps = steps_of(doc)
+    fix = steps["fix"]
+    assert (fix["status"], fix["reason"]) == ("skipped", "mitigation skipped: no option chosen")
+    assert steps["fixed"]["status"] == "skipped" and steps["healthy"]["status"] == "ok"
 
 
 def test_exit_1_on_failed_step_text_output(opsctl: Opsctl) -> None:

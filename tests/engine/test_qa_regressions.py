@@ -85,4 +85,4 @@ def test_phase_needing_another_phase_is_exit_2_unless_resumed(opsctl, opsctl_env
     run_id = events(run_logs(opsctl_env)[-1])[0]["run_id"]
     resumed = opsctl("run", path, "--phase", "verify", "--resume", run_id, "-o", "json")
     assert resumed.code == 0, resumed.output
-    assert json.loads(resumed.stdout)["message"] == "verified"
+    assert json.loads(resumed.stdout)["message"] == "verified (no mitigation was applied)"
