@@ -186,6 +186,28 @@ def test_circuit_breakers_follow_open_half_open_closed(breaker_app: BreakerApp) 
         CircuitBreakers({"actuator_url": breaker_app.url + "/nothing"}, ctx()).run()
 
 
+def test_waiting_for_closed_rides_out_transient_errors(breaker_app: BreakerApp) -> None:
+    # a service coming back answers 500s for a while: the wait goes on until the window ends
+    healthy = {"ok": False}
+    breaker_app.downstream_ok = lambda: healthy["ok"]
+    breaker_app.open_breaker()
+    n = breaker_app.breaker_reads
+    breaker_app.failing_reads = {n + 2, n + 3}  # the first poll reads OPEN, the next two fail
+    threading.Timer(2.5, lambda: healthy.update(ok=True)).start()
+    r = CircuitBreakers({"actuator_url": breaker_app.url + "/actuator", "name": "payments",
+                         "wait_for": "CLOSED", "wait_timeout": 60}, ctx()).run()
+    assert r["state"] == "CLOSED" and r["waited_s"] > 0
+    assert breaker_app.breaker_reads >= n + 4  # it read through the two 500s
+    # errors to the end of the window: the last one is what the step reports
+    breaker_app.open_breaker()
+    healthy["ok"] = False
+    m = breaker_app.breaker_reads
+    breaker_app.failing_reads = set(range(m + 2, m + 100))
+    with pytest.raises(ActionError, match="HTTP 500"):
+        CircuitBreakers({"actuator_url": breaker_app.url + "/actuator", "name": "payments",
+                         "wait_for": "CLOSED", "wait_timeout": 3}, ctx()).run()
+
+
 def test_tcp_check_targets_and_kafka_brokers(breaker_app: BreakerApp,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     up, down = breaker_app.url.split("//")[1], f"127.0.0.1:{free_port()}"

@@ -17,7 +17,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, is_template, type_schema
 from opsctl.backends import http
-from opsctl.errors import ActionError, ArgumentError, BackendError
+from opsctl.errors import ActionError, ArgumentError, BackendError, StepTimeout
 
 TIMEOUT = {"type": "number", "exclusiveMinimum": 0, "description": "seconds (default: http.timeout or 5)"}
 
@@ -47,10 +47,22 @@ def _poll(action: Action, once: Any, done: Any, wait: float, what: str) -> dict[
     if not wait or done(result) or action.ctx.dry_run:
         return {**result, "waited_s": 0.0}
     start = time.monotonic()
-    with action.ctx.progress(what, total=None):
-        while not done(result) and time.monotonic() - start < wait:
+    error: ActionError | BackendError | None = None
+    with action.ctx.progress(what, total=None) as bar:
+        while (error is not None or not done(result)) and time.monotonic() - start < wait:
             action.ctx.sleep(min(2.0, max(0.0, wait - (time.monotonic() - start))))
-            result = once()
+            try:
+                result, error = once(), None
+                bar.update(last_answer="ok")
+            except (ActionError, BackendError) as e:
+                if isinstance(e, StepTimeout | ArgumentError):
+                    raise
+                # a service recovering answers 500s or drops connections for a while: keep
+                # waiting out the window; only the last answer counts
+                error = e
+                bar.update(last_answer=f"error: {e}"[:100])
+    if error is not None:
+        raise error
     return {**result, "waited_s": round(time.monotonic() - start, 1)}
 
 
@@ -288,7 +300,7 @@ def _tcp_targets(action: Action) -> list[str]:
     targets = [str(t).strip() for t in items if str(t).strip()]
     if not targets:
         raise ArgumentError("tcp.check: no targets (give targets, or kafka_brokers: true with the "
-                          "environment's kafka.bootstrap_servers / KAFKA_BOOTSTRAP_SERVERS)")
+                            "environment's kafka.bootstrap_servers / KAFKA_BOOTSTRAP_SERVERS)")
     return targets
 
 
