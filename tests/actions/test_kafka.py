@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -68,48 +70,46 @@ def test_lag_without_topic_uses_the_groups_commits(kafka_broker: Broker) -> None
         Lag({"group": unique("never")}, ctx(kafka_broker)).run()
 
 
-def test_lag_counts_active_members(kafka_broker: Broker) -> None:
+@contextlib.contextmanager
+def member(broker: Broker, topic: str, group: str) -> Iterator[Any]:
+    """A live member of the group, holding its partitions, committing nothing."""
     from kafka import KafkaConsumer
 
-    topic, group = lagged(kafka_broker, partitions=2, per_partition=5, consumed=3)
-    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_broker.bootstrap, group_id=group,
-                             enable_auto_commit=False, session_timeout_ms=6000)
-    try:
-        deadline = time.monotonic() + 15
-        while not consumer.assignment() and time.monotonic() < deadline:
-            consumer.poll(timeout_ms=200, max_records=1)
-        result = Lag({"group": group, "topic": topic}, ctx(kafka_broker)).run()
-        assert result["member_count"] == 1 and result["state"] == "Stable"
-        assert result["idle_members"] == 0
-        with pytest.raises(ActionError, match="active member"):
-            ResetOffsets({"group": group, "topic": topic, "to": "latest"}, ctx(kafka_broker)).plan()
-    finally:
-        consumer.close()
-
-
-def test_lag_without_topic_measures_a_new_members_assignment(noida_broker: Broker) -> None:
-    # a consumer that just (re)joined has partitions assigned but nothing committed yet: its lag
-    # is measured from the log start of what it owns, not refused for want of a topic name.
-    # (noida only: Tansu 0.6 describes members with an empty assignment, where Kafka fills it in)
-    from kafka import KafkaConsumer
-
-    topic, group = noida_broker.create_topic(unique("fresh"), 2), unique("fresh-svc")
-    for p in range(2):
-        noida_broker.produce(topic, 4, partition=p)
-    consumer = KafkaConsumer(topic, bootstrap_servers=noida_broker.bootstrap, group_id=group,
+    consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group,
                              enable_auto_commit=False, session_timeout_ms=6000)
     try:
         deadline = time.monotonic() + 15
         while not consumer.assignment() and time.monotonic() < deadline:
             consumer.poll(timeout_ms=200, max_records=1)
         assert consumer.assignment(), "the consumer never got its partitions"
+        yield consumer
+    finally:
+        consumer.close()
+
+
+def test_lag_counts_active_members(kafka_broker: Broker) -> None:
+    topic, group = lagged(kafka_broker, partitions=2, per_partition=5, consumed=3)
+    with member(kafka_broker, topic, group):
+        result = Lag({"group": group, "topic": topic}, ctx(kafka_broker)).run()
+        assert result["member_count"] == 1 and result["state"] == "Stable"
+        assert result["idle_members"] == 0
+        with pytest.raises(ActionError, match="active member"):
+            ResetOffsets({"group": group, "topic": topic, "to": "latest"}, ctx(kafka_broker)).plan()
+
+
+def test_lag_without_topic_measures_a_new_members_assignment(noida_broker: Broker) -> None:
+    # a consumer that just (re)joined has partitions assigned but nothing committed yet: its lag
+    # is measured from the log start of what it owns, not refused for want of a topic name.
+    # (noida only: Tansu 0.6 describes members with an empty assignment, where Kafka fills it in)
+    topic, group = noida_broker.create_topic(unique("fresh"), 2), unique("fresh-svc")
+    for p in range(2):
+        noida_broker.produce(topic, 4, partition=p)
+    with member(noida_broker, topic, group):
         assert noida_broker.committed(group, topic) == {}
         result = Lag({"group": group}, ctx(noida_broker)).run()
         assert {(r["topic"], r["partition"], r["committed"]) for r in result["partitions"]} == {
             (topic, 0, None), (topic, 1, None)}
         assert result["total_lag"] == 8 and result["member_count"] == 1
-    finally:
-        consumer.close()
 
 
 def test_lag_trend_measures_a_draining_group(noida_broker: Broker) -> None:
