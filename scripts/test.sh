@@ -10,4 +10,4 @@ bash scripts/prometheus-install.sh >/dev/null
 .venv/bin/ruff check src tests bench scripts
 .venv/bin/mypy src/opsctl
 # most of the suite waits on real servers, so 4 workers pay off even on 2 cores
-exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-4}" --dist loadgroup "$@"
+exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-4}" --dist loadfile "$@"
