@@ -15,7 +15,7 @@ from opsctl.backends.http import redact_url
 from opsctl.config import Environment
 from opsctl.errors import ActionError, BackendError
 from tests.fixtures.breaker_app import BreakerApp, Prometheus
-from tests.fixtures.core import free_port
+from tests.fixtures.core import SilentServer, free_port
 
 
 def ctx(**backends: dict[str, object]) -> ActionContext:
@@ -23,29 +23,9 @@ def ctx(**backends: dict[str, object]) -> ActionContext:
 
 
 @pytest.fixture
-def silent_server() -> Iterator[str]:
-    """Accepts connections and never answers: the timeout path."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        srv.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(srv.accept()[0])
-            except OSError:
-                continue
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.getsockname()[1]}/actuator/health"
-    stop.set()
-    for c in held:
-        c.close()
-    srv.close()
-
+def silent_url(silent_server: SilentServer) -> str:
+    """An HTTP URL whose server accepts and never answers: the timeout path."""
+    return f"http://127.0.0.1:{silent_server.port}/actuator/health"
 
 
 @pytest.fixture
@@ -102,20 +82,20 @@ def test_unreachable_is_a_backend_error_unless_allowed() -> None:
     assert "unreachable" in Get.summarize(r)
 
 
-def test_timeout_from_argument_and_environment(silent_server: str) -> None:
+def test_timeout_from_argument_and_environment(silent_url: str) -> None:
     start = time.monotonic()
     with pytest.raises(BackendError, match="timed out after 0.5s"):
-        Get({"url": silent_server, "timeout": 0.5}, ctx()).run()
+        Get({"url": silent_url, "timeout": 0.5}, ctx()).run()
     assert time.monotonic() - start < 3
     start = time.monotonic()
     with pytest.raises(BackendError, match="timed out after 0.3s"):
-        Get({"url": silent_server}, ctx(http={"timeout": 0.3})).run()
+        Get({"url": silent_url}, ctx(http={"timeout": 0.3})).run()
     assert time.monotonic() - start < 3
     # the step deadline wins over a longer timeout
     start = time.monotonic()
     deadline_ctx = ActionContext(deadline=time.monotonic() + 0.4)
     with pytest.raises(BackendError, match="timed out"):
-        Get({"url": silent_server, "timeout": 30}, deadline_ctx).run()
+        Get({"url": silent_url, "timeout": 30}, deadline_ctx).run()
     assert time.monotonic() - start < 3
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.core import REPO, Result, free_port
+from tests.fixtures.core import REPO, Result, SilentServer, free_port
 from tests.servers.postgres import PASSWORDS, PgServer
 
 pytestmark = pytest.mark.postgres
@@ -174,42 +174,17 @@ def test_verify_warns_about_superuser_sessions_left_idle_in_transaction(
     assert admin.execute("SELECT 1").fetchone() == (1,)  # untouched
 
 
-def test_a_server_that_never_answers_is_tried_once_not_once_per_step(opsctl: Callable[..., Result]) -> None:
+def test_a_server_that_never_answers_is_tried_once_not_once_per_step(opsctl: Callable[..., Result],
+                                                                      silent_server: SilentServer) -> None:
     """The four diagnose steps share one connection under a lock; when the server accepted TCP
     but never answered, each step tried again after the previous one's connect_timeout, one
     after the other (4 x 3 s before exit 4).  The steps that waited now share the failure."""
-    import socket
-    import threading
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept_and_stay_silent() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept_and_stay_silent, daemon=True)
-    thread.start()
-    env = {"PGHOST": "127.0.0.1", "PGPORT": str(listener.getsockname()[1]), "PGUSER": "ops",
+    env = {"PGHOST": "127.0.0.1", "PGPORT": str(silent_server.port), "PGUSER": "ops",
            "PGPASSWORD": "black-hole-pw", "PGDATABASE": "app", "PGCONNECT_TIMEOUT": "2",
            "OPSCTL_RUNBOOK_PATH": str(REPO / "runbooks")}
-    try:
-        result = opsctl("run", "rb-006", "--dry-run", "-o", "json", env=env)
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        for conn in accepted:
-            conn.close()
-        listener.close()
+    result = opsctl("run", "rb-006", "--dry-run", "-o", "json", env=env)
     assert result.code == 4, result.output
     assert "timeout expired" in report(result)["message"]
     failed = [s for s in report(result)["steps"] if s["status"] == "failed"]
     assert len(failed) == 4  # every postgres diagnose step reports the failure...
-    assert len(accepted) == 1  # ...from a single connection attempt
+    assert len(silent_server.accepted) == 1  # ...from a single connection attempt
