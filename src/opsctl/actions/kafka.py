@@ -54,7 +54,7 @@ class Lag(Action):
         exists = k.group_exists(group, info)
         if self.args.get("must_exist") and not exists:
             k.require_existing_group(group, info)
-        snap = k.lag_snapshot(group, topic)
+        snap = k.lag_snapshot(group, topic, info)
         rows = snap["partitions"]
         topics: dict[str, dict[str, int]] = {}
         for r in rows:

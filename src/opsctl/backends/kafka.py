@@ -180,27 +180,21 @@ class Cluster:
             return fn(*args, **kwargs)
 
     def group(self, group: str) -> dict[str, Any]:
-        desc = self.call(self.admin.describe_groups, [group])[group]
-        if desc.get("error"):
-            raise ActionError(f"kafka: cannot describe group {group!r}: {desc['error']}")
-        members = []
-        for m in desc.get("members") or []:
-            owned = _owned(m)
-            members.append({"member_id": m["member_id"], "client_id": m.get("client_id", ""),
-                            "host": m.get("client_host", ""),
-                            "partitions": sum(len(a["partitions"]) for a in owned)})
-        return {"state": desc.get("group_state", "Unknown"), "members": members}
-
-    def assigned(self, group: str) -> set[Any]:
-        """Partitions assigned to the group's current members."""
+        """State and members; ``assigned`` is the set of partitions the members hold."""
         from kafka import TopicPartition
 
         desc = self.call(self.admin.describe_groups, [group])[group]
-        found = set()
+        if desc.get("error"):
+            raise ActionError(f"kafka: cannot describe group {group!r}: {desc['error']}")
+        members, assigned = [], set()
         for m in desc.get("members") or []:
-            for a in _owned(m):
-                found |= {TopicPartition(a["topic"], p) for p in a["partitions"]}
-        return found
+            assignment = m.get("member_assignment") or {}  # empty while the group rebalances
+            owned = assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []
+            assigned |= {TopicPartition(a["topic"], p) for a in owned for p in a["partitions"]}
+            members.append({"member_id": m["member_id"], "client_id": m.get("client_id", ""),
+                            "host": m.get("client_host", ""),
+                            "partitions": sum(len(a["partitions"]) for a in owned)})
+        return {"state": desc.get("group_state", "Unknown"), "members": members, "assigned": assigned}
 
     def group_exists(self, group: str, info: dict[str, Any]) -> bool:
         """Without a member and without a committed offset on any topic, the group does not exist
@@ -269,12 +263,17 @@ class Cluster:
         if failed:
             raise ActionError(f"kafka: {what} failed for {failed}")
 
-    def lag_snapshot(self, group: str, topic: str | None) -> dict[str, Any]:
-        """Lag of every partition: one OffsetFetch and one ListOffsets per leader for all of them."""
+    def lag_snapshot(self, group: str, topic: str | None,
+                     info: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Lag of every partition: one OffsetFetch and one ListOffsets per leader for all of them
+        (and, without a topic, one DescribeGroups unless ``info`` from group() is given)."""
         committed = self.committed(group, topic)
-        # without a topic: what the group committed plus what its members are assigned (a member
-        # that just joined has not committed yet; kafka-consumer-groups shows those rows too)
-        tps = self.partitions(topic) if topic else sorted(set(committed) | self.assigned(group))
+        if topic:
+            tps = self.partitions(topic)
+        else:
+            # what the group committed plus what its members are assigned (a member that just
+            # joined has not committed yet; kafka-consumer-groups shows those rows too)
+            tps = sorted(set(committed) | (info or self.group(group))["assigned"])
         if not tps:
             raise ActionError(f"kafka: group {group!r} has no committed offsets and no member with "
                               "assigned partitions; name the topic to measure its lag from the "
@@ -289,9 +288,3 @@ class Cluster:
             rows.append({"topic": tp.topic, "partition": tp.partition, "committed": position,
                          "end": ends[tp], "lag": lag})
         return {"taken_at": time.time(), "partitions": rows, "total_lag": sum(r["lag"] for r in rows)}
-
-
-def _owned(member: dict[str, Any]) -> list[dict[str, Any]]:
-    """A described member's assignment as [{"topic", "partitions"}] (empty while rebalancing)."""
-    assignment = member.get("member_assignment") or {}
-    return assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []
