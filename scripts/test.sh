@@ -8,6 +8,14 @@ cd "$(dirname "$0")/.."
 bash scripts/k8s-cluster.sh install
 bash scripts/prometheus-install.sh >/dev/null
 .venv/bin/ruff check src tests bench scripts
-.venv/bin/mypy src/opsctl
+# mypy (about 10 s cold) runs beside pytest instead of before it; both must pass
+mypy_log=$(mktemp)
+.venv/bin/mypy src/opsctl >"$mypy_log" 2>&1 & mypy_pid=$!
 # most of the suite waits on real servers, so 4 workers pay off even on 2 cores
-exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-4}" --dist loadfile "$@"
+rc=0
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-4}" --dist loadfile "$@" || rc=$?
+mypy_rc=0
+wait "$mypy_pid" || mypy_rc=$?
+cat "$mypy_log"; rm -f "$mypy_log"
+[ "$mypy_rc" -eq 0 ] || { echo "mypy failed (exit $mypy_rc)" >&2; [ "$rc" -ne 0 ] || rc=$mypy_rc; }
+exit "$rc"
