@@ -17,11 +17,11 @@ from typing import Any
 
 from opsctl import templating
 from opsctl.actions import get as get_action
-from opsctl.actions.base import ActionContext, Plan
+from opsctl.actions.base import ActionContext
 from opsctl.config import Environment
 from opsctl.errors import Cancelled, ExitCode, UsageError
 from opsctl.model import PHASE_ORDER, Option, Runbook, Step
-from opsctl.records import DONE, Outcome, StepRecord, now_iso
+from opsctl.records import DONE, Outcome, Plan, StepRecord, now_iso
 from opsctl.signals import sigint_blocked
 from opsctl.stepexec import StepRunner, StepState
 

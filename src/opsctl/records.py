@@ -1,5 +1,6 @@
-"""What a run produces: step records, findings, the outcome.  Plain data, shared by the executor,
-the renderers and the run log."""
+"""What a run produces: plans and their changes, step records, findings, the outcome.  Plain data,
+shared by the actions (which return plans), the executor, the renderers, the run log, reports and
+plan files."""
 
 from __future__ import annotations
 
@@ -34,6 +35,44 @@ def _default(o: Any) -> Any:
     if hasattr(o, "as_dict"):
         return o.as_dict()
     return str(o)
+
+
+@dataclass
+class Change:
+    """One concrete change a mutating action will make."""
+
+    target: str  # what is changed: "deployment default/api", "backend pid 4242"
+    operation: str  # what is done to it: "scale", "terminate", "set"
+    before: Any = None
+    after: Any = None
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Plan:
+    """What ``apply`` will do, resolved against live read-only lookups."""
+
+    summary: str
+    changes: list[Change] = field(default_factory=list)
+    # what apply() needs (resolved targets); JSON-serialisable because it goes into the run log
+    data: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"summary": self.summary, "changes": [c.as_dict() for c in self.changes],
+                "data": self.data, "warnings": self.warnings}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        return cls(summary=d.get("summary", ""), changes=[Change(**c) for c in d.get("changes", [])],
+                   data=d.get("data", {}), warnings=d.get("warnings", []))
 
 
 @dataclass

@@ -27,8 +27,7 @@ from rich.prompt import Confirm, Prompt
 from rich.table import Table
 
 from opsctl.actions import get as get_action
-from opsctl.actions.base import Plan
-from opsctl.records import Outcome, StepRecord
+from opsctl.records import Outcome, Plan, StepRecord
 from opsctl.signals import sigint_blocked
 
 ICONS = {"ok": "[green]✔[/]", "applied": "[green]✔[/]", "noop": "[green]=[/]",

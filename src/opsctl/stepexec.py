@@ -17,7 +17,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from opsctl import actions, templating
-from opsctl.actions.base import Action, ActionContext, Plan
+from opsctl.actions.base import Action, ActionContext
 from opsctl.errors import (
     ActionError,
     ArgumentError,
@@ -28,7 +28,7 @@ from opsctl.errors import (
     StepTimeout,
 )
 from opsctl.model import Step
-from opsctl.records import NO_RESULT, Finding, StepRecord, jsonable, now_iso
+from opsctl.records import NO_RESULT, Finding, Plan, StepRecord, jsonable, now_iso
 
 DEFAULT_TIMEOUT = 120.0  # per attempt of a read-only step, and for plan()
 APPLY_TIMEOUT = 1800.0  # apply() of a mutating step, unless the step sets `timeout`

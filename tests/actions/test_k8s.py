@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from opsctl.actions.base import ActionContext, Plan
-from opsctl.actions.k8s import Events, Hpa, Logs, Pods, RolloutHistory, Workload, Workloads
-from opsctl.actions.k8s_mutate import DeletePod, RolloutRestart, RolloutUndo, Scale, SetEnv, WaitRollout
+from opsctl.actions.base import ActionContext
+from opsctl.actions.k8s.mutate import DeletePod, RolloutRestart, RolloutUndo, Scale, SetEnv, WaitRollout
+from opsctl.actions.k8s.read import Events, Hpa, Logs, Pods, RolloutHistory, Workload, Workloads
 from opsctl.config import Environment
 from opsctl.errors import ActionError, BackendError
+from opsctl.records import Plan
 from tests.fixtures.core import free_port
 from tests.fixtures.k8s import K8sCluster, annotate_pods, deployment, eventually, statefulset, wait_ready
 

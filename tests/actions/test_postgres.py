@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from opsctl.actions import load_all
-from opsctl.actions.base import ActionContext, Plan
+from opsctl.actions.base import ActionContext
 from opsctl.errors import ActionError, BackendError, Cancelled
+from opsctl.records import Plan
 from tests.fixtures.core import free_port
 from tests.servers.postgres import PASSWORDS, PgServer
 

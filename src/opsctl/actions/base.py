@@ -1,4 +1,5 @@
-"""The action contract.
+"""The action contract.  (``Plan``/``Change``, what a mutating action returns, are records: see
+``opsctl.records``.)
 
 An action is a registered class that owns its name, its argument schema, whether it is read-only,
 and the code that talks to one backend.  The executor, never the action, decides what runs:
@@ -18,48 +19,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from opsctl.errors import Cancelled, StepTimeout
-
-
-@dataclass
-class Change:
-    """One concrete change a mutating action will make."""
-
-    target: str  # what is changed: "deployment default/api", "backend pid 4242"
-    operation: str  # what is done to it: "scale", "terminate", "set"
-    before: Any = None
-    after: Any = None
-    detail: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class Plan:
-    """What ``apply`` will do, resolved against live read-only lookups."""
-
-    summary: str
-    changes: list[Change] = field(default_factory=list)
-    # what apply() needs (resolved targets); JSON-serialisable because it goes into the run log
-    data: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not self.changes
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"summary": self.summary, "changes": [c.as_dict() for c in self.changes],
-                "data": self.data, "warnings": self.warnings}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Plan:
-        return cls(summary=d.get("summary", ""), changes=[Change(**c) for c in d.get("changes", [])],
-                   data=d.get("data", {}), warnings=d.get("warnings", []))
+from opsctl.records import Plan
 
 
 class ProgressHandle(Protocol):

@@ -10,8 +10,9 @@ import time
 from typing import Any
 
 from opsctl.actions import register
-from opsctl.actions.base import Action, Change, Plan, type_schema
+from opsctl.actions.base import Action, type_schema
 from opsctl.errors import ActionError
+from opsctl.records import Change, Plan
 
 
 @register

@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from opsctl.actions import register
-from opsctl.actions.base import Action, Change, Plan, is_template, type_schema
+from opsctl.actions.base import Action, is_template, type_schema
 from opsctl.backends.kafka import Cluster, make_consumer, make_producer
 from opsctl.errors import ActionError, ArgumentError, Cancelled, StepTimeout
+from opsctl.records import Change, Plan
 
 REDRIVEN_HEADER = "x-opsctl-redriven"
 _TOPIC = {"type": "string", "minLength": 1}

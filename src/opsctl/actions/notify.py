@@ -16,8 +16,9 @@ import urllib.request
 from typing import Any
 
 from opsctl.actions import register
-from opsctl.actions.base import Action, Change, Plan, type_schema
+from opsctl.actions.base import Action, type_schema
 from opsctl.errors import BackendError
+from opsctl.records import Change, Plan
 
 WEBHOOK_ENV = "OPSCTL_SLACK_WEBHOOK_URL"
 

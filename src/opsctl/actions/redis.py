@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from opsctl.actions import register
-from opsctl.actions.base import Action, Change, Plan, is_template, type_schema
+from opsctl.actions.base import Action, is_template, type_schema
 from opsctl.backends import redis as rb
 from opsctl.errors import ActionError
+from opsctl.records import Change, Plan
 
 
 class RedisAction(Action):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from opsctl.actions import register
-from opsctl.actions.base import Action, Change, Plan, type_schema
+from opsctl.actions.base import Action, type_schema
 from opsctl.backends.aws import aws_errors, client
 from opsctl.errors import ActionError, ArgumentError
+from opsctl.records import Change, Plan
 
 _SERVICE = {"cluster": {"type": "string", "minLength": 1}, "service": {"type": "string", "minLength": 1}}
 

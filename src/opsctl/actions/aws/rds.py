@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opsctl.actions import register
-from opsctl.actions.base import Action, Change, Plan, is_template, type_schema
+from opsctl.actions.base import Action, is_template, type_schema
 from opsctl.backends.aws import aws_errors, client
 from opsctl.errors import ActionError, ArgumentError
+from opsctl.records import Change, Plan
 
 _TARGET = {"cluster": {"type": "string", "description": "Aurora DB cluster identifier"},
            "instance": {"type": "string", "description": "RDS (Multi-AZ) DB instance identifier"}}

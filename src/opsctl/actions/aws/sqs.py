@@ -7,9 +7,10 @@ import time
 from typing import Any
 
 from opsctl.actions import register
-from opsctl.actions.base import Action, Change, Plan, type_schema
+from opsctl.actions.base import Action, type_schema
 from opsctl.backends.aws import aws_errors, client
 from opsctl.errors import ActionError, ArgumentError, Cancelled, StepTimeout
+from opsctl.records import Change, Plan
 
 _QUEUE = {"type": "string", "minLength": 1, "description": "queue name, URL or ARN"}
 _DLQ = {"type": "string", "description": "DLQ name, URL or ARN (default: the queue's RedrivePolicy target)"}

@@ -1,10 +1,4 @@
-"""Kubernetes actions: workload and pod state, rollout history, events, logs, HPA (read-only); scale,
-rollout restart, rollout undo, container env patch, pod delete (mutating); wait for a rollout.
-
-All go through ``opsctl.backends.kubernetes`` (official client, imported lazily).  Workloads are
-deployments or statefulsets; a rollout is complete only when the controller has observed the latest
-generation and updated == ready == current == desired (``kubectl rollout status``).
-"""
+"""Kubernetes read-only actions: workload and pod state, rollout history, events, logs, HPA."""
 
 from __future__ import annotations
 
@@ -13,112 +7,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opsctl.actions import register
-from opsctl.actions.base import Action, is_template, type_schema
-from opsctl.backends.kubernetes import Kube, age_seconds, iso, kube_for
+from opsctl.actions.base import is_template, type_schema
+from opsctl.actions.k8s.common import (
+    KIND,
+    NAME,
+    NS,
+    SELECTOR,
+    K8sAction,
+    name_or_selector,
+    pod_info,
+    selector_of,
+    workload_status,
+)
+from opsctl.backends.kubernetes import age_seconds, iso
 from opsctl.errors import ActionError
-
-NS: dict[str, Any] = {"type": "string", "default": "default", "description": "namespace"}
-KIND: dict[str, Any] = {"type": "string", "enum": ["deployment", "statefulset"], "default": "deployment"}
-NAME: dict[str, Any] = {"type": "string", "minLength": 1, "description": "workload name"}
-SELECTOR: dict[str, Any] = {"type": "string", "description": "label selector, e.g. app=order-service"}
-RESTARTED_AT: str = "kubectl.kubernetes.io/restartedAt"
-
-
-class _K8sAction(Action):
-    backend = "kubernetes"
-
-    @property
-    def kube(self) -> Kube:
-        return kube_for(self.ctx)
-
-    @property
-    def ns(self) -> str:
-        return str(self.args.get("namespace") or "default")
-
-    @property
-    def kind(self) -> str:
-        return str(self.args.get("kind") or "deployment")
-
-    def call(self, fn: Any, *args: Any, what: str = "", **kw: Any) -> Any:
-        self.ctx.check_cancelled()
-        return self.kube.call(fn, *args, what=what, timeout=self.ctx.remaining(30.0), **kw)
-
-    def apps_fn(self, verb: str, kind: str | None = None, suffix: str = "") -> Any:
-        """AppsV1Api.<verb>_namespaced_deployment / _stateful_set<suffix> for the workload kind."""
-        resource = "deployment" if (kind or self.kind) == "deployment" else "stateful_set"
-        return getattr(self.kube.apps, f"{verb}_namespaced_{resource}{suffix}")
-
-    def read_workload(self, name: str | None = None, kind: str | None = None) -> Any:
-        kind, name = kind or self.kind, name or self.args["name"]
-        return self.call(self.apps_fn("read", kind), name, self.ns, what=f"{kind} {self.ns}/{name}")
-
-    def list_workloads(self, selector: str) -> list[Any]:
-        return list(self.call(self.apps_fn("list"), self.ns, label_selector=selector).items)
-
-    def targets(self) -> list[Any]:
-        """The workloads named by ``name`` or matched by ``selector``."""
-        if self.args.get("name"):
-            return [self.read_workload()]
-        found = self.list_workloads(self.args["selector"])
-        if not found:
-            raise ActionError(f"no {self.kind} in namespace {self.ns} matches {self.args['selector']!r}")
-        return found
-
-    def pods_of(self, selector: str) -> list[Any]:
-        return list(self.call(self.kube.core.list_namespaced_pod, self.ns, label_selector=selector).items)
-
-
-def _name_or_selector(cls: type[Action], args: dict[str, Any]) -> list[tuple[str, str]]:
-    if not args.get("name") and not args.get("selector"):
-        return [("name", f"{cls.name} needs either name or selector")]
-    if args.get("name") and args.get("selector"):
-        return [("selector", "give name or selector, not both")]
-    return []
-
-
-def selector_of(obj: Any) -> str:
-    labels = obj.spec.selector.match_labels or {}
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
-
-def workload_status(obj: Any, kind: str) -> dict[str, Any]:
-    st, desired = obj.status, obj.spec.replicas if obj.spec.replicas is not None else 1
-    updated, ready = st.updated_replicas or 0, st.ready_replicas or 0
-    current = st.replicas or 0
-    available = st.available_replicas if kind == "deployment" else ready
-    complete = ((st.observed_generation or 0) >= obj.metadata.generation
-                and updated == ready == current == desired)
-    if kind == "statefulset":
-        complete = complete and (st.current_revision == st.update_revision)
-    conds = [{"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
-             for c in (st.conditions or [])]
-    return {"kind": kind, "name": obj.metadata.name, "namespace": obj.metadata.namespace,
-            "desired": desired, "current": current, "ready": ready, "available": available or 0,
-            "updated": updated, "unavailable": max(0, desired - ready), "rollout_complete": complete,
-            "generation": obj.metadata.generation, "observed_generation": st.observed_generation,
-            "resource_version": obj.metadata.resource_version, "conditions": conds,
-            "images": [c.image for c in obj.spec.template.spec.containers],
-            "restarted_at": (obj.spec.template.metadata.annotations or {}).get(RESTARTED_AT),
-            "selector": selector_of(obj)}
-
-
-def pod_info(p: Any) -> dict[str, Any]:
-    statuses = (p.status.container_statuses if p.status else None) or []
-    reasons = [cs.last_state.terminated.reason for cs in statuses
-               if cs.last_state and cs.last_state.terminated and cs.last_state.terminated.reason]
-    waiting = [cs.state.waiting.reason for cs in statuses if cs.state and cs.state.waiting]
-    ready = any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])) \
-        if p.status else False
-    return {"name": p.metadata.name, "phase": p.status.phase if p.status else None, "ready": ready,
-            "restarts": sum(cs.restart_count or 0 for cs in statuses),
-            "last_termination_reason": reasons[0] if reasons else None,
-            "waiting_reason": waiting[0] if waiting else None, "node": p.spec.node_name,
-            "age_seconds": age_seconds(p.metadata.creation_timestamp),
-            "resource_version": p.metadata.resource_version}
 
 
 @register
-class Workload(_K8sAction):
+class Workload(K8sAction):
     """Desired / ready / available / updated replicas and conditions of one deployment or statefulset.
 
     ```yaml
@@ -146,7 +52,7 @@ class Workload(_K8sAction):
 
 
 @register
-class Workloads(_K8sAction):
+class Workloads(K8sAction):
     """Every deployment (or statefulset) matching a label selector, with totals.
 
     ```yaml
@@ -176,7 +82,7 @@ class Workloads(_K8sAction):
 
 
 @register
-class RolloutHistory(_K8sAction):
+class RolloutHistory(K8sAction):
     """Rollout revisions of a deployment (its ReplicaSets) or statefulset (ControllerRevisions), newest
     first, with creation time and change-cause: answers "what changed recently".
 
@@ -245,7 +151,7 @@ class RolloutHistory(_K8sAction):
 
 
 @register
-class Pods(_K8sAction):
+class Pods(K8sAction):
     """Pods of a workload (or a label selector): phase, readiness, restarts, last termination reason.
 
     ```yaml
@@ -261,7 +167,7 @@ class Pods(_K8sAction):
     name = "k8s.pods"
     summary = "pods with phase, readiness, restart counts and OOMKilled / Error terminations"
     schema = type_schema({"kind": KIND, "name": NAME, "selector": SELECTOR, "namespace": NS})
-    validate_args = classmethod(_name_or_selector)
+    validate_args = classmethod(name_or_selector)
 
     def run(self) -> dict[str, Any]:
         selector = self.args.get("selector") or selector_of(self.read_workload())
@@ -284,7 +190,7 @@ class Pods(_K8sAction):
 
 
 @register
-class Events(_K8sAction):
+class Events(K8sAction):
     """CoreV1 events about an object (and, with include_pods, about the pods named after it), newest first.
 
     ```yaml
@@ -322,7 +228,7 @@ class Events(_K8sAction):
 
 
 @register
-class Logs(_K8sAction):
+class Logs(K8sAction):
     """Recent log lines of a workload's pods that match a regex (bounded in pods, lines and bytes).
 
     ```yaml
@@ -348,7 +254,7 @@ class Logs(_K8sAction):
 
     @classmethod
     def validate_args(cls, args: dict[str, Any]) -> list[tuple[str, str]]:
-        errors = _name_or_selector(cls, args)
+        errors = name_or_selector(cls, args)
         pattern = args.get("pattern")
         if isinstance(pattern, str) and not is_template(pattern):
             try:
@@ -396,7 +302,7 @@ class Logs(_K8sAction):
 
 
 @register
-class Hpa(_K8sAction):
+class Hpa(K8sAction):
     """HorizontalPodAutoscaler (autoscaling/v1) status for a workload, if it has one.
 
     ```yaml
@@ -427,13 +333,3 @@ class Hpa(_K8sAction):
                         "current_cpu_pct": h.status.current_cpu_utilization_percentage,
                         "at_max": (h.status.current_replicas or 0) >= h.spec.max_replicas}
         return {"found": False, "name": None, "at_max": False}
-
-
-from opsctl.actions.k8s_mutate import (  # noqa: E402,F401 - registers the mutating actions
-    DeletePod,
-    RolloutRestart,
-    RolloutUndo,
-    Scale,
-    SetEnv,
-    WaitRollout,
-)

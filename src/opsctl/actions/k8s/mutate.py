@@ -12,27 +12,28 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opsctl.actions import register
-from opsctl.actions.base import Change, Plan, type_schema
-from opsctl.actions.k8s import (
+from opsctl.actions.base import type_schema
+from opsctl.actions.k8s.common import (
     KIND,
     NAME,
     NS,
     RESTARTED_AT,
     SELECTOR,
-    _K8sAction,
-    _name_or_selector,
+    K8sAction,
+    name_or_selector,
     pod_info,
     selector_of,
     workload_status,
 )
 from opsctl.errors import ActionError
+from opsctl.records import Change, Plan
 
 WAIT = {"wait": {"type": "boolean", "default": True, "description": "wait for the rollout to complete"},
         "wait_timeout": {"type": "number", "minimum": 1, "default": 300, "description": "seconds"}}
 REVISION = "deployment.kubernetes.io/revision"
 
 
-def wait_rollout(action: _K8sAction, kind: str, name: str, timeout: float) -> dict[str, Any]:
+def wait_rollout(action: K8sAction, kind: str, name: str, timeout: float) -> dict[str, Any]:
     """Poll until the rollout is complete (see workload_status); ActionError when it is not in time."""
     limit = action.ctx.remaining(timeout) or timeout
     start = time.monotonic()
@@ -54,11 +55,11 @@ def wait_rollout(action: _K8sAction, kind: str, name: str, timeout: float) -> di
             action.ctx.sleep(0.5)
 
 
-def _terminating(action: _K8sAction, selector: str) -> int:
+def _terminating(action: K8sAction, selector: str) -> int:
     return sum(1 for p in action.pods_of(selector) if p.metadata.deletion_timestamp)
 
 
-class _Mutating(_K8sAction):
+class _Mutating(K8sAction):
     read_only = False
 
     def maybe_wait(self, kind: str, name: str) -> dict[str, Any] | None:
@@ -140,7 +141,7 @@ class RolloutRestart(_Mutating):
     summary = "set the restartedAt template annotation on each target (max_targets), then wait"
     schema = type_schema({"kind": KIND, "name": NAME, "selector": SELECTOR, "namespace": NS,
                           "max_targets": {"type": "integer", "minimum": 1, "default": 5}, **WAIT})
-    validate_args = classmethod(_name_or_selector)
+    validate_args = classmethod(name_or_selector)
 
     def plan(self) -> Plan:
         objs = self.targets()
@@ -355,7 +356,7 @@ class DeletePod(_Mutating):
 
 
 @register
-class WaitRollout(_K8sAction):
+class WaitRollout(K8sAction):
     """Wait until a rollout is complete (observedGeneration current, updated == ready == desired).
 
     ```yaml

@@ -1,0 +1,47 @@
+"""What every PostgreSQL action shares: the session factory, the database argument, row helpers."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from opsctl.actions.base import Action
+from opsctl.backends import postgres as pg
+
+DATABASE = {"type": "string", "description": "database to connect to (and to filter on, where it applies)"}
+
+
+class PgAction(Action):
+    backend = "postgres"
+
+    def session(self) -> Any:
+        database = self.args.get("database") or None
+        client = self.ctx.client(f"postgres:{database or ''}", lambda: pg.PgClient(
+            pg.settings_from(self.ctx.backend_config("postgres"), database)))
+        return client.session(self.ctx.remaining(), cancelled=self.ctx.cancelled)
+
+
+def count(rows: list[dict[str, Any]], key: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        out[r[key] or ""] = out.get(r[key] or "", 0) + 1
+    return out
+
+
+def jsonable(v: Any) -> Any:
+    if v is None or isinstance(v, bool | int | float | str):
+        return v
+    if isinstance(v, Decimal):
+        return float(v)
+    if isinstance(v, datetime | date):
+        return v.isoformat()
+    if isinstance(v, timedelta):
+        return v.total_seconds()
+    if isinstance(v, list | tuple):
+        return [jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, bytes | memoryview):
+        return bytes(v).hex()
+    return str(v)
