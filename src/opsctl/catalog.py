@@ -80,23 +80,70 @@ def resolve(ref: str) -> Path:
 
 def check_file(path: str) -> tuple[Runbook | None, list[RunbookError]]:
     """Load + schema + semantic checks; a Runbook only when there is no error."""
+    from opsctl import loader
+
+    data, errors = loader.read(path)
+    if data is None:
+        return None, errors
+    return check_bytes(data, path)
+
+
+def check_bytes(data: bytes, path: str, *, build: bool = True) -> tuple[Runbook | None,
+                                                                        list[RunbookError]]:
+    """Every error of one file, sorted by position, each on one line; never raises: whatever goes
+    wrong inside (a bug, a resource limit) is a located error of this file, not of the run."""
+    from opsctl.errors import Location
+    from opsctl.loader import one_line
+
+    try:
+        runbook, errors = _check(data, path, build)
+    except RecursionError:
+        errors = [RunbookError("nested too deeply to check", Location(path, 1, 1))]
+        runbook = None
+    except MemoryError:
+        errors = [RunbookError("too large to check (out of memory)", Location(path, 1, 1))]
+        runbook = None
+    except Exception as e:
+        where = _save_traceback()
+        errors = [RunbookError(f"internal error while checking this file: {type(e).__name__}: {e} "
+                               f"({where}; please report it)", Location(path, 1, 1))]
+        runbook = None
+    for i, err in enumerate(errors):
+        if one_line(err.message) != err.message:
+            errors[i] = RunbookError(one_line(err.message), err.location)
+    return runbook, errors
+
+
+def _check(data: bytes, path: str, build: bool) -> tuple[Runbook | None, list[RunbookError]]:
     from opsctl import actions, loader, model, schema, semantic
 
-    doc = loader.load_file(path)
+    doc = loader.load_bytes(data, path)
     if doc.data is None:
         return None, doc.errors
     errors = list(doc.errors)
-    structural = schema.validate_structure(doc, actions.load_all())
-    errors += structural
-    if not isinstance(doc.data, dict):
-        return None, errors
-    sem_errors, deps = semantic.check(doc, partial=bool(structural))
+    errors += schema.validate_structure(doc, actions.load_all())
+    sem_errors, deps = semantic.check(doc)
     seen = {(e.location.line, e.location.column, e.message) for e in errors}
     errors += [e for e in sem_errors
                if (e.location.line, e.location.column, e.message) not in seen]
     if errors:
         return None, sorted(errors, key=lambda e: (e.location.line, e.location.column))
-    return model.build(doc, deps, Path(path).read_bytes()), []
+    return (model.build(doc, deps, data) if build else None), []
+
+
+def _save_traceback() -> str:
+    import traceback
+
+    from opsctl.audit import state_dir
+
+    path = state_dir() / "crash.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(traceback.format_exc() + "\n")
+        return f"the traceback is in {path}"
+    except OSError:
+        return "the traceback could not be saved"
 
 
 def load(ref: str) -> Runbook:

@@ -1,23 +1,59 @@
-"""YAML -> plain data + a source map (path -> line:col), with the safe loader only.
+"""YAML -> plain data + a source map (path -> line:col), with libyaml and plain-data tags only.
 
 Every value and every mapping key keeps the position it came from, so that schema and semantic
 errors can name ``file:line:col``.  Duplicate keys are errors (PyYAML silently keeps the last one).
+
+Any input gets data or located errors, in bounded time and memory: the file size, the nesting
+depth, the number of values after expanding aliases (a "billion laughs" bomb is refused while it is
+being built, not after), the length of strings and of numbers are capped; text that is not UTF-8
+names the offending byte as line:col.  libyaml composes the node tree (its marks give the
+positions); implicit typing of plain scalars is done here, with PyYAML's YAML 1.1 rules.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.resolver import Resolver
 
 from opsctl.errors import Location, RunbookError
 
 PathT = tuple[str | int, ...]
-_PLAIN_TAGS = frozenset(f"tag:yaml.org,2002:{t}" for t in
-                        ("str", "int", "float", "bool", "null", "map", "seq", "timestamp"))
+
+MAX_FILE_BYTES = 1024 * 1024  # runbooks are ~10 KB
+MAX_DEPTH = 64  # nested mappings/sequences
+MAX_VALUES = 100_000  # values after expanding aliases
+MAX_STRING = 100_000  # characters in one scalar
+MAX_NUMBER = 100  # characters of an integer or float literal
+
+_T = "tag:yaml.org,2002:"
+STR, INT, FLOAT, BOOL, NULL = _T + "str", _T + "int", _T + "float", _T + "bool", _T + "null"
+MAP, SEQ, TIMESTAMP, MERGE = _T + "map", _T + "seq", _T + "timestamp", _T + "merge"
+_PLAIN = "?"  # a plain scalar whose type the builder resolves
+_SCALAR_TAGS = frozenset((STR, INT, FLOAT, BOOL, NULL, TIMESTAMP))
+_IMPLICIT = Resolver.yaml_implicit_resolvers  # first character -> [(tag, regexp)], YAML 1.1
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def one_line(message: str, limit: int = 500) -> str:
+    """An error message on exactly one line (editors and CI annotators split on newlines)."""
+    text = " ".join(_CONTROL.sub(" ", message).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_<>-][A-Za-z0-9_ <>-]*$")
 
 
 def format_path(path: Iterable[str | int]) -> str:
@@ -25,119 +61,320 @@ def format_path(path: Iterable[str | int]) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _PLAIN_KEY.match(part):
+            out += f"[{short_repr(part, 40)}]"
         else:
             out += f".{part}" if out else str(part)
     return out
 
 
-@dataclass
 class SourceMap:
-    file: str
-    values: dict[PathT, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[PathT, tuple[int, int]] = field(default_factory=dict)
+    """Positions of the values (and keys) of a document, computed from its nodes when first asked:
+    a document without errors never pays for them."""
+
+    def __init__(self, file: str, root: Node | None = None) -> None:
+        self.file = file
+        self._root = root
+        self._values: dict[PathT, tuple[int, int]] | None = None
+        self._keys: dict[PathT, tuple[int, int]] = {}
+
+    @property
+    def values(self) -> dict[PathT, tuple[int, int]]:
+        if self._values is None:
+            self._values = {}
+            if self._root is not None:
+                self._index(self._root, (), 0, set())
+        return self._values
+
+    @property
+    def keys(self) -> dict[PathT, tuple[int, int]]:
+        self.values  # noqa: B018 - builds both tables
+        return self._keys
+
+    def _index(self, node: Node, path: PathT, depth: int, open_: set[int]) -> None:
+        assert self._values is not None
+        self._values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if depth >= MAX_DEPTH or id(node) in open_ or len(self._values) > MAX_VALUES:
+            return
+        if isinstance(node, SequenceNode):
+            open_.add(id(node))
+            for i, child in enumerate(node.value):
+                self._index(child, (*path, i), depth + 1, open_)
+            open_.discard(id(node))
+        elif isinstance(node, MappingNode):
+            open_.add(id(node))
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, ScalarNode):
+                    continue
+                key = _key_text(key_node)
+                if key is None:
+                    continue
+                child = (*path, key)
+                # a duplicate key: its first position is the reference, the last value is the data
+                self._keys.setdefault(child, (key_node.start_mark.line + 1,
+                                              key_node.start_mark.column + 1))
+                self._index(value_node, child, depth + 1, open_)
+            open_.discard(id(node))
 
     def locate(self, path: Iterable[str | int], *, key: bool = False) -> Location:
         """Position of ``path`` (of its key when ``key``), else of the nearest ancestor we know."""
         p = tuple(path)
+        values = self.values
         for i in range(len(p), -1, -1):
             sub = p[:i]
-            table = self.keys if key and i == len(p) else self.values
+            table = self._keys if key and i == len(p) else values
             if sub in table:
                 line, col = table[sub]
                 return Location(self.file, line, col, format_path(p))
         return Location(self.file, 1, 1, format_path(p))
 
     def error(self, path: Iterable[str | int], message: str, *, key: bool = False) -> RunbookError:
-        return RunbookError(message, self.locate(path, key=key))
+        return RunbookError(one_line(message), self.locate(path, key=key))
 
 
 @dataclass
 class Document:
     data: Any
     source: SourceMap
-    errors: list[RunbookError]
+    errors: list[RunbookError] = field(default_factory=list)
+
+
+try:
+    from yaml._yaml import CParser as _Parser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml: the same, in Python
+
+    class _Parser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser,  # type: ignore[no-redef]
+                  yaml.composer.Composer):
+        def __init__(self, stream: str) -> None:
+            yaml.reader.Reader.__init__(self, stream)
+            yaml.scanner.Scanner.__init__(self)
+            yaml.parser.Parser.__init__(self)
+            yaml.composer.Composer.__init__(self)
+
+        def dispose(self) -> None:
+            pass
+
+
+class _Composer(_Parser):  # type: ignore[misc]
+    """libyaml's composer with typing left to the builder (PyYAML's resolver costs more than
+    libyaml's parsing itself)."""
+
+    def descend_resolver(self, parent: Any, index: Any) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode:
+            return _PLAIN if implicit[0] else STR
+        return SEQ if kind is SequenceNode else MAP
+
+
+def _plain_tag(value: str) -> str:
+    for tag, regexp in _IMPLICIT.get(value[0] if value else "", ()):
+        if regexp.match(value):
+            return str(tag)
+    return STR
+
+
+def _key_text(node: ScalarNode) -> str | None:
+    """The dict key a scalar key node becomes (None: not a usable key)."""
+    tag = _plain_tag(node.value) if node.tag == _PLAIN else node.tag
+    if tag == STR:
+        return str(node.value)
+    if tag == NULL or tag not in _SCALAR_TAGS or len(node.value) > MAX_NUMBER:
+        return None
+    try:
+        return str(_CTOR.yaml_constructors[tag](_CTOR, node))
+    except Exception:
+        return None
+
+
+_CTOR = SafeConstructor()
+
+
+class _Stop(Exception):
+    """The document cannot be built any further (too large, too deep)."""
+
+    def __init__(self, node: Node, message: str) -> None:
+        super().__init__(message)
+        self.node, self.message = node, message
 
 
 class _Builder:
     def __init__(self, file: str) -> None:
-        self.source = SourceMap(file)
+        self.file = file
         self.errors: list[RunbookError] = []
-        self._scalars = yaml.SafeLoader("")  # only its constructor tables are used
         self._open: set[int] = set()  # collection nodes being built (a recursive alias loops)
+        self._count = 0
 
-    def build(self, node: Node, path: PathT) -> Any:
-        self.source.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-        if node.tag not in _PLAIN_TAGS:
-            # the safe loader would refuse python/* tags; we refuse every non-standard tag, located
-            self.errors.append(self.source.error(path, f"unsupported YAML tag {node.tag!r}: "
-                                                 "runbooks are plain data"))
+    def err(self, node: Node, message: str, path: PathT) -> None:
+        self.errors.append(RunbookError(one_line(message), Location(
+            self.file, node.start_mark.line + 1, node.start_mark.column + 1, format_path(path))))
+
+    def build(self, node: Node, path: PathT, depth: int) -> Any:
+        self._count += 1
+        if self._count > MAX_VALUES:
+            raise _Stop(node, f"more than {MAX_VALUES} values after expanding YAML aliases "
+                        "(an alias bomb?)")
+        if isinstance(node, ScalarNode):
+            return self.scalar(node, path)
+        if depth >= MAX_DEPTH:
+            raise _Stop(node, f"nested more than {MAX_DEPTH} levels deep")
+        key = id(node)
+        if key in self._open:
+            self.err(node, "recursive YAML alias", path)
             return None
-        if isinstance(node, MappingNode | SequenceNode):
-            if id(node) in self._open:
-                self.errors.append(self.source.error(path, "recursive YAML alias"))
+        self._open.add(key)
+        try:
+            if isinstance(node, MappingNode):
+                if node.tag != MAP:
+                    self.err(node, f"unsupported YAML tag {short_repr(node.tag)} on a mapping: "
+                             "runbooks are plain data", path)
+                    return None
+                return self.mapping(node, path, depth)
+            if node.tag != SEQ:
+                self.err(node, f"unsupported YAML tag {short_repr(node.tag)} on a sequence: "
+                         "runbooks are plain data", path)
                 return None
-            self._open.add(id(node))
-            try:
-                if isinstance(node, MappingNode):
-                    return self._mapping(node, path)
-                return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
-            finally:
-                self._open.discard(id(node))
-        assert isinstance(node, ScalarNode)
-        return self._scalars.construct_object(node, deep=True)
+            return [self.build(child, (*path, i), depth + 1) for i, child in enumerate(node.value)]
+        finally:
+            self._open.discard(key)
 
-    def _mapping(self, node: MappingNode, path: PathT) -> dict[Any, Any]:
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                self.errors.append(RunbookError(
-                    "YAML merge keys (<<) are not supported: write the keys out",
-                    Location(self.source.file, key_node.start_mark.line + 1,
-                             key_node.start_mark.column + 1, format_path(path))))
-                continue
-            key = self.build(key_node, (*path, "<key>"))
-            if not isinstance(key, str | int | float | bool):
-                self.errors.append(self.source.error(path, "mapping keys must be scalars"))
-                continue
-            key = str(key) if not isinstance(key, str) else key
-            child = (*path, key)
-            position = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if key in out:
-                first = self.source.keys[child]
-                self.errors.append(RunbookError(
-                    f"duplicate key {key!r} (first defined at line {first[0]})",
-                    Location(self.source.file, *position, format_path(child))))
-            else:
-                self.source.keys[child] = position
-            out[key] = self.build(value_node, child)
-        self.source.values.pop((*path, "<key>"), None)
+    def scalar(self, node: ScalarNode, path: PathT) -> Any:
+        value: str = node.value
+        tag = _plain_tag(value) if node.tag == _PLAIN else node.tag
+        if tag == STR:
+            if len(value) > MAX_STRING:
+                self.err(node, f"string of {len(value)} characters (the limit is {MAX_STRING})", path)
+                return None
+            return value
+        if tag not in _SCALAR_TAGS:
+            if tag == MERGE or tag == _T + "value":  # `<<` / `=` as plain values are just text
+                return value
+            # the safe loader would refuse python/* tags; we refuse every non-standard tag, located
+            self.err(node, f"unsupported YAML tag {short_repr(tag)}: runbooks are plain data", path)
+            return None
+        if tag != NULL and len(value) > MAX_NUMBER:
+            self.err(node, f"{tag.rsplit(':', 1)[-1]} literal of {len(value)} characters "
+                     f"(the limit is {MAX_NUMBER})", path)
+            return None
+        try:
+            out = _CTOR.yaml_constructors[tag](_CTOR, node)
+        except Exception:
+            self.err(node, f"{short_repr(value)} is not a valid {tag.rsplit(':', 1)[-1]}", path)
+            return None
+        if isinstance(out, float) and not math.isfinite(out):
+            self.err(node, f"{short_repr(value)}: numbers must be finite (no .inf or .nan)", path)
+            return None
         return out
+
+    def mapping(self, node: MappingNode, path: PathT, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                self.err(key_node, "mapping keys must be scalars", path)
+                continue
+            tag = _plain_tag(key_node.value) if key_node.tag == _PLAIN else key_node.tag
+            if tag == MERGE:
+                self.err(key_node, "YAML merge keys (<<) are not supported: write the keys out", path)
+                continue
+            key = _key_text(key_node)
+            if key is None:
+                self.err(key_node, f"unsupported mapping key {short_repr(key_node.value)}", path)
+                continue
+            child = (*path, key)
+            if key in out:
+                first = next(k for k, _ in node.value
+                             if isinstance(k, ScalarNode) and _key_text(k) == key)
+                self.err(key_node, f"duplicate key {short_repr(key)} (first defined at line "
+                         f"{first.start_mark.line + 1})", child)
+            out[key] = self.build(value_node, child, depth + 1)
+        return out
+
+
+def _position(data: bytes, offset: int) -> tuple[int, int]:
+    """1-based line and column (in characters) of a byte offset of UTF-8 text."""
+    offset = max(0, min(offset, len(data)))
+    start = data.rfind(b"\n", 0, offset) + 1
+    return data.count(b"\n", 0, offset) + 1, len(data[start:offset].decode("utf-8", "replace")) + 1
+
+
+def _yaml_error(e: yaml.YAMLError, text: str, file: str) -> RunbookError:
+    if isinstance(e, yaml.reader.ReaderError):  # libyaml: a byte offset into the UTF-8 text
+        data = text.encode("utf-8", "surrogateescape")
+        line, col = _position(data, e.position)
+        char = e.character
+        what = f"#x{char:04x}" if isinstance(char, int) else short_repr(char)
+        return RunbookError(one_line(f"invalid YAML: unacceptable character {what}: {e.reason}"),
+                            Location(file, line, col))
+    if isinstance(e, yaml.MarkedYAMLError):
+        mark = e.problem_mark or e.context_mark
+        loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
+        problem = " ".join(str(p) for p in (e.context, e.problem) if p) or "invalid YAML"
+        return RunbookError(one_line(f"invalid YAML: {problem}"), loc)
+    return RunbookError(one_line(f"invalid YAML: {e}"), Location(file, 1, 1))
 
 
 def load_text(text: str, file: str) -> Document:
     builder = _Builder(file)
+    source = SourceMap(file)
+    parser = _Composer(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
-        problem = " ".join(p for p in (e.context, e.problem) if p) or "invalid YAML"
-        return Document(None, builder.source, [RunbookError(f"invalid YAML: {problem}", loc)])
+        node = parser.get_single_node()
     except yaml.YAMLError as e:
-        return Document(None, builder.source, [RunbookError(f"invalid YAML: {e}", Location(file))])
+        return Document(None, source, [_yaml_error(e, text, file)])
+    finally:
+        parser.dispose()
     if node is None:
-        return Document(None, builder.source, [RunbookError("empty file", Location(file, 1, 1))])
-    data = builder.build(node, ())
-    return Document(data, builder.source, builder.errors)
+        return Document(None, source, [RunbookError("empty file", Location(file, 1, 1))])
+    source = SourceMap(file, node)
+    try:
+        data = builder.build(node, (), 0)
+    except _Stop as stop:
+        builder.err(stop.node, stop.message, ())
+        return Document(None, source, builder.errors)
+    return Document(data, source, builder.errors)
+
+
+def decode(data: bytes, file: str) -> tuple[str | None, list[RunbookError]]:
+    """UTF-8 text (a UTF-8 BOM is dropped), or one located error."""
+    if len(data) > MAX_FILE_BYTES:
+        return None, [RunbookError(f"file larger than {MAX_FILE_BYTES} bytes: not a runbook",
+                                   Location(file, 1, 1))]
+    for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                      (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if data.startswith(bom):
+            return None, [RunbookError(f"{name} text (byte order mark {bom.hex(' ').upper()}): "
+                                       "save runbooks as UTF-8", Location(file, 1, 1))]
+    try:
+        return data.decode("utf-8-sig"), []
+    except UnicodeDecodeError as e:
+        start = e.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        line, col = _position(data, start)
+        return None, [RunbookError(f"not UTF-8 text: byte 0x{data[start]:02x} at offset {start} "
+                                   f"({e.reason})", Location(file, line, col))]
+
+
+def load_bytes(data: bytes, file: str) -> Document:
+    text, errors = decode(data, file)
+    if text is None:
+        return Document(None, SourceMap(file), errors)
+    return load_text(text, file)
+
+
+def read(path: str) -> tuple[bytes | None, list[RunbookError]]:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        return None, [RunbookError(one_line(f"cannot read: {e.strerror or e}"), Location(path))]
+    return data, []
 
 
 def load_file(path: str) -> Document:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as e:
-        return Document(None, SourceMap(path), [RunbookError(f"cannot read: {e.strerror}",
-                                                             Location(path))])
-    except UnicodeDecodeError:
-        return Document(None, SourceMap(path), [RunbookError("not UTF-8 text", Location(path))])
-    return load_text(text, path)
+    data, errors = read(path)
+    if data is None:
+        return Document(None, SourceMap(path), errors)
+    return load_bytes(data, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,14 +21,23 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"not a duration: {value!r}")
         return float(value)
     text = str(value).strip()
+    if len(text) > 100:
+        raise ValueError(f"not a duration: a text of {len(text)} characters")
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return float(text)
     parts = _DURATION_PART.findall(text)
     if not parts or _DURATION_PART.sub("", text).strip():
         raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 1h30m)")
     return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+PARAM_TYPES = ("string", "integer", "number", "boolean", "duration", "choice")
+_RANGED = ("integer", "number", "duration")
+_MAX_DIGITS = 30  # an integer parameter longer than this is a typo, not a count
 
 
 @dataclass(frozen=True)
@@ -39,13 +49,40 @@ class Param:
     required: bool = False
     secret: bool = False
     choices: tuple[Any, ...] = ()
+    min: Any = None  # integer/number/duration: inclusive bounds, checked before anything runs
+    max: Any = None
+
+    def __post_init__(self) -> None:
+        if self.min is None and self.max is None:
+            return
+        if self.type not in _RANGED:
+            raise ValueError(f"'min'/'max' apply to integer, number and duration parameters, "
+                             f"not {self.type}")
+        try:
+            low, high = (None if b is None else _bound(self, b) for b in (self.min, self.max))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"bad bound: {e}") from None
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"'min' ({self.min}) is greater than 'max' ({self.max})")
 
     def coerce(self, raw: Any) -> Any:
-        """Convert a command-line string (or a YAML default) to the declared type."""
+        """Convert a command-line string (or a YAML default) to the declared type, in range."""
         try:
-            return _COERCE[self.type](self, raw)
-        except (ValueError, TypeError) as e:
+            value = _COERCE[self.type](self, raw)
+            if self.min is not None and value < _bound(self, self.min):
+                raise ValueError(f"{raw!r} is below the minimum {self.min}")
+            if self.max is not None and value > _bound(self, self.max):
+                raise ValueError(f"{raw!r} is above the maximum {self.max}")
+            return value
+        except (ValueError, TypeError, OverflowError) as e:
             raise UsageError(f"parameter {self.name!r}: {e}") from None
+
+
+def _bound(p: Param, bound: Any) -> float:
+    value = parse_duration(bound) if p.type == "duration" else _number(p, bound)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite bound: {bound!r}")
+    return value
 
 
 def _bool(p: Param, raw: Any) -> bool:
@@ -62,6 +99,9 @@ def _bool(p: Param, raw: Any) -> bool:
 def _int(p: Param, raw: Any) -> int:
     if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
         raise ValueError(f"expected an integer, got {raw!r}")
+    if isinstance(raw, str) and len(raw.strip()) > _MAX_DIGITS:
+        raise ValueError(f"expected an integer of at most {_MAX_DIGITS} digits, got {len(raw)} "
+                         "characters")
     try:
         return int(str(raw).strip()) if not isinstance(raw, int | float) else int(raw)
     except ValueError:
@@ -72,9 +112,12 @@ def _number(p: Param, raw: Any) -> float:
     if isinstance(raw, bool):
         raise ValueError(f"expected a number, got {raw!r}")
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ValueError(f"expected a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {raw!r}")
+    return value
 
 
 def _choice(p: Param, raw: Any) -> Any:
@@ -198,7 +241,8 @@ def build(doc: Document, deps: dict[str, frozenset[str]], text: bytes) -> Runboo
     d = doc.data
     params = {name: Param(name=name, type=p["type"], default=p.get("default"),
                           description=p.get("description", ""), required=p.get("required", False),
-                          secret=p.get("secret", False), choices=tuple(p.get("choices", ())))
+                          secret=p.get("secret", False), choices=tuple(p.get("choices", ())),
+                          min=p.get("min"), max=p.get("max"))
               for name, p in (d.get("params") or {}).items()}
     phases: dict[str, tuple[Step, ...]] = {}
     for phase in (*PHASE_ORDER, "rollback"):

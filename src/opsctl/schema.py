@@ -4,20 +4,27 @@
 per action, the argument schema of ``with`` (template strings allowed anywhere).  Validation uses the
 same base schema, then checks each step's ``with`` against its action's own schema, so that an error
 reads ``mitigate[1].with.replicas: expected integer, got string "three"``.
+
+Speed: a compiled validator (jsonschema-rs) first answers "valid?" for the document and for each
+step's ``with`` (against that action's schema only, template strings accepted wherever a value
+goes); only a part it rejects goes through the (slower) Python jsonschema, which names every error.
+The fast check is never more lenient than the located one, so it cannot hide an error.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 from opsctl.actions.base import Action, is_template
 from opsctl.errors import RunbookError
-from opsctl.loader import Document, PathT, SourceMap
+from opsctl.loader import Document, PathT, SourceMap, short_repr
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 PHASES = ("diagnose", "mitigate", "verify", "rollback")
 _DURATION_RE = r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d)\s*)+$|^\s*\d+(\.\d+)?\s*$"
@@ -35,6 +42,8 @@ PARAM = {
         "required": {"type": "boolean"},
         "secret": {"type": "boolean"},
         "choices": {"type": "array", "items": {"type": ["string", "number"]}, "minItems": 1},
+        "min": {"type": ["number", "string"]},
+        "max": {"type": ["number", "string"]},
     },
     "required": ["type"],
     "additionalProperties": False,
@@ -167,27 +176,27 @@ def _describe(err: ValidationError) -> list[tuple[PathT, str, bool]]:
     if v == "additionalProperties" and isinstance(inst, dict):
         known = list(sch.get("properties", {}))
         extra = [k for k in inst if k not in known]
-        return [((k,), f"unknown key {k!r}{did_you_mean(k, known)}", True) for k in extra]
+        return [((k,), f"unknown key {short_repr(k)}{did_you_mean(k, known)}", True) for k in extra]
     if v == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         return [((), f"missing required key {missing!r}", False)]
     if v == "type":
         want = sch["type"] if isinstance(sch["type"], str) else " or ".join(sch["type"])
-        return [((), f"expected {want}, got {_json_type(inst)} {inst!r}", False)]
+        return [((), f"expected {want}, got {_json_type(inst)} {short_repr(inst)}", False)]
     if v == "enum":
         choices = ", ".join(map(str, sch["enum"]))
-        return [((), f"expected one of {choices}, got {inst!r}{did_you_mean(inst, sch['enum'])}",
-                  False)]
+        return [((), f"expected one of {choices}, got {short_repr(inst)}"
+                     f"{did_you_mean(inst, sch['enum'])}", False)]
     if v == "pattern":
-        return [((), f"{inst!r} does not match the pattern {sch['pattern']}", False)]
+        return [((), f"{short_repr(inst)} does not match the pattern {sch['pattern']}", False)]
     if v == "oneOf" and sch == DURATION:
-        return [((), f"expected a duration (30s, 5m, 1h30m) or a number of seconds, got {inst!r}",
-                 False)]
+        return [((), "expected a duration (30s, 5m, 1h30m) or a number of seconds, got "
+                 f"{short_repr(inst)}", False)]
     if v in ("oneOf", "anyOf") and err.context:
         best = min(err.context, key=lambda e: len(e.path))
         return [(tuple(best.path), best.message, False)]
     if v == "propertyNames":
-        return [((), f"invalid name {inst!r}: use lowercase letters, digits and _", True)]
+        return [((), f"invalid name {short_repr(inst)}: use lowercase letters, digits and _", True)]
     return [((), err.message, False)]
 
 
@@ -205,7 +214,10 @@ def located_errors(validator: Draft202012Validator, instance: Any, source: Sourc
 
 def validate_structure(doc: Document, registry: dict[str, type[Action]]) -> list[RunbookError]:
     """Schema errors of the whole document, then of each step's `with` against its action."""
-    errors = located_errors(Draft202012Validator(base_schema()), doc.data, doc.source)
+    if _fast_valid(_fast_base(), doc.data):
+        errors: list[RunbookError] = []
+    else:
+        errors = located_errors(_base_validator(), doc.data, doc.source)
     if not isinstance(doc.data, dict):
         return errors
     for phase in PHASES:
@@ -225,12 +237,98 @@ def validate_step_args(doc: Document, path: PathT, step: dict[str, Any],
     cls = registry.get(name)
     if cls is None:
         return [doc.source.error((*path, "action"),
-                                 f"unknown action {name!r}{did_you_mean(name, registry)}")]
+                                 f"unknown action {short_repr(name)}{did_you_mean(name, registry)}")]
     args = step.get("with", {})
     if not isinstance(args, dict):
         return []  # reported by the base schema
-    errors = located_errors(Draft202012Validator(cls.schema), args, doc.source, (*path, "with"),
-                            skip_templates=True)
-    for arg, message in cls.validate_args(args):
-        errors.append(doc.source.error((*path, "with", arg), message))
+    if _fast_valid(_fast_args(cls), args):
+        errors: list[RunbookError] = []
+    else:
+        errors = located_errors(_args_validator(cls), args, doc.source, (*path, "with"),
+                                skip_templates=True)
+    try:
+        problems = cls.validate_args(args)
+    except Exception as e:  # arguments of the wrong type trip the action's own checks
+        if errors:
+            return errors  # the schema errors say what is wrong
+        problems = [("", f"cannot check the arguments of {name}: {type(e).__name__}: {e}")]
+    for arg, message in problems:
+        errors.append(doc.source.error((*path, "with", arg) if arg else (*path, "with"), message))
     return errors
+
+
+# ---- validators, built once per process ---------------------------------------------------------
+
+_TEMPLATE = {"type": "string", "pattern": r"\{\{|\{%"}
+
+
+def accept_templates(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema where every value position (property, item) may also hold a template string:
+    errors on template strings are skipped by the located check, so the fast one accepts them."""
+    out = dict(schema)
+    for key in ("properties", "patternProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = {k: _or_template(v) for k, v in out[key].items()}
+    for key in ("additionalProperties", "items"):
+        if isinstance(out.get(key), dict):
+            out[key] = _or_template(out[key])
+    for key in ("oneOf", "anyOf", "allOf"):
+        if isinstance(out.get(key), list):
+            out[key] = [accept_templates(sub) if isinstance(sub, dict) else sub for sub in out[key]]
+    return out
+
+
+def _or_template(sub: Any) -> Any:
+    return {"anyOf": [accept_templates(sub), _TEMPLATE]} if isinstance(sub, dict) else sub
+
+
+def _compile_fast(schema: dict[str, Any]) -> Any:
+    try:
+        import jsonschema_rs
+    except ImportError:  # pragma: no cover - the located check alone is correct, only slower
+        return None
+    try:
+        return jsonschema_rs.validator_for(schema)
+    except Exception:  # pragma: no cover - a schema it cannot compile: use the located check
+        return None
+
+
+def _fast_valid(validator: Any, instance: Any) -> bool:
+    if validator is None:
+        return False
+    try:
+        return bool(validator.is_valid(instance))
+    except Exception:  # a value it cannot convert (a YAML timestamp, ...): ask the located check
+        return False
+
+
+@lru_cache(maxsize=1)
+def _fast_base() -> Any:
+    return _compile_fast(base_schema())
+
+
+_FAST_ARGS: dict[str, tuple[type[Action], Any]] = {}
+_ARGS: dict[str, tuple[type[Action], Draft202012Validator]] = {}
+
+
+def _fast_args(cls: type[Action]) -> Any:
+    got = _FAST_ARGS.get(cls.name)
+    if got is None or got[0] is not cls:
+        got = _FAST_ARGS[cls.name] = (cls, _compile_fast(accept_templates(cls.schema)))
+    return got[1]
+
+
+@lru_cache(maxsize=1)
+def _base_validator() -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(base_schema())
+
+
+def _args_validator(cls: type[Action]) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
+    got = _ARGS.get(cls.name)
+    if got is None or got[0] is not cls:
+        got = _ARGS[cls.name] = (cls, Draft202012Validator(cls.schema))
+    return got[1]

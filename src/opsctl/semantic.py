@@ -1,8 +1,10 @@
 """Checks the schema cannot express: ids, references, options, phases, Jinja.
 
-Runs on a document whose structure already passed the schema.  Returns located errors and, as a
-by-product, each step's dependencies (the earlier steps its templates read), which the executor
-uses to run independent read-only steps concurrently.
+Runs on every document that loaded, together with the schema checks (their errors are reported in
+one pass): where the structure is wrong, the part concerned is skipped (the schema error says why)
+and the rest is still checked.  Returns located errors and, as a by-product, each step's
+dependencies (the earlier steps its templates read), which the executor uses to run independent
+read-only steps concurrently.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 from opsctl import templating
 from opsctl.errors import RunbookError, UsageError
 from opsctl.loader import Document, PathT
-from opsctl.model import Param
+from opsctl.model import PARAM_TYPES, Param
 from opsctl.schema import PHASES, did_you_mean
 
 STEP_FIELDS = ("result", "outputs", "status", "findings", "plan")
@@ -45,16 +47,16 @@ class Checker:
     def run(self) -> None:
         d: dict[str, Any] = self.doc.data
         self.check_file_name(d)
-        self.check_params(d.get("params") or {})
-        options = self.check_options(d.get("options") or [])
+        self.check_params(_dict(d.get("params")))
+        options = self.check_options(_list(d.get("options")))
         self.collect_steps(d)
         if d.get("mitigate") and not d.get("verify"):
             self.error(("mitigate",), "a runbook with a mitigate phase needs a verify phase "
                        "(how do we know the mitigation worked?)", key=True)
         for info in self.steps.values():
             self.check_step(d[info.phase][info.index], info, options)
-        for i, opt in enumerate(d.get("options") or []):
-            if "recommended_when" in opt:
+        for i, opt in enumerate(_list(d.get("options"))):
+            if isinstance(opt, dict) and _text(opt.get("recommended_when")):
                 self.check_expression(opt["recommended_when"], ("options", i, "recommended_when"),
                                       None, allow_result=False, rank=PHASE_RANK["mitigate"])
 
@@ -68,12 +70,21 @@ class Checker:
 
     def check_params(self, params: dict[str, Any]) -> None:
         for name, spec in params.items():
+            if not isinstance(spec, dict) or spec.get("type") not in PARAM_TYPES:
+                continue  # the schema says what is wrong
             if spec.get("type") == "choice" and not spec.get("choices"):
                 self.error(("params", name), "a choice parameter needs 'choices'")
                 continue
+            choices = spec.get("choices")
+            try:
+                p = Param(name=name, type=spec["type"],
+                          choices=tuple(choices) if isinstance(choices, list) else (),
+                          min=spec.get("min"), max=spec.get("max"))
+            except ValueError as e:
+                self.error(("params", name), str(e))
+                continue
             if spec.get("default") is None:
                 continue
-            p = Param(name=name, type=spec["type"], choices=tuple(spec.get("choices", ())))
             try:
                 p.coerce(spec["default"])
             except UsageError as e:
@@ -82,33 +93,39 @@ class Checker:
     def check_options(self, options: list[dict[str, Any]]) -> set[str]:
         names: set[str] = set()
         params = self.doc.data.get("params") or {}
+        params = _dict(params)
         for i, opt in enumerate(options):
+            if not isinstance(opt, dict) or not isinstance(opt.get("name"), str):
+                continue
             if opt["name"] in names:
                 self.error(("options", i, "name"), f"duplicate option {opt['name']!r}")
             names.add(opt["name"])
-            for j, p in enumerate(opt.get("requires", [])):
-                if p not in params:
+            for j, p in enumerate(_list(opt.get("requires"))):
+                if isinstance(p, str) and p not in params:
                     self.error(("options", i, "requires", j),
                                f"unknown parameter {p!r}{did_you_mean(p, params)}")
         return names
 
     def collect_steps(self, d: dict[str, Any]) -> None:
         for phase in PHASES:
-            for i, s in enumerate(d.get(phase) or []):
+            for i, s in enumerate(_list(d.get(phase))):
                 path: PathT = (phase, i)
+                if not isinstance(s, dict) or not isinstance(s.get("id"), str):
+                    continue  # the schema says what is wrong
                 if s["id"] in self.steps:
                     first = self.steps[s["id"]]
                     self.error((*path, "id"), f"duplicate step id {s['id']!r} "
                                f"(first used at {first.phase}[{first.index}])")
                     continue
-                self.steps[s["id"]] = _StepInfo(s["id"], phase, i, s.get("option"),
-                                                set(s.get("outputs") or {}), path)
+                option = s.get("option") if isinstance(s.get("option"), str) else None
+                self.steps[s["id"]] = _StepInfo(s["id"], phase, i, option,
+                                                set(_dict(s.get("outputs"))), path)
                 self.deps[s["id"]] = set()
 
     # ---- one step ------------------------------------------------------------------------------
     def check_step(self, s: dict[str, Any], info: _StepInfo, options: set[str]) -> None:
         path = info.path
-        if "option" in s:
+        if isinstance(s.get("option"), str):
             if info.phase != "mitigate":
                 self.error((*path, "option"), "only mitigate steps can belong to an option")
             elif s["option"] not in options:
@@ -116,20 +133,25 @@ class Checker:
                            f"{did_you_mean(s['option'], options)}")
         if ("until" in s) != ("retries" in s) and "until" in s:
             self.error((*path, "until"), "'until' needs 'retries' (how many times to poll)")
-        for key, value in _templates(s.get("with") or {}, (*path, "with")):
+        for key, value in _templates(s.get("with"), (*path, "with")):
             self.check_template(value, key, info, allow_result=False)
-        if "when" in s:
+        if _text(s.get("when")):
             self.check_expression(s["when"], (*path, "when"), info, allow_result=False)
-        if "until" in s:
+        if _text(s.get("until")):
             self.check_expression(s["until"], (*path, "until"), info, allow_result=True)
-        for j, e in enumerate(s.get("expect") or []):
-            self.check_expression(e["that"], (*path, "expect", j, "that"), info, allow_result=True)
+        for j, e in enumerate(_list(s.get("expect"))):
+            if not isinstance(e, dict):
+                continue
+            if _text(e.get("that")):
+                self.check_expression(e["that"], (*path, "expect", j, "that"), info,
+                                      allow_result=True)
             for field_name in ("message", "ok_message"):
-                if field_name in e:
+                if isinstance(e.get(field_name), str):
                     self.check_template(e[field_name], (*path, "expect", j, field_name), info,
                                         allow_result=True)
-        for name, expr in (s.get("outputs") or {}).items():
-            self.check_expression(expr, (*path, "outputs", name), info, allow_result=True)
+        for name, expr in _dict(s.get("outputs")).items():
+            if _text(expr):
+                self.check_expression(expr, (*path, "outputs", name), info, allow_result=True)
 
     def check_expression(self, expr: str, path: PathT, info: _StepInfo | None, *,
                          allow_result: bool, rank: int | None = None) -> None:
@@ -142,11 +164,13 @@ class Checker:
     def _check_jinja(self, text: str, path: PathT, info: _StepInfo | None, allow_result: bool, *,
                      expression: bool, rank: int | None = None) -> None:
         try:
-            ast = templating.parse(text, expression=expression)
+            analysis = templating.analyse(text, expression=expression)
         except templating.TemplateError as e:
             self.error(path, str(e))
             return
-        roots, chains = templating.references(ast)
+        for problem in analysis.problems:
+            self.error(path, problem)
+        roots, chains = analysis.roots, analysis.chains
         for root in sorted(roots - templating.ROOTS):
             self.error(path, f"unknown name {root!r}{did_you_mean(root, templating.ROOTS)}; "
                        "templates can use params, steps, env, run and result")
@@ -160,11 +184,11 @@ class Checker:
                 self.check_step_ref(chain, path, info, rank)
 
     def check_param_ref(self, name: str, path: PathT) -> None:
-        params = self.doc.data.get("params") or {}
+        params = _dict(self.doc.data.get("params"))
         if name not in params:
             self.error(path, f"unknown parameter {name!r}{did_you_mean(name, params)}")
 
-    def check_step_ref(self, chain: list[str], path: PathT, info: _StepInfo | None,
+    def check_step_ref(self, chain: tuple[str, ...], path: PathT, info: _StepInfo | None,
                        rank: int | None) -> None:
         target = self.steps.get(chain[1])
         if target is None:
@@ -193,6 +217,18 @@ class Checker:
                        f"{did_you_mean(chain[3], target.outputs)}")
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and value != ""
+
+
 def _templates(value: Any, path: PathT) -> list[tuple[PathT, str]]:
     if isinstance(value, dict):
         return [t for k, v in value.items() for t in _templates(v, (*path, k))]
@@ -201,14 +237,9 @@ def _templates(value: Any, path: PathT) -> list[tuple[PathT, str]]:
     return [(path, value)] if templating.is_template(value) else []
 
 
-def check(doc: Document, *, partial: bool = False) -> tuple[list[RunbookError],
-                                                            dict[str, frozenset[str]]]:
-    """``partial``: the document has schema errors; report what can be checked and stop quietly
-    where the structure is too broken to go on (the schema errors already say why)."""
+def check(doc: Document) -> tuple[list[RunbookError], dict[str, frozenset[str]]]:
+    """Every semantic error of a document that loaded (its structure may be wrong: see above)."""
     checker = Checker(doc)
-    try:
+    if isinstance(doc.data, dict):
         checker.run()
-    except (KeyError, TypeError, AttributeError, IndexError):
-        if not partial:
-            raise
     return checker.errors, {k: frozenset(v) for k, v in checker.deps.items()}

@@ -6,11 +6,14 @@ turns a typo such as ``steps.usage.result.pct_used`` into an error instead of an
 
 from __future__ import annotations
 
+import operator
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
+from jinja2.compiler import CodeGenerator
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -33,10 +36,48 @@ def _duration(value: Any) -> str:
     return f"{minutes}m{sec:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
+_MAX_SIZE = 1_000_000  # items or characters a template operator may produce
+_MAX_POWER_BITS = 10_000
+
+
+def _guarded_binop(operator: str, left: Any, right: Any) -> Any:
+    """``*``, ``**`` and ``%`` with a bound on what they produce (``'a' * 10**9`` is refused, not
+    allocated)."""
+    if operator == "*":
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > _MAX_SIZE:
+                raise SecurityError(f"'*' would produce more than {_MAX_SIZE} items")
+    elif operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0 \
+            and abs(left) > 1 and right * abs(left).bit_length() > _MAX_POWER_BITS:
+        raise SecurityError(f"'**' would produce a number of more than {_MAX_POWER_BITS} bits")
+    elif operator == "%" and isinstance(left, str) and re.search(r"%[^a-zA-Z%]*\d{7}", left):
+        raise SecurityError(f"'%' format width over {_MAX_SIZE}")
+    return _BINOPS[operator](left, right)
+
+
+_BINOPS = {"*": operator.mul, "**": operator.pow, "%": operator.mod}
+
+
+class _NoFolding(CodeGenerator):
+    """Never evaluate an expression while compiling (Jinja folds constant output, so that
+    ``{{ 'x' | center(10**9) }}`` would allocate before anything runs)."""
+
+    def _output_child_to_const(self, node: nodes.Expr, frame: Any, finalize: Any) -> str:
+        raise nodes.Impossible()
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset(_BINOPS)  # also keeps them out of constant folding
+    code_generator_class = _NoFolding
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        return _guarded_binop(operator, left, right)
+
+
 @lru_cache(maxsize=1)
 def environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                                        keep_trailing_newline=False)
+    env = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False,
+                       optimized=False)
     env.filters["duration"] = _duration
     env.filters["pct"] = lambda v, digits=1: f"{float(v):.{digits}f}%"
     return env
@@ -75,7 +116,7 @@ def evaluate(expr: str, context: dict[str, Any]) -> Any:
         return value
     except TemplateSyntaxError as e:
         raise TemplateError(f"invalid expression {expr!r}: {e.message}") from None
-    except Exception as e:  # any evaluation error is the runbook's, reported with the expression
+    except (Exception, RecursionError, MemoryError) as e:  # the runbook's, with the expression
         raise TemplateError(f"cannot evaluate {expr!r}: {_explain(e)}") from None
 
 
@@ -94,11 +135,99 @@ def render(value: Any, context: dict[str, Any]) -> Any:
         return _compiled_template(value).render(**context)
     except TemplateSyntaxError as e:
         raise TemplateError(f"invalid template {value!r}: {e.message}") from None
-    except Exception as e:
+    except (Exception, RecursionError, MemoryError) as e:
         raise TemplateError(f"cannot render {value!r}: {_explain(e)}") from None
 
 
 # ---- static analysis (validation and the dependency graph) ------------------------------------
+# Validation parses each distinct text once (runbooks repeat `{{ params.x }}` a lot) and never
+# compiles or evaluates anything: the AST is walked for names, filters and tests.
+
+MAX_TEMPLATE = 65_536  # characters of one template
+MAX_BRACKETS = 32  # nesting of (), [], {} inside one template
+_BRACKET = re.compile(r"[()\[\]{}]")
+_BUILTIN_NAMES = frozenset({"loop", "caller", "varargs", "kwargs", "super", "self"})
+
+
+@dataclass(frozen=True)
+class Analysis:
+    roots: frozenset[str]  # undeclared names
+    chains: tuple[tuple[str, ...], ...]  # attribute chains from a root name, longest only
+    problems: tuple[str, ...]  # unknown filters or tests, includes, ...
+
+
+_ANALYSES: dict[tuple[str, bool], Analysis | str] = {}
+
+
+def analyse(text: str, *, expression: bool) -> Analysis:
+    """What a template uses; raises TemplateError (one line) when it cannot be parsed."""
+    key = (text, expression)
+    got = _ANALYSES.get(key)
+    if got is None:
+        try:
+            got = _analyse(text, expression)
+        except TemplateError as e:
+            got = str(e)
+        except (RecursionError, MemoryError):
+            got = f"invalid Jinja {'expression' if expression else 'template'}: nested too deeply"
+        if len(_ANALYSES) > 50_000:
+            _ANALYSES.clear()
+        _ANALYSES[key] = got
+    if isinstance(got, str):
+        raise TemplateError(got)
+    return got
+
+
+def _nesting(text: str) -> int:
+    depth = deepest = 0
+    for m in _BRACKET.finditer(text):
+        depth += 1 if m.group() in "([{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _analyse(text: str, expression: bool) -> Analysis:
+    kind = "expression" if expression else "template"
+    if len(text) > MAX_TEMPLATE:
+        raise TemplateError(f"Jinja {kind} of {len(text)} characters (the limit is {MAX_TEMPLATE})")
+    if _nesting(text) > MAX_BRACKETS:
+        raise TemplateError(f"invalid Jinja {kind}: brackets nested more than {MAX_BRACKETS} deep")
+    return _walk(parse(text, expression=expression))
+
+
+def _walk(ast: nodes.Node) -> Analysis:
+    env = environment()
+    loaded: set[str] = set()
+    stored: set[str] = set()
+    problems: list[str] = []
+    chains: list[tuple[str, ...]] = []
+    stack: list[nodes.Node] = [ast]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, nodes.Name):
+            (loaded if node.ctx == "load" else stored).add(node.name)
+        elif isinstance(node, nodes.Filter | nodes.Test) and node.name is not None:
+            known = env.filters if isinstance(node, nodes.Filter) else env.tests
+            if node.name not in known:
+                from opsctl.schema import did_you_mean
+
+                what = "filter" if isinstance(node, nodes.Filter) else "test"
+                problems.append(f"unknown {what} {node.name!r}{did_you_mean(node.name, known)}")
+        elif isinstance(node, nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport):
+            problems.append("a runbook template cannot include or import other templates")
+        if isinstance(node, nodes.Getattr | nodes.Getitem):
+            chain = _chain(node)
+            if chain and chain[0] in ROOTS:
+                chains.append(tuple(chain))
+        stack.extend(node.iter_child_nodes())
+    # keep the longest chains only (steps.a.outputs.x implies steps.a)
+    chains.sort(key=len, reverse=True)
+    kept: list[tuple[str, ...]] = []
+    for c in chains:
+        if not any(k[: len(c)] == c for k in kept):
+            kept.append(c)
+    return Analysis(frozenset(loaded - stored - _BUILTIN_NAMES), tuple(kept), tuple(problems))
+
 
 def parse(text: str, *, expression: bool) -> nodes.Template:
     """Parse a template or a bare expression; raises TemplateError with Jinja's message."""
@@ -112,30 +241,22 @@ def parse(text: str, *, expression: bool) -> nodes.Template:
 
 def _chain(node: nodes.Node) -> list[str] | None:
     """``steps.usage.result`` / ``steps['usage']`` -> ['steps', 'usage', 'result']."""
-    if isinstance(node, nodes.Name):
-        return [node.name]
-    if isinstance(node, nodes.Getattr):
-        base = _chain(node.node)
-        return base + [node.attr] if base is not None else None
-    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
-            and isinstance(node.arg.value, str):
-        base = _chain(node.node)
-        return base + [node.arg.value] if base is not None else None
-    return None
+    out: list[str] = []
+    while True:
+        if isinstance(node, nodes.Name):
+            out.append(node.name)
+            return out[::-1]
+        if isinstance(node, nodes.Getattr):
+            out.append(node.attr)
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
+                and isinstance(node.arg.value, str):
+            out.append(node.arg.value)
+        else:
+            return None
+        node = node.node
 
 
 def references(ast: nodes.Template) -> tuple[set[str], list[list[str]]]:
     """Undeclared root names, and every attribute chain that starts at a root name."""
-    undeclared = meta.find_undeclared_variables(ast)
-    chains: list[list[str]] = []
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        chain = _chain(node)
-        if chain and chain[0] in ROOTS:
-            chains.append(chain)
-    # keep the longest chains only (steps.a.outputs.x implies steps.a)
-    chains.sort(key=len, reverse=True)
-    kept: list[list[str]] = []
-    for c in chains:
-        if not any(k[: len(c)] == c for k in kept):
-            kept.append(c)
-    return set(undeclared), kept
+    a = _walk(ast)
+    return set(a.roots), [list(c) for c in a.chains]
