@@ -171,11 +171,21 @@ class _Composer(_Parser):  # type: ignore[misc]
         return SEQ if kind is SequenceNode else MAP
 
 
+_TAG_MEMO: dict[str, str] = {}  # plain scalar -> tag, for the short ones (keys, flags, ...)
+
+
 def _plain_tag(value: str) -> str:
-    for tag, regexp in _IMPLICIT.get(value[0] if value else "", ()):
+    got = _TAG_MEMO.get(value)
+    if got is not None:
+        return got
+    tag = STR
+    for t, regexp in _IMPLICIT.get(value[0] if value else "", ()):
         if regexp.match(value):
-            return str(tag)
-    return STR
+            tag = str(t)
+            break
+    if len(value) <= 32 and len(_TAG_MEMO) < 10_000:
+        _TAG_MEMO[value] = tag
+    return tag
 
 
 def _key_text(node: ScalarNode) -> str | None:
@@ -203,9 +213,10 @@ class _Stop(Exception):
 
 
 class _Builder:
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, aliases: bool = True) -> None:
         self.file = file
         self.errors: list[RunbookError] = []
+        self._aliases = aliases  # False: the text has no anchor, no node is reached twice
         self._open: set[int] = set()  # collection nodes being built (a recursive alias loops)
         self._count = 0
 
@@ -219,28 +230,37 @@ class _Builder:
             raise _Stop(node, f"more than {MAX_VALUES} values after expanding YAML aliases "
                         "(an alias bomb?)")
         if isinstance(node, ScalarNode):
+            if node.tag == _PLAIN or node.tag == STR:
+                value = node.value
+                if len(value) <= 32 and (node.tag == STR or _plain_tag(value) == STR):
+                    return value
             return self.scalar(node, path)
         if depth >= MAX_DEPTH:
             raise _Stop(node, f"nested more than {MAX_DEPTH} levels deep")
+        if not self._aliases:
+            return self.collection(node, path, depth)
         key = id(node)
         if key in self._open:
             self.err(node, "recursive YAML alias", path)
             return None
         self._open.add(key)
         try:
-            if isinstance(node, MappingNode):
-                if node.tag != MAP:
-                    self.err(node, f"unsupported YAML tag {short_repr(node.tag)} on a mapping: "
-                             "runbooks are plain data", path)
-                    return None
-                return self.mapping(node, path, depth)
-            if node.tag != SEQ:
-                self.err(node, f"unsupported YAML tag {short_repr(node.tag)} on a sequence: "
-                         "runbooks are plain data", path)
-                return None
-            return [self.build(child, (*path, i), depth + 1) for i, child in enumerate(node.value)]
+            return self.collection(node, path, depth)
         finally:
             self._open.discard(key)
+
+    def collection(self, node: Node, path: PathT, depth: int) -> Any:
+        if isinstance(node, MappingNode):
+            if node.tag != MAP:
+                self.err(node, f"unsupported YAML tag {short_repr(node.tag)} on a mapping: "
+                         "runbooks are plain data", path)
+                return None
+            return self.mapping(node, path, depth)
+        if node.tag != SEQ:
+            self.err(node, f"unsupported YAML tag {short_repr(node.tag)} on a sequence: "
+                     "runbooks are plain data", path)
+            return None
+        return [self.build(child, (*path, i), depth + 1) for i, child in enumerate(node.value)]
 
     def scalar(self, node: ScalarNode, path: PathT) -> Any:
         value: str = node.value
@@ -277,10 +297,13 @@ class _Builder:
                 self.err(key_node, "mapping keys must be scalars", path)
                 continue
             tag = _plain_tag(key_node.value) if key_node.tag == _PLAIN else key_node.tag
-            if tag == MERGE:
+            if tag == STR:
+                key: str | None = key_node.value
+            elif tag == MERGE:
                 self.err(key_node, "YAML merge keys (<<) are not supported: write the keys out", path)
                 continue
-            key = _key_text(key_node)
+            else:
+                key = _key_text(key_node)
             if key is None:
                 self.err(key_node, f"unsupported mapping key {short_repr(key_node.value)}", path)
                 continue
@@ -318,7 +341,7 @@ def _yaml_error(e: yaml.YAMLError, text: str, file: str) -> RunbookError:
 
 
 def load_text(text: str, file: str) -> Document:
-    builder = _Builder(file)
+    builder = _Builder(file, aliases="&" in text)
     source = SourceMap(file)
     parser = _Composer(text)
     try:

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _cli(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSCTL_")}
     env.update({"OPSCTL_STATE_DIR": str(state), "XDG_CONFIG_HOME": str(state / "cfg"),
+                "XDG_CACHE_HOME": str(state / "cache"),
                 "COLUMNS": "200", "NO_COLOR": "1"})
     return subprocess.run([sys.executable, "-m", "opsctl", *args], cwd=DATA, env=env,
                           capture_output=True, text=True, timeout=60)

@@ -15,10 +15,17 @@ def validate(
     paths: Annotated[list[str] | None, typer.Argument(help="Runbook files or directories "
                                                       "(default: ./runbooks).")] = None,
     output: Annotated[Output, typer.Option("--output", "-o")] = Output.text,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=0,
+                                      help="Worker processes (0: one per core, at most 8).")] = 0,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache",
+                                        help="Reuse the verdicts on unchanged files "
+                                             "(keyed by content, opsctl and its action registry).")
+                     ] = True,
 ) -> int:
     """Validate runbooks (schema + semantic checks); exit 0 when clean, 2 on any error."""
-    from opsctl.catalog import check_file, expand_paths
+    from opsctl.catalog import expand_paths
     from opsctl.errors import UsageError
+    from opsctl.validation import validate_files
 
     targets = paths or (["runbooks"] if Path("runbooks").is_dir() else [])
     if not targets:
@@ -27,7 +34,7 @@ def validate(
     files = expand_paths(targets)
     if not files:
         raise UsageError(f"no runbook files (*.yaml) in {', '.join(targets)}")
-    errors = [err for f in files for err in check_file(f)[1]]
+    errors = validate_files(files, jobs=jobs, use_cache=cache)
     if output == Output.json:
         typer.echo(json.dumps([e.as_dict() for e in errors], indent=2))
     else:

@@ -1,0 +1,155 @@
+"""`opsctl validate` of 1,000 runbooks against `custodian validate` of 1,000 policies, side by side.
+
+    .venv/bin/python bench/validate_vs_custodian.py [--files 1000] [--rounds 3]
+
+Installs Cloud Custodian (`c7n`) into its own venv (~/.cache/opsctl-bench/c7n-venv) when missing,
+builds both corpora in a temporary directory, then runs the two commands alternately, each as a
+fresh process (cold start: imports, schema, everything), `--rounds` times, in this process tree.
+Prints each run, the medians and the ratio (custodian / opsctl: how many times faster opsctl is).
+
+Runbook corpus: copies of the shipped runbooks, each renamed rb-1NNN-<slug>.yaml with a matching
+id and title, so that every file differs (no two files have the same content).  Policy corpus: one
+small policy per file (an EC2 resource, two filters, one action), names made unique.
+
+Also measured, opsctl only: `--jobs 1` (one core) and a warm run (content-hash cache filled by the
+previous run), and, in-process, the cost of each stage per file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+C7N_VENV = Path(os.environ.get("OPSCTL_BENCH_C7N_VENV",
+                               Path.home() / ".cache" / "opsctl-bench" / "c7n-venv"))
+POLICY = """\
+policies:
+  - name: ec2-unowned-{i}
+    resource: aws.ec2
+    description: Stop running instances without an owner tag ({i})
+    filters:
+      - "tag:owner": absent
+      - type: value
+        key: State.Name
+        value: running
+    actions:
+      - type: mark-for-op
+        op: stop
+        days: 4
+"""
+
+
+def custodian() -> Path:
+    exe = C7N_VENV / "bin" / "custodian"
+    if not exe.exists():
+        print(f"installing c7n into {C7N_VENV} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(C7N_VENV)], check=True)
+        subprocess.run([str(C7N_VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                        "c7n"], check=True)
+    return exe
+
+
+def build_corpora(root: Path, n: int) -> tuple[list[str], list[str]]:
+    shipped = sorted((REPO / "runbooks").glob("rb-*.yaml"))
+    rb_dir, pol_dir = root / "runbooks", root / "policies"
+    rb_dir.mkdir()
+    pol_dir.mkdir()
+    runbooks, policies = [], []
+    for i in range(n):
+        src = shipped[i % len(shipped)]
+        text = src.read_text(encoding="utf-8")
+        old_id = re.search(r"^id:\s*(rb-\d+)", text, re.M).group(1)  # type: ignore[union-attr]
+        new_id = f"rb-{1000 + i}"
+        text = re.sub(r"^id:.*$", f"id: {new_id}", text, count=1, flags=re.M)
+        text = re.sub(r"^title:\s*(.*)$", lambda m: f"title: {m.group(1)} (copy {i})", text, count=1,
+                      flags=re.M)
+        name = rb_dir / src.name.replace(old_id, new_id)
+        name.write_text(text, encoding="utf-8")
+        runbooks.append(str(name))
+        pol = pol_dir / f"policy-{i:04d}.yml"
+        pol.write_text(POLICY.format(i=i), encoding="utf-8")
+        policies.append(str(pol))
+    return runbooks, policies
+
+
+def timed(cmd: list[str], env: dict[str, str], expect: int = 0) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != expect:
+        sys.exit(f"{cmd[0]} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return elapsed
+
+
+def stages(files: list[str]) -> None:
+    """In-process cost of each stage per file (one core, after imports), for the report."""
+    from opsctl import actions, loader, schema, semantic, templating, validation
+
+    validation._warm_up()
+    registry = actions.load_all()
+    datas = [Path(f).read_bytes() for f in files]
+    t0 = time.process_time()
+    docs = [loader.load_bytes(d, f) for d, f in zip(datas, files, strict=True)]
+    t1 = time.process_time()
+    for doc in docs:
+        schema.validate_structure(doc, registry)
+    t2 = time.process_time()
+    templating._ANALYSES.clear()
+    for doc in docs:
+        semantic.check(doc)
+    t3 = time.process_time()
+    import yaml
+
+    for d in datas[:100]:
+        yaml.compose(d.decode(), Loader=yaml.SafeLoader)
+    t4 = time.process_time()
+    n = len(files)
+    print(f"  stages per file (CPU ms, one core): load {1000 * (t1 - t0) / n:.3f}, schema "
+          f"{1000 * (t2 - t1) / n:.3f}, semantic {1000 * (t3 - t2) / n:.3f} "
+          f"(pure-Python YAML composition, for reference: {1000 * (t4 - t3) / 100:.3f})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    exe = custodian()
+    with tempfile.TemporaryDirectory(prefix="opsctl-bench-") as tmp:
+        root = Path(tmp)
+        runbooks, policies = build_corpora(root, args.files)
+        env = {**os.environ, "XDG_CACHE_HOME": str(root / "cache"), "OPSCTL_STATE_DIR": str(root / "st")}
+        opsctl = [sys.executable, "-m", "opsctl", "validate"]
+        runs: dict[str, list[float]] = {"custodian": [], "opsctl": [], "opsctl -j1": [],
+                                        "opsctl warm": []}
+        for r in range(args.rounds):
+            runs["custodian"].append(timed([str(exe), "validate", *policies], env))
+            runs["opsctl"].append(timed([*opsctl, "--no-cache", str(root / "runbooks")], env))
+            runs["opsctl -j1"].append(timed([*opsctl, "--no-cache", "-j", "1", str(root / "runbooks")],
+                                            env))
+            timed([*opsctl, str(root / "runbooks")], env)  # fills the cache
+            runs["opsctl warm"].append(timed([*opsctl, str(root / "runbooks")], env))
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in runs.items()),
+                  flush=True)
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        n = args.files
+        print(f"\n{n} files, median of {args.rounds} rounds, {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.1f}:")
+        for k, v in med.items():
+            print(f"  {k:12s} {v:7.2f} s  ({1000 * v / n:.2f} ms/file)")
+        print(f"  ratio custodian / opsctl (cold, all cores): {med['custodian'] / med['opsctl']:.1f}x")
+        print(f"  ratio custodian / opsctl (cold, one core):  {med['custodian'] / med['opsctl -j1']:.1f}x")
+        print(f"  ratio custodian / opsctl (warm cache):      {med['custodian'] / med['opsctl warm']:.1f}x")
+        stages(runbooks[: min(n, 200)])
+
+
+if __name__ == "__main__":
+    main()

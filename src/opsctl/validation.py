@@ -1,0 +1,193 @@
+"""`opsctl validate` over many files: every error of every file, files spread over the cores, and a
+content-hash cache for warm runs.
+
+The cache (like ruff's) maps sha256(path, bytes) to that file's errors.  It lives in one file per
+*fingerprint*: the hash of opsctl's own source files (the action registry and every argument
+schema are defined there: ``actions.ACTION_MODULES``), of the Python version and of the installed
+files of the libraries that decide what is valid (PyYAML, Jinja2, jsonschema, jsonschema-rs).
+Upgrading opsctl or a library, or changing an action, changes the fingerprint, so an old verdict
+is never reused.  Computing it imports nothing: a warm run does not load the engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from opsctl.errors import Location, RunbookError
+
+_CACHE_VERSION = 1
+_MAX_ENTRIES = 20_000
+_PARALLEL_MIN_FILES = 64  # below this, starting workers costs more than it saves
+ErrorRow = tuple[int, int, str, str]  # line, column, path, message
+
+
+def cache_dir() -> Path:
+    if os.environ.get("OPSCTL_CACHE_DIR"):
+        return Path(os.environ["OPSCTL_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "opsctl"
+
+
+def fingerprint() -> str:
+    """Changes whenever what `opsctl validate` accepts could change."""
+    from importlib.util import find_spec
+
+    import opsctl
+
+    h = hashlib.sha256(f"v{_CACHE_VERSION} {opsctl.__version__} {sys.version}".encode())
+    root = Path(opsctl.__file__).parent
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    for lib in ("yaml", "yaml._yaml", "jinja2", "jsonschema", "jsonschema_rs"):
+        try:  # by their installed files: an upgrade rewrites them
+            spec = find_spec(lib)
+            origin = spec.origin if spec else None
+            st = os.stat(origin) if origin else None
+            h.update(f"{lib} {origin} {st.st_mtime_ns if st else ''} {st.st_size if st else ''}"
+                     .encode())
+        except (ImportError, OSError, ValueError):
+            h.update(f"{lib} missing".encode())
+    return h.hexdigest()[:24]
+
+
+def _key(path: str, data: bytes) -> str:
+    return hashlib.sha256(path.encode("utf-8", "surrogateescape") + b"\0" + data).hexdigest()[:32]
+
+
+def _rows(errors: list[RunbookError]) -> list[ErrorRow]:
+    return [(e.location.line, e.location.column, e.location.path, e.message) for e in errors]
+
+
+def _errors(path: str, rows: list[ErrorRow]) -> list[RunbookError]:
+    return [RunbookError(msg, Location(path, line, col, p)) for line, col, p, msg in rows]
+
+
+def _check_paths(paths: list[str]) -> list[tuple[str | None, list[ErrorRow]]]:
+    """(cache key or None when unreadable, error rows) of each file, in order."""
+    from opsctl import catalog, loader
+
+    out: list[tuple[str | None, list[ErrorRow]]] = []
+    for path in paths:
+        data, errors = loader.read(path)
+        if data is None:
+            out.append((None, _rows(errors)))
+            continue
+        out.append((_key(path, data), _rows(catalog.check_bytes(data, path, build=False)[1])))
+    return out
+
+
+def _warm_up() -> None:
+    """Load what every file needs once, before forking, so workers start ready."""
+    from opsctl import actions, schema, templating
+
+    registry = actions.load_all()
+    schema._fast_base()
+    for cls in registry.values():
+        schema._fast_args(cls)
+    templating.environment()
+
+
+def _run(paths: list[str], jobs: int) -> list[tuple[str | None, list[ErrorRow]]]:
+    if jobs <= 1 or len(paths) < _PARALLEL_MIN_FILES or "fork" not in _start_methods():
+        return _check_paths(paths)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    n_chunks = min(len(paths), jobs * 4)
+    size = -(-len(paths) // n_chunks)
+    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+    results: list[list[tuple[str | None, list[ErrorRow]]] | None] = [None] * len(chunks)
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = [pool.submit(_check_paths, chunk) for chunk in chunks]
+            for i, fut in enumerate(futures):
+                try:
+                    results[i] = fut.result()
+                except BrokenProcessPool:
+                    break
+    except (OSError, BrokenProcessPool):  # cannot fork here: do it in this process
+        pass
+    out: list[tuple[str | None, list[ErrorRow]]] = []
+    for chunk, got in zip(chunks, results, strict=True):
+        out += got if got is not None else _check_paths(chunk)
+    return out
+
+
+def _start_methods() -> list[str]:
+    import multiprocessing
+
+    return multiprocessing.get_all_start_methods()
+
+
+def default_jobs() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8))
+
+
+def validate_files(files: list[str], *, jobs: int = 0, use_cache: bool = True) -> list[RunbookError]:
+    """Every error of every file, in file order, each file's sorted by position."""
+    jobs = jobs or default_jobs()
+    cache: dict[str, list[ErrorRow]] = {}
+    cache_file: Path | None = None
+    keys: dict[str, str] = {}
+    if use_cache:
+        cache_file = cache_dir() / f"validate-{fingerprint()}.json"
+        cache = _load_cache(cache_file)
+        from opsctl import loader
+
+        for path in files:
+            data, _ = loader.read(path)
+            if data is not None:
+                keys[path] = _key(path, data)
+    todo = [f for f in files if keys.get(f) not in cache]
+    if todo:
+        _warm_up()
+    fresh = dict(zip(todo, _run(todo, jobs), strict=True))
+    errors: list[RunbookError] = []
+    new: dict[str, list[ErrorRow]] = {}
+    for path in files:
+        if path in fresh:
+            key, rows = fresh[path]
+            # a file that changed between hashing and checking is not cached (key mismatch)
+            if key is not None and key == keys.get(path):
+                new[key] = rows
+        else:
+            rows = cache[keys[path]]
+        errors += _errors(path, rows)
+    if cache_file is not None and new:
+        _save_cache(cache_file, {**cache, **new})
+    return errors
+
+
+def _load_cache(path: Path) -> dict[str, list[ErrorRow]]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        entries = doc["entries"] if doc.get("version") == _CACHE_VERSION else {}
+        return {k: [tuple(r) for r in v] for k, v in entries.items()}  # type: ignore[misc]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}  # no cache, or an unreadable one: check everything
+
+
+def _save_cache(path: Path, entries: dict[str, list[ErrorRow]]) -> None:
+    if len(entries) > _MAX_ENTRIES:
+        entries = dict(list(entries.items())[-_MAX_ENTRIES:])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for old in path.parent.glob("validate-*.json"):  # verdicts of another opsctl: stale
+            if old != path:
+                old.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".validate-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"version": _CACHE_VERSION, "entries": entries}, fh)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: validate still works, just without a warm cache
