@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 import pytest
@@ -116,3 +117,76 @@ def test_param_pairs() -> None:
         with pytest.raises(UsageError) as e:
             parse_params([bad])
         assert str(e.value) == f"--param expects KEY=VALUE, got {bad!r}"
+
+
+@pytest.mark.parametrize(("type_", "raw", "message"), [
+    ("number", "nan", "parameter 'p': expected a finite number, got 'nan'"),
+    ("number", "inf", "parameter 'p': expected a finite number, got 'inf'"),
+    ("number", "-Infinity", "parameter 'p': expected a finite number, got '-Infinity'"),
+    ("number", float("nan"), "parameter 'p': expected a finite number, got nan"),
+    ("integer", "9" * 5000, "parameter 'p': expected an integer of at most 30 digits, got 5000 characters"),
+    ("duration", "nan", "parameter 'p': not a duration: 'nan' (use e.g. 30s, 5m, 1h30m)"),
+])
+def test_non_finite_and_huge_numbers_are_refused(type_: str, raw: object, message: str) -> None:
+    with pytest.raises(UsageError) as e:
+        Param("p", type_).coerce(raw)
+    assert str(e.value) == message
+
+
+def test_ranges() -> None:
+    p = Param("n", "integer", min=1, max=10)
+    assert (p.coerce("1"), p.coerce("10")) == (1, 10)
+    for raw, message in (("0", "'0' is below the minimum 1"), ("11", "'11' is above the maximum 10")):
+        with pytest.raises(UsageError) as e:
+            p.coerce(raw)
+        assert str(e.value) == f"parameter 'n': {message}"
+    d = Param("w", "duration", min="10s", max="1h")
+    assert d.coerce("30m") == 1800.0
+    with pytest.raises(UsageError, match=r"'5s' is below the minimum 10s"):
+        d.coerce("5s")
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"type": "string", "min": 1}, "'min'/'max' apply to integer, number and duration parameters"),
+    ({"type": "integer", "min": 5, "max": 1}, "'min' (5) is greater than 'max' (1)"),
+    ({"type": "number", "max": "lots"}, "bad bound"),
+    ({"type": "number", "max": float("inf")}, "bad bound"),
+])
+def test_bad_range_declarations(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Param("p", **kwargs)  # type: ignore[arg-type]
+
+
+def test_repeated_param_is_an_error() -> None:
+    from opsctl.cli.run_cmd import parse_params
+
+    with pytest.raises(UsageError) as e:
+        parse_params(["a=1", "b=2", "a=3"])
+    assert str(e.value) == "--param 'a' given twice: give each parameter once"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["-p", "replicas=11"], "error: parameter 'replicas': '11' is above the maximum 10"),
+    (["-p", "replicas=0"], "error: parameter 'replicas': '0' is below the minimum 1"),
+    (["-p", "ratio=nan"], "error: parameter 'ratio': expected a finite number, got 'nan'"),
+    (["-p", "ratio=inf"], "error: parameter 'ratio': expected a finite number, got 'inf'"),
+    (["-p", "window=2h"], "error: parameter 'window': '2h' is above the maximum 1h"),
+    (["-p", "replicas=2", "-p", "replicas=3"], "error: --param 'replicas' given twice: give each "
+                                                "parameter once"),
+])
+def test_bad_params_stop_before_any_backend_is_contacted(opsctl: Opsctl, silent_server: object,
+                                                         flags: list[str], message: str) -> None:
+    """The runbook's first step connects to a server: a refused parameter means it never does."""
+    target = f"127.0.0.1:{silent_server.port}"  # type: ignore[attr-defined]
+    line = _one_error(opsctl("run", rb("rb-461"), "-p", f"target={target}", *flags))
+    assert line == message
+    assert silent_server.accepted == []  # type: ignore[attr-defined]
+
+
+def test_ranged_params_in_range_run(opsctl: Opsctl, silent_server: object) -> None:
+    target = f"127.0.0.1:{silent_server.port}"  # type: ignore[attr-defined]
+    r = opsctl("run", rb("rb-461"), "-p", f"target={target}", "-p", "replicas=10", "-p", "ratio=0",
+               "-p", "window=10s", "-o", "json")
+    doc = json.loads(r.stdout)
+    assert steps_of(doc)["show"]["result"]["value"] == {"replicas": 10, "ratio": 0.0, "window": 10.0}
+    assert len(silent_server.accepted) == 1  # type: ignore[attr-defined]  # and this time it did connect

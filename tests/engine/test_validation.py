@@ -160,6 +160,30 @@ RULES: dict[str, list[str | re.Pattern[str]]] = {
         "invalid/rb-223-self-reference.yaml:10:15: diagnose[0].expect[0].that: step 'probe' refers to "
         "itself: use 'result'",
     ],
+    "rb-224-param-ranges.yaml": [
+        "invalid/rb-224-param-ranges.yaml:6:9: params.name: 'min'/'max' apply to integer, number and "
+        "duration parameters, not string",
+        "invalid/rb-224-param-ranges.yaml:7:13: params.replicas: 'min' (5) is greater than 'max' (2)",
+        "invalid/rb-224-param-ranges.yaml:8:50: params.ratio.default: bad default: 1.5 is above the "
+        "maximum 1",
+        "invalid/rb-224-param-ranges.yaml:9:46: params.window.default: bad default: '10s' is below the "
+        "minimum 1m",
+    ],
+    # schema errors do not hide semantic ones: one pass, position order
+    "rb-225-one-pass.yaml": [
+        "invalid/rb-225-one-pass.yaml:6:26: params.limit.defualt: unknown key 'defualt' "
+        "(did you mean 'default'?)",
+        "invalid/rb-225-one-pass.yaml:10:14: diagnose[0].retries: expected integer, got string 'many'",
+        "invalid/rb-225-one-pass.yaml:11:19: diagnose[0].with.value: unknown parameter 'limt' "
+        "(did you mean 'limit'?)",
+        "invalid/rb-225-one-pass.yaml:14:5: diagnose[1].timout: unknown key 'timout' "
+        "(did you mean 'timeout'?)",
+        "invalid/rb-225-one-pass.yaml:15:19: diagnose[1].with.value: unknown step 'prob' "
+        "(did you mean 'probe'?)",
+        "invalid/rb-225-one-pass.yaml:18:19: diagnose[2].with.value: unknown filter 'durration' "
+        "(did you mean 'duration'?)",
+        "invalid/rb-225-one-pass.yaml:20:15: diagnose[2].expect[0].that: unknown test 'nosuchtest'",
+    ],
 }
 
 

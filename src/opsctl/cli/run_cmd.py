@@ -35,6 +35,9 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--param expects KEY=VALUE, got {pair!r}")
+        if key.strip() in out:
+            # values are not repeated here: a parameter may be a secret
+            raise UsageError(f"--param {key.strip()!r} given twice: give each parameter once")
         out[key.strip()] = value
     return out
 
