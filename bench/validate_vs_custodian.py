@@ -69,7 +69,7 @@ def build_corpora(root: Path, n: int) -> tuple[list[str], list[str]]:
         old_id = re.search(r"^id:\s*(rb-\d+)", text, re.M).group(1)  # type: ignore[union-attr]
         new_id = f"rb-{1000 + i}"
         text = re.sub(r"^id:.*$", f"id: {new_id}", text, count=1, flags=re.M)
-        text = re.sub(r"^title:\s*(.*)$", lambda m: f"title: {m.group(1)} (copy {i})", text, count=1,
+        text = re.sub(r"^title:\s*(.*)$", lambda m, i=i: f"title: {m.group(1)} (copy {i})", text, count=1,
                       flags=re.M)
         name = rb_dir / src.name.replace(old_id, new_id)
         name.write_text(text, encoding="utf-8")
