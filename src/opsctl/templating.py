@@ -50,8 +50,8 @@ def _guarded_binop(operator: str, left: Any, right: Any) -> Any:
     elif operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0 \
             and abs(left) > 1 and right * abs(left).bit_length() > _MAX_POWER_BITS:
         raise SecurityError(f"'**' would produce a number of more than {_MAX_POWER_BITS} bits")
-    elif operator == "%" and isinstance(left, str) and re.search(r"%[^a-zA-Z%]*\d{7}", left):
-        raise SecurityError(f"'%' format width over {_MAX_SIZE}")
+    elif operator == "%" and isinstance(left, str):
+        _no_huge_widths("'%'", left)
     return _BINOPS[operator](left, right)
 
 
@@ -66,6 +66,32 @@ class _NoFolding(CodeGenerator):
         raise nodes.Impossible()
 
 
+_WIDTH = re.compile(r"\d{7}")  # a width or precision of a million or more in a format string
+
+
+def _no_huge_widths(what: str, fmt: Any) -> None:
+    if isinstance(fmt, str) and _WIDTH.search(fmt):
+        raise SecurityError(f"{what}: a format width over {_MAX_SIZE}")
+
+
+def _no_huge_ints(what: str, args: Any, kwargs: dict[str, Any]) -> None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and value > _MAX_SIZE:
+            raise SecurityError(f"{what} with a size over {_MAX_SIZE}")
+
+
+def _sized(name: str, func: Any) -> Any:
+    """A filter that pads or wraps to a width, refusing widths that would allocate gigabytes."""
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _no_huge_ints(f"filter {name!r}", args[1:], kwargs)
+        if name == "format" and args:
+            _no_huge_widths("filter 'format'", args[0])
+        return func(*args, **kwargs)
+
+    return guarded
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(_BINOPS)  # also keeps them out of constant folding
     code_generator_class = _NoFolding
@@ -73,11 +99,29 @@ class _Environment(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         return _guarded_binop(operator, left, right)
 
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        if getattr(__obj, "__name__", "") in _PADDING_METHODS:  # 'x'.ljust(10**9), ...
+            _no_huge_ints(f"{__obj.__name__}()", args, kwargs)
+            _no_huge_widths(f"{__obj.__name__}()", getattr(__obj, "__self__", None))
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Any:  # '{:>999999999}'.format(1)
+        name = getattr(value, "__name__", "")
+        if name in ("format", "format_map"):
+            _no_huge_widths(f"{name}()", getattr(value, "__self__", None))
+        return super().wrap_str_format(value)
+
+
+_PADDING_METHODS = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs", "format",
+                              "format_map"})
+
 
 @lru_cache(maxsize=1)
 def environment() -> ImmutableSandboxedEnvironment:
     env = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False,
                        optimized=False)
+    for name in ("center", "indent", "wordwrap", "format", "truncate", "batch", "slice"):
+        env.filters[name] = _sized(name, env.filters[name])
     env.filters["duration"] = _duration
     env.filters["pct"] = lambda v, digits=1: f"{float(v):.{digits}f}%"
     return env
