@@ -245,9 +245,9 @@ def _walk(ast: nodes.Node) -> Analysis:
     stored: set[str] = set()
     problems: list[str] = []
     chains: list[tuple[str, ...]] = []
-    stack: list[nodes.Node] = [ast]
+    stack: list[tuple[nodes.Node, bool]] = [(ast, False)]  # (node, inside a chain already seen)
     while stack:
-        node = stack.pop()
+        node, inside = stack.pop()
         if isinstance(node, nodes.Name):
             (loaded if node.ctx == "load" else stored).add(node.name)
         elif isinstance(node, nodes.Filter | nodes.Test) and node.name is not None:
@@ -260,10 +260,14 @@ def _walk(ast: nodes.Node) -> Analysis:
         elif isinstance(node, nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport):
             problems.append("a runbook template cannot include or import other templates")
         if isinstance(node, nodes.Getattr | nodes.Getitem):
-            chain = _chain(node)
+            chain = None if inside else _chain(node)
             if chain and chain[0] in ROOTS:
                 chains.append(tuple(chain))
-        stack.extend(node.iter_child_nodes())
+            # the chain of `a.b.c` holds those of `a.b` and `a`: do not walk it again (quadratic)
+            stack.extend((child, (inside or chain is not None) and child is node.node)
+                         for child in node.iter_child_nodes())
+        else:
+            stack.extend((child, False) for child in node.iter_child_nodes())
     # keep the longest chains only (steps.a.outputs.x implies steps.a)
     chains.sort(key=len, reverse=True)
     kept: list[tuple[str, ...]] = []
