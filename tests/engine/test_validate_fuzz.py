@@ -80,10 +80,11 @@ def _unknown_action(r: random.Random, data: bytes) -> bytes:
     return re.sub(rb"action: (\S+)", lambda m: b"action: " + m.group(1)[::-1], data, count=r.randint(1, 3))
 
 
-JINJA = [b"{{ params.x | durration }}", b"{{ result is nosuchtest }}", b"{{ " + b"(" * 80 + b"1" + b")" * 80
-         + b" }}", b"{{ " + b"(" * 3000 + b" }}", b"{{ 'a' * 1000000000 }}", b"{{ 'x' | center(1000000000) }}",
-         b"{{ " + b"not " * 3000 + b"x }}", b"{{ a" + b".b" * 3000 + b" }}", b"{% include 'x' %}",
-         b"{{ steps. }}", b"{% for %}", b"{{ 10 ** 10 ** 10 }}", b"{{ lipsum(100000) }}", b"{{ x['", b"{% raw %}"]
+JINJA = [b"{{ params.x | durration }}", b"{{ result is nosuchtest }}",
+         b"{{ " + b"(" * 80 + b"1" + b")" * 80 + b" }}", b"{{ " + b"(" * 3000 + b" }}",
+         b"{{ 'a' * 1000000000 }}", b"{{ 'x' | center(1000000000) }}", b"{{ " + b"not " * 3000 + b"x }}",
+         b"{{ a" + b".b" * 3000 + b" }}", b"{% include 'x' %}", b"{{ steps. }}", b"{% for %}",
+         b"{{ 10 ** 10 ** 10 }}", b"{{ lipsum(100000) }}", b"{{ x['", b"{% raw %}"]
 
 
 def _jinja(r: random.Random, data: bytes) -> bytes:
