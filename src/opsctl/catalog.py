@@ -50,7 +50,8 @@ def quick_index() -> list[Entry]:
     out: dict[str, Entry] = {}
     for f in runbook_files():
         try:
-            text = f.read_text(encoding="utf-8", errors="replace")
+            with open(f, "rb") as fh:  # the head is enough: id and title are top-level keys
+                text = fh.read(65536).decode("utf-8", errors="replace")
         except OSError:
             continue
         m = _ID_LINE.search(text)
