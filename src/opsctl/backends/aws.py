@@ -57,7 +57,7 @@ def _make_client(cfg: dict[str, Any], service: str) -> Any:
 def client(ctx: ActionContext, service: str, *, allow: Mapping[str, AwsRule] | None = None) -> Any:
     """The run's client for ``service`` (``sqs``, ``rds``...), created once and shared by steps.
 
-    For read-only code (``ctx.read_only``) it is a separate client guarded by a ``before-call`` hook
+    For read-only code (``ctx.read_only``) it is a separate client guarded by a botocore hook
     (``opsctl.backends.readonly``) that refuses every operation but reads and the operations named
     in ``allow`` (with a check of their parameters); ``allow`` is ignored for apply()."""
     cfg = ctx.backend_config("aws")

@@ -9,7 +9,7 @@ read-only step that is still running cannot be "unguarded" by a later ``apply()`
 
 What each guard refuses, with :class:`opsctl.errors.ReadOnlyViolation` (exit 1, never retried):
 
-* AWS: a botocore ``before-call`` hook refuses every operation outside Describe*/List*/Get*/
+* AWS: a botocore ``before-parameter-build`` hook refuses every operation outside Describe*/List*/Get*/
   BatchGet*/Head* and a few named reads; an action may allow named operations with a check of their
   parameters (``aws.sqs.peek``: ReceiveMessage, and ChangeMessageVisibility back to 0 only).
 * Kubernetes: the API client refuses any HTTP method but GET (get/list/watch) and the connect
@@ -67,7 +67,10 @@ def _visible_again(params: dict[str, Any]) -> str:
 
 
 def _visible_again_batch(params: dict[str, Any]) -> str:
-    bad = [e.get("Id") for e in params.get("Entries") or [] if e.get("VisibilityTimeout") != 0]
+    entries = params.get("Entries")
+    if not isinstance(entries, list) or not entries:
+        return "no entries"
+    bad = [e.get("Id") for e in entries if not isinstance(e, dict) or e.get("VisibilityTimeout") != 0]
     return f"only VisibilityTimeout=0 (make visible again); entries {bad}" if bad else ""
 
 
@@ -93,7 +96,9 @@ def guard_aws_client(client: Any, allow: Mapping[str, AwsRule] | None = None) ->
         if problem:
             raise ReadOnlyViolation("aws", f"{service}:{operation}", problem)
 
-    client.meta.events.register("before-call", check, unique_id="opsctl-read-only-guard")
+    # before-parameter-build: the operation's own parameters (before-call sees the serialised
+    # request instead); either way, before anything is sent
+    client.meta.events.register("before-parameter-build", check, unique_id="opsctl-read-only-guard")
     return client
 
 
