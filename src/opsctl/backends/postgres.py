@@ -1,7 +1,8 @@
 """PostgreSQL connections for the ``postgres.*`` actions.
 
 Where to connect: the environment's ``postgres`` section (``dsn`` and/or ``host``, ``port``, ``user``,
-``dbname``, ``password``, ``connect_timeout``, ``statement_timeout`` in seconds); without one, libpq's
+``dbname``, ``password``, ``connect_timeout``, ``statement_timeout`` in seconds, ``read_only_role``:
+see ``opsctl.backends.pg_readonly``); without one, libpq's
 own variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE...) or ``DATABASE_URL``.
 
 One connection per run and database, shared by the steps under a lock.  Measured on the injected
