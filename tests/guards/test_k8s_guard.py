@@ -15,7 +15,7 @@ from opsctl.actions.base import ActionContext
 from opsctl.actions.k8s.common import K8sAction
 from opsctl.backends.kubernetes import kube_for
 from opsctl.config import Environment
-from opsctl.errors import ReadOnlyViolation
+from opsctl.errors import ActionError, ReadOnlyViolation
 from opsctl.records import Plan
 from tests.fixtures.k8s import K8sCluster, deployment, eventually, wait_ready, wait_settled
 from tests.guards.helpers import assert_covers, extra_actions, record, run_engine
@@ -150,4 +150,23 @@ def test_a_read_only_step_that_scales_fails_and_nothing_changes(world: dict[str,
     bad = record(outcome, "bad")
     assert (outcome.exit_code, bad.status) == (1, "failed")
     assert "read-only guard: kubernetes refused PATCH /apis/apps/v1/namespaces/" in bad.reason
+    assert _state(world) == before
+
+
+def test_a_server_side_dry_run_passes_the_guard_and_persists_nothing(world: dict[str, Any]) -> None:
+    before, ns = _state(world), world["ns"]
+    kube = kube_for(_ctx(world))
+    got = kube.call(kube.apps.patch_namespaced_deployment_scale, "api", ns, {"spec": {"replicas": 5}},
+                    dry_run="All")
+    assert got.spec.replicas == 5  # what the server would do...
+    assert _state(world) == before  # ...and did not
+
+
+def test_a_plan_is_validated_by_the_api_server_before_the_prompt(world: dict[str, Any]) -> None:
+    before = _state(world)
+    with pytest.raises(ActionError, match="the API server refuses this change \\(server-side dry run\\).*"
+                                          "422.*valid environment variable name"):
+        # the API server's own validation (the runbook schema, bypassed here, also refuses this name)
+        args = _args({"name": "api", "var": "1-bad", "value": "x"}, world)
+        load_all()["k8s.set_env"](args, _ctx(world)).plan()
     assert _state(world) == before

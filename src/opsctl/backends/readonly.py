@@ -13,7 +13,8 @@ What each guard refuses, with :class:`opsctl.errors.ReadOnlyViolation` (exit 1, 
   BatchGet*/Head* and a few named reads; an action may allow named operations with a check of their
   parameters (``aws.sqs.peek``: ReceiveMessage, and ChangeMessageVisibility back to 0 only).
 * Kubernetes: the API client refuses any HTTP method but GET (get/list/watch) and the connect
-  subresources (exec, attach, portforward, proxy), before anything is sent.
+  subresources (exec, attach, portforward, proxy), before anything is sent; a write passes only as a
+  server-side dry run (``dryRun=All``), with which plan() validates a change against admission.
 * Redis: every command, also inside pipelines, must be on a list of read commands.
 * Kafka: the admin client exposes only describe_*/list_*; no producer; consumers are group-less and
   cannot commit.
@@ -21,10 +22,11 @@ What each guard refuses, with :class:`opsctl.errors.ReadOnlyViolation` (exit 1, 
   run as a role that may not signal backends; ``postgres.query`` SQL is judged on its parse tree
   (``opsctl.backends.pg_sql_guard``).
 
-What no client-side guard can stop: code that reaches below the client (a raw socket, a private
-attribute such as a redis-py connection or ``admin._client``), and server-side objects that act
-when read (a PostgreSQL view calling a volatile function).  Those are covered by review and by the
-PostgreSQL role, not by these wrappers.
+What no client-side guard can stop: code that reaches below the client (a raw socket, a connection
+taken from a redis-py pool, a kubernetes ``rest_client``, botocore's endpoint), and server-side
+objects that act when read (a PostgreSQL view calling a volatile function).  Those are left to review
+and, for PostgreSQL, to the server-side role; the wrappers make a mistake fail loudly, they are not a
+sandbox for hostile code.
 """
 
 from __future__ import annotations
@@ -108,27 +110,39 @@ _K8S_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _K8S_CONNECT = re.compile(r"/(exec|attach|portforward|proxy)(/|$|\?)")
 
 
-def _k8s_check(method: str, path: str) -> None:
+def _k8s_check(method: str, path: str, dry_run: bool) -> None:
+    """get/list/watch pass; a write passes only as a server-side dry run (``dryRun=All``: admission
+    and validation run, nothing is persisted), which is how a plan() validates its change."""
     verb = (method or "").upper()
-    if verb not in _K8S_READ_METHODS:
-        raise ReadOnlyViolation("kubernetes", f"{verb} {path}", "only get, list and watch are allowed")
     if _K8S_CONNECT.search(path or ""):
         raise ReadOnlyViolation("kubernetes", f"{verb} {path}", "connect subresources act on the pods")
+    if verb not in _K8S_READ_METHODS and not dry_run:
+        raise ReadOnlyViolation("kubernetes", f"{verb} {path}",
+                                "only get, list and watch (and server-side dry runs) are allowed")
+
+
+def _dry_run_query(query: Any) -> bool:
+    pairs = query.items() if isinstance(query, dict) else (query or [])
+    return any(k == "dryRun" and v == "All" for k, v in pairs)
 
 
 def read_only_api_client(configuration: Any) -> Any:
-    """A kubernetes ``ApiClient`` that refuses any verb but get/list/watch."""
+    """A kubernetes ``ApiClient`` that refuses any verb but get/list/watch (writes pass only with
+    ``dryRun=All``)."""
+    from urllib.parse import parse_qsl, urlsplit
+
     from kubernetes import client
 
     class ReadOnlyApiClient(client.ApiClient):  # type: ignore[misc]
         # every generated API method builds its request here (kubernetes.stream replaces
         # call_api on the instance for exec/attach, but not this), and call_api sends it
         def param_serialize(self, method: str, resource_path: str, *args: Any, **kwargs: Any) -> Any:
-            _k8s_check(method, resource_path)
+            query = kwargs.get("query_params", args[1] if len(args) > 1 else None)
+            _k8s_check(method, resource_path, _dry_run_query(query))
             return super().param_serialize(method, resource_path, *args, **kwargs)
 
         def call_api(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            _k8s_check(method, url)
+            _k8s_check(method, url, _dry_run_query(parse_qsl(urlsplit(url).query)))
             return super().call_api(method, url, *args, **kwargs)
 
     return ReadOnlyApiClient(configuration)
