@@ -118,6 +118,17 @@ class StepTimeout(ActionError):
     pass
 
 
+class ReadOnlyViolation(ActionError):
+    """A guarded backend client (handed to a read-only step, to plan(), to anything in a dry-run)
+    refused a call that could mutate: a bug in the action or crafted input.  Exit 1, never retried,
+    and never reported as "the plan refuses" by a dry-run."""
+
+    def __init__(self, backend: str, operation: str, detail: str = "") -> None:
+        super().__init__(f"read-only guard: {backend} refused {operation}: read-only code (a read-only "
+                         "step, a plan() or a dry-run) may not call it" + (f" ({detail})" if detail else ""))
+        self.backend, self.operation = backend, operation
+
+
 class Cancelled(OpsctlError):
     """Raised inside actions when the run was interrupted or the step timed out."""
 

@@ -281,8 +281,10 @@ class Executor:
             ctx["result"] = result
         return ctx
 
-    def _make_ctx(self, step: Step, cancel: threading.Event, deadline: float) -> ActionContext:
-        return ActionContext(step_id=step.id, dry_run=self.s.dry_run, environment=self.environment,
+    def _make_ctx(self, step: Step, cancel: threading.Event, deadline: float, *,
+                  read_only: bool = True) -> ActionContext:
+        return ActionContext(step_id=step.id, dry_run=self.s.dry_run, read_only=read_only,
+                             environment=self.environment,
                              clients=self.clients, clients_lock=self.clients_lock, cancelled=cancel,
                              deadline=deadline, reporter=self.renderer)
 

@@ -25,6 +25,7 @@ from opsctl.errors import (
     Cancelled,
     NotConfirmed,
     OpsctlError,
+    ReadOnlyViolation,
     StepTimeout,
 )
 from opsctl.model import Step
@@ -130,7 +131,7 @@ class StepRunner:
             try:
                 result = jsonable(cls(args, ctx).run())
             except (BackendError, ActionError) as e:
-                if last or isinstance(e, StepTimeout | ArgumentError):
+                if last or isinstance(e, StepTimeout | ArgumentError | ReadOnlyViolation):
                     raise
                 self.renderer.attempt(step, attempt, attempts, str(e))
                 ctx.sleep(step.interval)
@@ -159,7 +160,7 @@ class StepRunner:
         try:
             plan = cls(args, ctx).plan()
         except ActionError as e:
-            if not self.dry_run or isinstance(e, StepTimeout):
+            if not self.dry_run or isinstance(e, StepTimeout | ReadOnlyViolation):
                 raise
             # a dry-run reports what would happen; a refusing guard is part of that answer
             rec.status, rec.reason = "planned", f"the plan refuses: {e}"
@@ -188,15 +189,17 @@ class StepRunner:
         else:
             rec.confirmed = True
             self.audit.event("confirm", step=step.id, answer=True, by="--yes")
-        ctx = self._arm(step, state, step.timeout or APPLY_TIMEOUT)
+        ctx = self._arm(step, state, step.timeout or APPLY_TIMEOUT, writable=True)
         result = jsonable(cls(args, ctx).apply(plan))
         self._finish(step, rec, result, "applied")
 
     # ---- helpers -------------------------------------------------------------------------------
-    def _arm(self, step: Step, state: StepState, timeout: float, slack: float = 0.0) -> ActionContext:
+    def _arm(self, step: Step, state: StepState, timeout: float, slack: float = 0.0, *,
+             writable: bool = False) -> ActionContext:
+        """A context for one call; read-only (guarded backend clients) unless it is for apply()."""
         deadline = time.monotonic() + timeout
         state.deadline = deadline + slack
-        return self.make_ctx(step, state.cancel, deadline)
+        return self.make_ctx(step, state.cancel, deadline, read_only=not writable)
 
     def _args(self, step: Step, cls: type[Action], ctx: dict[str, Any]) -> dict[str, Any]:
         try:

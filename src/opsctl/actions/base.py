@@ -54,15 +54,22 @@ class ActionContext:
     ``client(key, factory)`` caches one client per run, shared by the steps of that run.
     Long loops must call ``check_cancelled()`` (or use ``sleep()``), so that a step timeout or
     Ctrl-C stops the work and not just the waiting.
+
+    ``read_only`` (always true in a dry-run) tells the backend factories (``opsctl.backends``) to
+    hand out guarded clients that refuse every mutating call, whatever the action's code does: the
+    engine sets it for read-only steps, for the plan() of mutating steps and for a whole dry-run;
+    only apply() gets a context without it.  Guarded and unguarded clients are never the same
+    cached object (see ``opsctl.backends.readonly``).
     """
 
-    def __init__(self, *, step_id: str = "", dry_run: bool = False,
+    def __init__(self, *, step_id: str = "", dry_run: bool = False, read_only: bool = False,
                  environment: Any = None, clients: dict[str, Any] | None = None,
                  clients_lock: threading.Lock | None = None,
                  cancelled: threading.Event | None = None, deadline: float | None = None,
                  reporter: Reporter | None = None) -> None:
         self.step_id = step_id
         self.dry_run = dry_run
+        self.read_only = read_only or dry_run
         self.environment = environment
         self._clients = clients if clients is not None else {}
         self._clients_lock = clients_lock or threading.Lock()

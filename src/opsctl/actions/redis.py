@@ -21,7 +21,7 @@ class RedisAction(Action):
     def call(self, fn: Any) -> Any:
         """Run fn(client) with redis errors mapped to opsctl errors."""
         settings = self._settings()
-        client = self.ctx.client("redis:client", lambda: rb.make_client(settings))
+        client = rb.client_for(self.ctx, settings)
         with rb.errors(settings):
             return fn(client)
 

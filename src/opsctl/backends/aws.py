@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from opsctl.backends.readonly import AwsRule, guard_aws_client
 from opsctl.errors import ActionError, ArgumentError, BackendError
 
 if TYPE_CHECKING:
@@ -53,11 +54,18 @@ def _make_client(cfg: dict[str, Any], service: str) -> Any:
         raise BackendError("aws", f"cannot create the {service} client: {e}") from None
 
 
-def client(ctx: ActionContext, service: str) -> Any:
-    """The run's client for ``service`` (``sqs``, ``rds``...), created once and shared by steps."""
+def client(ctx: ActionContext, service: str, *, allow: Mapping[str, AwsRule] | None = None) -> Any:
+    """The run's client for ``service`` (``sqs``, ``rds``...), created once and shared by steps.
+
+    For read-only code (``ctx.read_only``) it is a separate client guarded by a botocore hook
+    (``opsctl.backends.readonly``) that refuses every operation but reads and the operations named
+    in ``allow`` (with a check of their parameters); ``allow`` is ignored for apply()."""
     cfg = ctx.backend_config("aws")
     key = f"aws:{service}:{cfg.get('profile')}:{cfg.get('region')}:{cfg.get('endpoint_url')}"
-    return ctx.client(key, lambda: _make_client(cfg, service))
+    if not ctx.read_only:
+        return ctx.client(key, lambda: _make_client(cfg, service))
+    key += ":read-only:" + ",".join(sorted(allow or {}))
+    return ctx.client(key, lambda: guard_aws_client(_make_client(cfg, service), allow))
 
 
 def error_code(exc: BaseException) -> str:

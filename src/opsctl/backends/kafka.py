@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from opsctl.backends import readonly
 from opsctl.errors import ActionError, BackendError
 
 if TYPE_CHECKING:
@@ -86,21 +87,24 @@ def make_admin(conf: dict[str, Any]) -> Any:
 
 
 def make_consumer(conf: dict[str, Any], **overrides: Any) -> Any:
-    """A group-less consumer (manual assignment): opsctl never joins the groups it inspects."""
+    """A group-less consumer (manual assignment): opsctl never joins the groups it inspects.
+    From a read-only Cluster's settings it cannot commit (``readonly.kafka_consumer_class``)."""
     from kafka import KafkaConsumer
 
+    consumer_class = readonly.kafka_consumer_class(conf, overrides)
     cfg = _client_config(KafkaConsumer, conf)
     cfg.update({"group_id": None, "enable_auto_commit": False, "session_timeout_ms": SESSION_TIMEOUT_MS,
                 "auto_offset_reset": "earliest"})
     cfg.update(overrides)
     with translate_errors(conf):
-        return KafkaConsumer(**cfg)
+        return consumer_class(**cfg)
 
 
 def make_producer(conf: dict[str, Any]) -> Any:
     """Idempotent, acks=all: a redriven record is written once and only acknowledged when durable."""
     from kafka import KafkaProducer
 
+    readonly.kafka_check_producer(conf)  # never from a read-only Cluster's settings
     cfg = _client_config(KafkaProducer, conf)
     cfg.update({"enable_idempotence": True, "acks": "all", "retries": 5,
                 "max_in_flight_requests_per_connection": 5})
@@ -173,6 +177,9 @@ class Cluster:
         if isinstance(admin, _Failure):
             raise BackendError(admin.error.backend, admin.error.message[len("kafka: "):])
         self.admin = admin
+        if ctx.read_only:  # a guard per Cluster: the shared admin client itself stays unwrapped
+            self.admin = readonly.ReadOnlyAdmin(admin)
+            self.conf = readonly.KafkaReadOnlyConf(self.conf)
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         self.ctx.check_cancelled()

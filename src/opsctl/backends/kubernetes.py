@@ -119,10 +119,21 @@ def connect(cfg: dict[str, Any]) -> Kube:
 
 
 def kube_for(ctx: Any) -> Kube:
-    """The run's shared client for the selected environment."""
+    """The run's shared client for the selected environment; for read-only code
+    (``ctx.read_only``) a separate one whose API client refuses any verb but get/list/watch."""
     cfg = ctx.backend_config("kubernetes")
     key = "kubernetes:" + json.dumps(cfg, sort_keys=True, default=str)
-    return ctx.client(key, lambda: connect(cfg))
+    kube: Kube = ctx.client(key, lambda: connect(cfg))
+    if not ctx.read_only:
+        return kube
+    return ctx.client(key + ":read-only", lambda: read_only_kube(kube))
+
+
+def read_only_kube(kube: Kube) -> Kube:
+    """The same cluster and credentials, through an API client that only reads."""
+    from opsctl.backends.readonly import read_only_api_client
+
+    return Kube(read_only_api_client(kube.api_client.configuration), kube.where)
 
 
 def age_seconds(ts: Any) -> float | None:

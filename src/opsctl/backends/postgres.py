@@ -1,7 +1,8 @@
 """PostgreSQL connections for the ``postgres.*`` actions.
 
 Where to connect: the environment's ``postgres`` section (``dsn`` and/or ``host``, ``port``, ``user``,
-``dbname``, ``password``, ``connect_timeout``, ``statement_timeout`` in seconds); without one, libpq's
+``dbname``, ``password``, ``connect_timeout``, ``statement_timeout`` in seconds, ``read_only_role``:
+see ``opsctl.backends.pg_readonly``); without one, libpq's
 own variables (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE...) or ``DATABASE_URL``.
 
 One connection per run and database, shared by the steps under a lock.  Measured on the injected
@@ -25,6 +26,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from opsctl.backends import pg_readonly as pg_ro
 from opsctl.errors import ActionError, ArgumentError, BackendError, Cancelled, OpsctlError
 
 APPLICATION_NAME = "opsctl"
@@ -40,6 +42,7 @@ class PgSettings:
     connect_timeout: float = CONNECT_TIMEOUT
     statement_timeout: float = STATEMENT_TIMEOUT
     database_argument: str = ""  # the step's `database` (bad input if it does not exist)
+    read_only_role: str = ""  # the role read-only sessions SET ROLE to ("" = pg_monitor if we may)
 
     def describe(self) -> str:
         """host:port/dbname as libpq will resolve it, without the password."""
@@ -79,7 +82,8 @@ def settings_from(cfg: dict[str, Any], database: str | None = None) -> PgSetting
     return PgSettings(conninfo=conninfo, params=params, database_argument=database or "",
                       connect_timeout=float(cfg.get("connect_timeout") or os.environ.get("PGCONNECT_TIMEOUT")
                                             or CONNECT_TIMEOUT),
-                      statement_timeout=float(cfg.get("statement_timeout") or STATEMENT_TIMEOUT))
+                      statement_timeout=float(cfg.get("statement_timeout") or STATEMENT_TIMEOUT),
+                      read_only_role=str(cfg.get("read_only_role") or ""))
 
 
 _URI_PASSWORD = re.compile(r"(://[^:/?#@\s\"']*:)[^\s\"']*@")
@@ -144,14 +148,21 @@ class PgClient:
         self._lock = threading.Lock()
         self._failures = 0  # connection attempts that failed, and the last one's error
         self._failed: OpsctlError | None = None
+        self.read_only_role: str | None = None  # what read-only calls run as (None: the login role)
+        self._role_for: Any = None  # the connection read_only_role was chosen on
 
     @contextmanager
-    def session(self, remaining: float | None = None,
-                cancelled: threading.Event | None = None) -> Iterator[Any]:
+    def session(self, remaining: float | None = None, cancelled: threading.Event | None = None,
+                read_only: bool = False) -> Iterator[Any]:
         """The connection, with statement_timeout set for this call; psycopg errors become
         opsctl errors, and a broken connection is dropped so that the next call reconnects.
         When ``cancelled`` is set (Ctrl-C) while a statement runs, the server is asked to cancel
-        it (a cancel request on its own connection), rather than leaving it to statement_timeout."""
+        it (a cancel request on its own connection), rather than leaving it to statement_timeout.
+
+        ``read_only`` (read-only steps, plan(), dry-runs): every transaction of the call is READ
+        ONLY and, where the server allows it, the call runs as a role without the right to signal
+        backends (``opsctl.backends.pg_readonly``); the next writable call resets both.  The mode is set
+        on every call, under the lock that serialises the calls on the shared connection."""
         import psycopg
 
         timeout = self.settings.statement_timeout if remaining is None else \
@@ -176,14 +187,22 @@ class PgClient:
             try:
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     conn.rollback()  # an earlier step was cancelled in the middle of a transaction
-                conn.execute(f"SET statement_timeout = {int(timeout * 1000)}")
+                if read_only and self._role_for is not conn:  # once per connection
+                    self.read_only_role = pg_ro.choose_role(conn, self.settings.read_only_role)
+                    self._role_for = conn
+                conn.execute(f"SET statement_timeout = {int(timeout * 1000)}; "
+                             + pg_ro.mode_sql(conn, read_only, self.read_only_role))
                 yield conn
             except psycopg.Error as e:
                 if conn.broken or conn.closed:
                     self._conn = None
                 if cancelled is not None and cancelled.is_set():
                     raise Cancelled("interrupted") from None
-                raise self._translate(e) from None
+                if read_only:
+                    violation = pg_ro.violation(e, self.read_only_role)
+                    if violation is not None:
+                        raise violation from None
+                raise self._translate(e, read_only) from None
             finally:
                 done.set()
 
@@ -194,7 +213,7 @@ class PgClient:
                 self._conn.close()
                 self._conn = None
 
-    def _translate(self, e: Exception) -> Exception:
+    def _translate(self, e: Exception, read_only: bool = False) -> Exception:
         import psycopg
         from psycopg import errors
 
@@ -203,7 +222,8 @@ class PgClient:
             return ActionError(f"postgres {where}: query cancelled by statement_timeout "
                                f"({self.settings.statement_timeout:g}s or the step's remaining time)")
         if isinstance(e, errors.InsufficientPrivilege):
-            return BackendError("postgres", f"{where}: permission denied: {text}")
+            hint = pg_ro.permission_hint(self.read_only_role) if read_only else ""
+            return BackendError("postgres", f"{where}: permission denied: {text}{hint}")
         if isinstance(e, psycopg.OperationalError):
             return BackendError("postgres", f"{where}: connection lost: {text}")
         return ActionError(f"postgres {where}: {text}")

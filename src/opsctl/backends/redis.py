@@ -76,6 +76,17 @@ def make_client(settings: RedisSettings) -> Any:
                                     f"{_clean(str(e), settings.secrets)}") from None
 
 
+def client_for(ctx: Any, settings: RedisSettings) -> Any:
+    """The run's client (one connection pool, shared by the steps); for read-only code
+    (``ctx.read_only``) a separate client on the same pool that only sends read commands."""
+    client = ctx.client("redis:client", lambda: make_client(settings))
+    if not ctx.read_only:
+        return client
+    from opsctl.backends.readonly import read_only_redis
+
+    return ctx.client("redis:client:read-only", lambda: read_only_redis(client))
+
+
 def _clean(message: str, secrets: list[str]) -> str:
     for secret in secrets:
         message = message.replace(secret, "***")

@@ -9,6 +9,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
 from opsctl.backends.aws import aws_errors, client
+from opsctl.backends.readonly import SQS_PEEK
 from opsctl.errors import ActionError, ArgumentError, Cancelled, StepTimeout
 from opsctl.records import Change, Plan
 
@@ -126,8 +127,10 @@ class Peek(Action):
                          required=["queue"])
 
     def run(self) -> dict[str, Any]:
-        sqs = client(self.ctx, "sqs")
+        # the read-only guard lets this action, by name, receive and then make visible again
+        sqs = client(self.ctx, "sqs", allow=SQS_PEEK)
         url = queue_url(sqs, self.args["queue"])
+        _refuse_redrive_source(url, _attributes(sqs, url))
         with aws_errors(f"peek {url}"):
             got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=self.args.get("count", 5),
                                       VisibilityTimeout=10, WaitTimeSeconds=0, AttributeNames=["All"],
@@ -144,13 +147,27 @@ class Peek(Action):
                      "age_seconds": round(now - int(m.get("Attributes", {}).get("SentTimestamp", 0))
                                           / 1000, 1)} for m in got]
         return {"count": len(messages), "messages": messages,
-                "oldest_age_seconds": max((m["age_seconds"] for m in messages), default=0)}
+                "oldest_age_seconds": max((m["age_seconds"] for m in messages), default=0),
+                "side_effect": f"{len(messages)} message(s) received: each one's receive count went up by "
+                               "one and it was hidden until made visible again (VisibilityTimeout 0)"
+                               if messages else "none (nothing received)"}
 
     @classmethod
     def summarize(cls, result: Any) -> str:
         first = result["messages"][0]["body"][:60] if result["messages"] else ""
         return (f"{result['count']} message(s), oldest {result['oldest_age_seconds']}s"
                 + (f"; first: {first!r}" if first else ""))
+
+
+def _refuse_redrive_source(url: str, attrs: dict[str, str]) -> None:
+    """A peek adds one receive to every message it sees: on a queue with its own RedrivePolicy that
+    can be the receive that reaches maxReceiveCount, and SQS then moves the message to the DLQ."""
+    if attrs.get("RedrivePolicy"):
+        policy = json.loads(attrs["RedrivePolicy"])
+        raise ActionError(f"aws.sqs.peek refuses {url}: its RedrivePolicy moves a message to "
+                          f"{policy.get('deadLetterTargetArn', 'its DLQ')} after "
+                          f"{policy.get('maxReceiveCount')} receive(s), and a peek is a receive: it could "
+                          "move what it peeks. Peek the DLQ, or use aws.sqs.stats for this queue.")
 
 
 @register

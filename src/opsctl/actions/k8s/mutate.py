@@ -67,6 +67,15 @@ class _Mutating(K8sAction):
             return None
         return wait_rollout(self, kind, name, float(self.args.get("wait_timeout", 300)))
 
+    def validate_on_server(self, fn: Any, *args: Any, what: str) -> None:
+        """Send the planned change as a server-side dry run (dryRun=All): validation and admission
+        (quotas, policies, webhooks) judge it before the confirmation prompt; nothing is persisted.
+        The read-only client of plan() lets exactly this kind of write through."""
+        try:
+            self.call(fn, *args, what=what, dry_run="All")
+        except ActionError as e:
+            raise ActionError(f"the API server refuses this change (server-side dry run): {e}") from None
+
     def recheck(self, kind: str, name: str, field: str, expected: Any, actual: Any) -> None:
         if actual != expected:
             raise ActionError(f"{kind} {self.ns}/{name} changed since the plan ({field}: planned from "
@@ -112,6 +121,8 @@ class Scale(_Mutating):
         target = f"{self.kind} {self.ns}/{obj.metadata.name}"
         if after == before:
             return Plan(summary=f"{target} already has {after} replicas")
+        self.validate_on_server(self.apps_fn("patch", suffix="_scale"), obj.metadata.name, self.ns,
+                                {"spec": {"replicas": after}}, what=target)
         return Plan(summary=f"scale {target} {before} -> {after}",
                     changes=[Change(target, "scale", before, after)],
                     data={"name": obj.metadata.name, "before": before, "after": after})
@@ -300,6 +311,9 @@ class SetEnv(_Mutating):
         target = f"{self.kind} {self.ns}/{obj.metadata.name} container {c.name}"
         if before == after:
             return Plan(summary=f"{target}: {var} is already {after}")
+        env = {"containers": [{"name": c.name, "env": [{"name": var, "value": after}]}]}
+        self.validate_on_server(self.apps_fn("patch"), obj.metadata.name, self.ns,
+                                {"spec": {"template": {"spec": env}}}, what=target)
         return Plan(summary=f"set {var}={after} on {target} (pods are replaced)",
                     changes=[Change(target, "set env", f"{var}={before}", f"{var}={after}")],
                     data={"name": obj.metadata.name, "container": c.name, "before": before, "after": after})

@@ -19,7 +19,8 @@ class PgAction(Action):
         database = self.args.get("database") or None
         client = self.ctx.client(f"postgres:{database or ''}", lambda: pg.PgClient(
             pg.settings_from(self.ctx.backend_config("postgres"), database)))
-        return client.session(self.ctx.remaining(), cancelled=self.ctx.cancelled)
+        return client.session(self.ctx.remaining(), cancelled=self.ctx.cancelled,
+                              read_only=self.ctx.read_only)
 
 
 def count(rows: list[dict[str, Any]], key: str) -> dict[str, int]:

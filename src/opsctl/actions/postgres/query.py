@@ -1,8 +1,7 @@
-"""One user-supplied read-only statement."""
+"""One user-supplied read-only statement, judged on its parse tree before it is sent."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from opsctl.actions import register
@@ -10,19 +9,16 @@ from opsctl.actions.base import is_template, type_schema
 from opsctl.actions.postgres.common import DATABASE, PgAction, jsonable
 from opsctl.errors import ActionError
 
-_READ_VERBS = ("select", "with", "values", "table", "show", "explain")
-# Functions that act on the server even inside a READ ONLY transaction.
-_SIDE_EFFECTS = re.compile(
-    r"\b(pg_terminate_backend|pg_cancel_backend|pg_reload_conf|pg_rotate_logfile|pg_switch_wal|"
-    r"pg_promote|pg_create_\w+|pg_drop_replication_slot|pg_replication_origin_\w+|pg_file_\w+|"
-    r"pg_advisory\w*|lo_import|lo_export|lo_unlink|dblink\w*|set_config|pg_sleep\w*)\s*\(", re.I)
-
 
 @register
 class Query(PgAction):
     """Run one read-only statement (SELECT / WITH / VALUES / TABLE / SHOW / EXPLAIN) in a READ ONLY
-    transaction that is rolled back; anything else, several statements, or admin functions such
-    as pg_terminate_backend are refused.
+    transaction that is rolled back.  The statement is judged on PostgreSQL's own parse tree
+    (``opsctl.backends.pg_sql_guard``): one statement, no writes anywhere in it (writable CTEs,
+    SELECT INTO, FOR UPDATE), and only functions on an allow-list (catalog reads, aggregates,
+    formatting, date/time, JSON...): pg_terminate_backend, set_config, advisory locks or any
+    user-defined function are refused, however they are spelled.  Like every read-only step it runs
+    as a role that may not signal backends where the server allows it (``postgres.read_only_role``).
 
     ```yaml
     - id: waiting
@@ -45,12 +41,12 @@ class Query(PgAction):
         sql = args.get("sql")
         if not isinstance(sql, str) or is_template(sql):
             return []
-        problem = _refusal(sql)
+        problem = _refusal(sql, args.get("params") is not None)
         return [("sql", problem)] if problem else []
 
     def run(self) -> dict[str, Any]:
-        sql = self.args["sql"]
-        problem = _refusal(sql)
+        sql, params = self.args["sql"], self.args.get("params")
+        problem = _refusal(sql, params is not None)
         if problem:
             raise ActionError(f"postgres.query refused: {problem}")
         limit = int(self.args.get("max_rows", 100))
@@ -59,12 +55,13 @@ class Query(PgAction):
         with self.session() as conn:
             conn.execute("BEGIN READ ONLY")
             try:
-                cur = conn.execute(sql, self.args.get("params"), prepare=True)  # prepared: one statement
+                # unqualified names resolve to the built-in functions the judge allowed, whatever
+                # the role's search_path says (pg_catalog searched first)
+                conn.execute("SELECT set_config('search_path', 'pg_catalog, ' || "
+                             "current_setting('search_path'), true)")
+                cur = conn.execute(sql, params, prepare=True)  # prepared: one statement
                 columns = [c.name for c in cur.description or []]
                 rows = cur.fetchmany(limit + 1) if cur.description else []
-            except errors.ReadOnlySqlTransaction:
-                raise ActionError("postgres.query refused: the statement tries to write "
-                                  "(it ran in a READ ONLY transaction)") from None
             except errors.SyntaxError as e:
                 raise ActionError(f"postgres.query: {str(e).splitlines()[0]}") from None
             finally:
@@ -75,13 +72,7 @@ class Query(PgAction):
                 "row_count": min(len(rows), limit), "truncated": len(rows) > limit}
 
 
-def _refusal(sql: str) -> str:
-    body = re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.S).strip()
-    verb = body.split(None, 1)[0].lower() if body else ""
-    if verb not in _READ_VERBS:
-        return f"only a single read-only statement is allowed ({', '.join(_READ_VERBS)}), got {verb!r}"
-    bad = _SIDE_EFFECTS.search(body)
-    if bad:
-        return (f"{bad.group(1)}() has side effects; use postgres.cancel / postgres.terminate / a "
-                "dedicated action")
-    return ""
+def _refusal(sql: str, with_params: bool) -> str:
+    from opsctl.backends.pg_sql_guard import refusal
+
+    return refusal(sql, with_params)
