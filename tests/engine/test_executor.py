@@ -141,16 +141,12 @@ def test_pty_yes_applies(opsctl_env: dict[str, str], tmp_path: Path) -> None:
 # ---- concurrency, timeouts, retries, conditions --------------------------------------------------
 
 def test_independent_read_only_steps_run_concurrently(opsctl: Opsctl) -> None:
-    t0 = time.monotonic()
     r = opsctl("run", rb("rb-402"), "-o", "json")
-    wall = time.monotonic() - t0
     doc = _json(r)
     assert r.code == 0
     steps = steps_of(doc)
     sleeps = [steps[s] for s in ("s1", "s2", "s3")]
     assert all(s["status"] == "ok" and s["result"]["slept"] >= 1.0 for s in sleeps)
-    assert doc["duration"] < 2.0, f"three 1 s probes took {doc['duration']} s"
-    assert wall < 10.0  # includes the interpreter start-up, slow on a loaded machine
     last_start = max(_ts(s["started_at"]) for s in sleeps)
     first_end = min(_ts(s["ended_at"]) for s in sleeps)
     assert last_start < first_end  # all three were running at the same time
