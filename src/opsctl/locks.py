@@ -14,9 +14,11 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from opsctl.errors import BackendError, LockBusy, PlanDrift
@@ -24,6 +26,21 @@ from opsctl.records import Plan, now_iso
 
 DEFAULT_WAIT = 30.0
 POLL = 0.25
+
+
+def lock_dir() -> Path:
+    """The state directory's locks/, or (read-only state directory, --no-log) a per-user one in
+    the temporary directory: the lock must still work."""
+    from opsctl.audit import state_dir
+
+    preferred = state_dir() / "locks"
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        if os.access(preferred, os.W_OK):
+            return preferred
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / f"opsctl-{os.getuid()}-locks"
 
 
 class ApplyGate:
@@ -37,7 +54,6 @@ class ApplyGate:
 
     # ---- which lock ----------------------------------------------------------------------------
     def lock_for(self, backend: str, args: dict[str, Any], ttl: float) -> Any:
-        from opsctl.audit import state_dir
         from opsctl.backends import locking
 
         env = self.environment
@@ -60,7 +76,7 @@ class ApplyGate:
         except BackendError as e:
             self.renderer.note(f"apply lock: {e}; serialising on this host only (lock file)")
         where = f"{backend}:{env.name}"
-        return locking.FileLock(state_dir() / "locks", f"opsctl:{self.runbook_id}:{where}", self.holder)
+        return locking.FileLock(lock_dir(), f"opsctl:{self.runbook_id}:{where}", self.holder)
 
     # ---- the gate ------------------------------------------------------------------------------
     @contextmanager
@@ -111,11 +127,10 @@ class ApplyGate:
             ctx.sleep(POLL)
 
     def _fallback(self, lock: Any) -> Any:
-        from opsctl.audit import state_dir
         from opsctl.backends.locking import FileLock
 
         lock.release()
-        return FileLock(state_dir() / "locks", lock.name, self.holder)
+        return FileLock(lock_dir(), lock.name, self.holder)
 
     def _still_to_do(self, step: Any, confirmed: Plan, fresh: Plan) -> Plan | None:
         """A normal run: apply what is still to do of what was confirmed, never more."""

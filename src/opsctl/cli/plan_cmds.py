@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -57,7 +56,7 @@ def plan(
     if option:
         rb.check_requires(option, params)
     environment = config.load_environment(env)
-    settings = RunSettings(dry_run=True, interactive=sys.stdin.isatty(), option=option, one_option=True)
+    settings = RunSettings(dry_run=True, interactive=run_cmd._interactive(), option=option, one_option=True)
     log, renderer = run_cmd.open_run(rb, params, environment, settings, output, verbose, no_log)
     outcome = Executor(rb, params, environment, settings, renderer, log).execute()
     log.end(outcome)
@@ -136,7 +135,7 @@ def apply(
     params = rb.resolve_params({**{k: str(v) if not isinstance(v, str) else v for k, v in raw.items()},
                                 **given})
     option = doc.get("option")
-    settings = RunSettings(dry_run=False, yes=yes, interactive=sys.stdin.isatty(), option=option)
+    settings = RunSettings(dry_run=False, yes=yes, interactive=run_cmd._interactive(), option=option)
     run_cmd.check_protected(environment, settings, yes_protected)
     run_cmd.check_rate(rb, environment, settings)
     replay = planfile.Replay.of(doc)
