@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from opsctl import __version__
-from opsctl.errors import NotConfirmed, PlanDrift, UsageError
+from opsctl.errors import ActionError, NotConfirmed, PlanDrift, UsageError
 from opsctl.records import Change, Plan, jsonable, now_iso
 
 FORMAT = "opsctl-plan/1"
@@ -72,7 +72,7 @@ def build(runbook: Any, runbook_arg: str, params: dict[str, Any], environment: A
                 or (records[s.id].status == "planned" and records[s.id].plan is None)]
     if refusing:
         r = refusing[0]
-        raise NotConfirmed(f"no plan written: step {r.id!r} cannot be planned: {r.reason}")
+        raise ActionError(f"no plan written: step {r.id!r} cannot be planned: {r.reason}")
     needed: set[str] = set()
     todo = [d for s in mitigate for d in s.deps]
     while todo:  # the diagnosis the mitigation depends on, transitively

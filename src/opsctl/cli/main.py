@@ -137,7 +137,7 @@ def _json_error(code: int, status: str, message: str, errors: list[dict[str, obj
     argv = sys.argv[1:]
     wants_json = any(a in ("--output=json", "-ojson") for a in argv) or any(
         a in ("-o", "--output") and b == "json" for a, b in zip(argv, argv[1:], strict=False))
-    if wants_json and argv[:1] == ["run"]:
+    if wants_json and argv[:1] in (["run"], ["plan"], ["apply"]):
         import json
 
         doc: dict[str, object] = {"status": status, "exit_code": code, "message": message}

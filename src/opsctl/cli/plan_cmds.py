@@ -135,7 +135,8 @@ def apply(
     params = rb.resolve_params({**{k: str(v) if not isinstance(v, str) else v for k, v in raw.items()},
                                 **given})
     option = doc.get("option")
-    settings = RunSettings(dry_run=False, yes=yes, interactive=run_cmd._interactive(), option=option)
+    settings = RunSettings(dry_run=False, yes=yes or bool(yes_protected), interactive=run_cmd._interactive(),
+                           option=option)
     run_cmd.check_protected(environment, settings, yes_protected)
     run_cmd.check_rate(rb, environment, settings)
     replay = planfile.Replay.of(doc)
