@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from opsctl.errors import UsageError
+from opsctl.errors import ConfigError, UsageError, mask, register_secret
 from opsctl.records import Outcome, StepRecord, now_iso
 
 _SECRET_KEY = re.compile(r"pass(word)?|secret|token|credential|api[_-]?key|private[_-]?key|dsn",
@@ -41,14 +41,16 @@ def redact(value: Any, secrets: tuple[str, ...] = ()) -> Any:
     if isinstance(value, list):
         return [redact(v, secrets) for v in value]
     if isinstance(value, str):
-        for s in secrets:
-            value = value.replace(s, "***")
-        return _URL_PASSWORD.sub(r"\1***@", value)
+        return _URL_PASSWORD.sub(r"\1***@", mask(value, secrets))
     return value
 
 
 def new_run_id(runbook_id: str) -> str:
-    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{runbook_id}-{secrets.token_hex(2)}"
+    """Time to the millisecond and 32 random bits; RunLog also creates its file exclusively, so two
+    runs never share an id (two in the same second used to collide about once in 65,536)."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z"
+    return f"{stamp}-{runbook_id}-{secrets.token_hex(4)}"
 
 
 class RunLog:
@@ -58,8 +60,17 @@ class RunLog:
         self.dir = state_dir() / "runs"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / f"{run_id}.jsonl"
+        runbook = run_id.split("-", 1)[1].rsplit("-", 1)[0] if run_id.count("-") >= 2 else "run"
+        while True:  # claim the id: O_EXCL, a fresh suffix if another run took it
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                break
+            except FileExistsError:
+                self.run_id = new_run_id(runbook)
+                self.path = self.dir / f"{self.run_id}.jsonl"
         self._lock = threading.Lock()
         self.secrets: tuple[str, ...] = ()  # values of secret params, scrubbed from every event
+        self.warning = ""
 
     def event(self, kind: str, **data: Any) -> None:
         data = redact(data, self.secrets)
@@ -68,26 +79,92 @@ class RunLog:
             fh.write(line + "\n")
 
     def start(self, runbook: Any, params: dict[str, Any], environment: str, settings: Any,
-              argv: list[str]) -> None:
-        self.secrets = tuple(str(params[k]) for k, p in runbook.params.items()
-                             if p.secret and params.get(k) not in (None, ""))
+              argv: list[str], plan_digest: str | None = None) -> None:
+        self.secrets = secret_values(runbook, params)
+        extra = {"plan_digest": plan_digest} if plan_digest else {}
         self.event("run_start", user=getpass.getuser(), host=socket.gethostname(),
                    runbook=runbook.id, title=runbook.title, severity=runbook.severity,
                    file=runbook.path, sha256=runbook.sha256, params=runbook.redacted(params),
                    environment=environment, dry_run=settings.dry_run, yes=settings.yes,
                    option=settings.option, phase=settings.phase, resumed_from=self.resumed_from,
-                   argv=argv)
+                   argv=[mask(a, self.secrets) for a in argv], **extra)
 
     def end(self, outcome: Outcome) -> None:
         self.event("run_end", status=outcome.status, exit_code=outcome.exit_code,
                    message=outcome.message, duration=outcome.duration, option=outcome.option)
 
     def crash(self, text: str) -> str:
-        path = state_dir() / "crash.log"
+        return write_crash(f"--- {now_iso()} run {self.run_id}\n{text}\n")
+
+
+class NullLog(RunLog):
+    """--no-log: the same interface, nothing written (a read-only state directory)."""
+
+    def __init__(self, run_id: str, resumed_from: str | None = None, warning: str = "") -> None:
+        self.run_id, self.resumed_from, self.warning = run_id, resumed_from, warning
+        self.secrets = ()
+        self.path = Path(os.devnull)
+
+    def event(self, kind: str, **data: Any) -> None:
+        pass
+
+
+def secret_values(runbook: Any, params: dict[str, Any]) -> tuple[str, ...]:
+    values = tuple(str(params[k]) for k, p in runbook.params.items()
+                   if p.secret and params.get(k) not in (None, ""))
+    register_secret(*values)
+    return values
+
+
+def open_log(runbook_id: str, no_log: bool = False, resumed_from: str | None = None) -> RunLog:
+    """The run's log; a state directory that cannot be written is exit 4 with the reason, unless
+    --no-log accepts running without one."""
+    run_id = new_run_id(runbook_id)
+    try:
+        return RunLog(run_id, resumed_from=resumed_from)
+    except OSError as e:
+        where = state_dir() / "runs"
+        if not no_log:
+            raise ConfigError(f"cannot write the run log in {where}: {e.strerror or e}; fix "
+                              "OPSCTL_STATE_DIR (or its permissions), or pass --no-log to run "
+                              "without a run log") from None
+        return NullLog(run_id, resumed_from, warning=f"warning: no run log (--no-log; {where}: "
+                                                     f"{e.strerror or e})")
+
+
+def write_crash(text: str) -> str:
+    """Append a (masked) traceback to crash.log; where it went, or why it could not be saved."""
+    path = state_dir() / "crash.log"
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as fh:
-            fh.write(f"--- {now_iso()} run {self.run_id}\n{text}\n")
+            fh.write(redact(text))
         return str(path)
+    except OSError as e:
+        return f"not saved: {path}: {e.strerror or e}"
+
+
+def recent_applies(runbook_id: str, environment: str, window: float) -> list[str]:
+    """Run ids of runs of this runbook in this environment that applied a change in the last
+    ``window`` seconds (oldest first)."""
+    runs = state_dir() / "runs"
+    if not runs.is_dir():
+        return []
+    since = time.time() - window
+    out = []
+    for f in sorted(runs.glob(f"*-{runbook_id}-*.jsonl"), key=lambda p: p.stat().st_mtime):
+        try:
+            if f.stat().st_mtime < since:
+                continue
+            events = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line]
+        except (OSError, ValueError):
+            continue
+        start = events[0] if events else {}
+        if start.get("environment") != environment or start.get("dry_run"):
+            continue
+        if any(e.get("event") == "step_end" and e["record"].get("status") == "applied" for e in events):
+            out.append(str(start.get("run_id")))
+    return out
 
 
 # ---- reading runs back -------------------------------------------------------------------------

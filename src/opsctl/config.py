@@ -39,6 +39,9 @@ class Environment:
     settings: dict[str, Any] = field(default_factory=dict)
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""
+    protected: bool = False  # production: type its name to confirm; --yes needs --yes-protected
+    # applies per hour of one runbook here: an int for every runbook, or {runbook id or default: int}
+    max_applies_per_hour: int | dict[str, int] | None = None
 
     def backend(self, name: str) -> dict[str, Any]:
         return self.backends.get(name, {})
@@ -46,6 +49,12 @@ class Environment:
     def template_view(self) -> dict[str, Any]:
         """What runbooks see as ``env``: the name and the non-secret settings only."""
         return {"name": self.name, **self.settings}
+
+    def max_applies(self, runbook_id: str) -> int | None:
+        limit = self.max_applies_per_hour
+        if isinstance(limit, dict):
+            return limit.get(runbook_id, limit.get("default"))
+        return limit
 
 
 def config_paths() -> list[Path]:
@@ -67,16 +76,106 @@ def _expand(value: Any) -> Any:
     return value
 
 
+def _misconfigured(source: Any, path: tuple[str | int, ...], message: str, key: bool = False) -> ConfigError:
+    loc = source.locate(path, key=key)
+    return ConfigError(f"{loc}: misconfigured: {message}")
+
+
 def _read(path: Path) -> dict[str, Any]:
-    import yaml
+    """opsctl.yaml as data, every problem a located one-line "misconfigured" error (exit 4)."""
+    from opsctl.loader import load_text
 
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("environments", {}), dict):
-        raise ConfigError(f"{path}: expected a mapping with an 'environments' mapping")
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: misconfigured: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        line = text_line = 1
+        try:
+            raw = path.read_bytes()[: e.start]
+            line = raw.count(b"\n") + 1
+            text_line = e.start - (raw.rfind(b"\n") + 1) + 1
+        except OSError:
+            pass
+        raise ConfigError(f"{path}:{line}:{text_line}: misconfigured: not UTF-8 text (byte offset "
+                          f"{e.start})") from None
+    doc = load_text(text, str(path))
+    if doc.errors:
+        first = doc.errors[0]
+        raise ConfigError(f"{first.location}: misconfigured: {first.message}".replace("\n", " "))
+    data, src = doc.data, doc.source
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise _misconfigured(src, (), "expected a mapping with an 'environments' mapping")
+    unknown = sorted(set(data) - {"default_environment", "environments"})
+    if unknown:
+        raise _misconfigured(src, (unknown[0],), f"unknown key {unknown[0]!r} (expected "
+                             "default_environment, environments)", key=True)
+    if data.get("default_environment") is not None and not isinstance(data["default_environment"], str):
+        raise _misconfigured(src, ("default_environment",), "default_environment must be a name (a string)")
+    envs = data.get("environments")
+    if envs is None:
+        return {**data, "environments": {}}
+    if not isinstance(envs, dict):
+        raise _misconfigured(src, ("environments",), "environments must be a mapping of name -> settings")
+    for name, env in envs.items():
+        _check_env(src, name, env)
     return data
+
+
+def _check_env(src: Any, name: str, env: Any) -> None:
+    at = ("environments", name)
+    if env is None:
+        return
+    if not isinstance(env, dict):
+        raise _misconfigured(src, at, f"environment {name!r} must be a mapping of sections")
+    for key, value in env.items():
+        where = (*at, key)
+        if key == "protected":
+            if not isinstance(value, bool):
+                raise _misconfigured(src, where, f"protected must be true or false, got {value!r}")
+        elif key == "max_applies_per_hour":
+            items = value.items() if isinstance(value, dict) else [(None, value)]
+            for rb_id, n in items:
+                if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                    sub = where if rb_id is None else (*where, rb_id)
+                    raise _misconfigured(src, sub, "max_applies_per_hour must be a positive integer, or a "
+                                         f"mapping of runbook id (or default) to one; got {n!r}")
+        elif key in BACKENDS or key == "settings":
+            if value is not None and not isinstance(value, dict):
+                raise _misconfigured(src, where, f"section {key!r} must be a mapping, got "
+                                     f"{type(value).__name__}")
+        else:
+            raise _misconfigured(src, where, f"environment {name!r}: unknown section {key!r}; expected "
+                                 f"settings, protected, max_applies_per_hour or one of "
+                                 f"{', '.join(BACKENDS)}", key=True)
+
+
+_SECRETISH = ("password", "secret", "token", "webhook", "dsn", "url", "key")
+
+
+def _register_secrets(backends: dict[str, dict[str, Any]]) -> None:
+    """Credentials of the environment never reach an output (errors.mask)."""
+    from urllib.parse import urlsplit
+
+    from opsctl.errors import register_secret
+
+    for section in backends.values():
+        for k, v in section.items():
+            if not isinstance(v, str) or not v or not any(w in k.lower() for w in _SECRETISH):
+                continue
+            if "url" in k.lower() or "dsn" in k.lower():
+                try:
+                    pw = urlsplit(v).password
+                except ValueError:
+                    pw = None
+                if pw:
+                    register_secret(pw)
+                if "webhook" in k.lower():  # the whole URL is the secret, with or without scheme
+                    register_secret(v, v.split("://", 1)[-1])
+            else:
+                register_secret(v)
 
 
 def load_environment(name: str | None = None) -> Environment:
@@ -84,6 +183,9 @@ def load_environment(name: str | None = None) -> Environment:
     data = _read(path) if path else {}
     envs: dict[str, Any] = data.get("environments") or {}
     name = name or os.environ.get("OPSCTL_ENV") or data.get("default_environment")
+    for var in ("PGPASSWORD", "OPSCTL_SLACK_WEBHOOK_URL"):
+        if os.environ.get(var):
+            _register_secrets({"env": {var.lower().replace("opsctl_", ""): os.environ[var]}})
     if not name:
         return Environment(name="default", source="environment variables")
     if name not in envs:
@@ -91,10 +193,8 @@ def load_environment(name: str | None = None) -> Environment:
         where = str(path) if path else "no opsctl.yaml found"
         raise UsageError(f"unknown environment {name!r} ({where}; known: {known})")
     raw = _expand(envs[name] or {})
-    unknown = set(raw) - set(BACKENDS) - {"settings"}
-    if unknown:
-        raise ConfigError(f"{path}: environment {name!r}: unknown section(s) {sorted(unknown)}; "
-                          f"expected settings or one of {', '.join(BACKENDS)}")
     backends = {k: dict(v or {}) for k, v in raw.items() if k in BACKENDS}
+    _register_secrets(backends)
     return Environment(name=name, settings=dict(raw.get("settings") or {}), backends=backends,
-                       source=str(path))
+                       source=str(path), protected=bool(raw.get("protected", False)),
+                       max_applies_per_hour=raw.get("max_applies_per_hour"))

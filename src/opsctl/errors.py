@@ -137,3 +137,53 @@ class Cancelled(OpsctlError):
 
 class NotConfirmed(OpsctlError):
     exit_code = ExitCode.NOT_CONFIRMED
+
+
+class PlanDrift(NotConfirmed):
+    """What was reviewed no longer matches the live state (a stale plan file, or targets that
+    appeared after the confirmation): nothing is changed, exit 3."""
+
+
+class LockBusy(NotConfirmed):
+    """Another run holds the apply lock of the same target and did not release it in time."""
+
+
+# ---- secrets: one registry, masked wherever text leaves the process ------------------------------
+# Values of secret parameters, backend passwords, webhook URLs... registered as soon as they are
+# known (parameters parsed, environment loaded), and masked in stdout/stderr, the run log, reports,
+# plan files and crash.log.  A short secret (under 8 characters) is masked only where it stands as a
+# whole token (not inside another word), so that `-p token=ab` does not garble every "ab" of the
+# output; a longer one wherever it appears.
+_SECRETS: set[str] = set()
+_SHORT = 8
+_pattern: object = None  # compiled lazily; reset when a secret is added
+
+
+def register_secret(*values: object) -> None:
+    global _pattern
+    for v in values:
+        if isinstance(v, str) and v.strip() and v not in _SECRETS:
+            _SECRETS.add(v)
+            _pattern = None
+
+
+def registered_secrets() -> tuple[str, ...]:
+    return tuple(_SECRETS)
+
+
+def mask(text: str, extra: tuple[str, ...] | list[str] = ()) -> str:
+    """``text`` with every registered (and every ``extra``) secret replaced by ``***``."""
+    import re
+
+    global _pattern
+    if extra:
+        register_secret(*extra)
+    if not _SECRETS or not text:
+        return text
+    if _pattern is None:
+        parts = []
+        for s in sorted(_SECRETS, key=len, reverse=True):  # longest first: a secret inside another
+            e = re.escape(s)
+            parts.append(e if len(s) >= _SHORT else rf"(?<![A-Za-z0-9]){e}(?![A-Za-z0-9])")
+        _pattern = re.compile("|".join(parts))
+    return _pattern.sub("***", text)  # type: ignore[attr-defined]

@@ -38,12 +38,15 @@ class RunSettings:
     option: str | None = None
     phase: str | None = None
     max_parallel: int = 8
+    # opsctl plan: a dry-run that plans one option (the chosen or recommended one), not all of them
+    one_option: bool = False
 
 
 class Executor:
     def __init__(self, runbook: Runbook, params: dict[str, Any], environment: Environment,
                  settings: RunSettings, renderer: Any, audit: Any,
-                 previous: dict[str, StepRecord] | None = None) -> None:
+                 previous: dict[str, StepRecord] | None = None, *, replay: Any = None,
+                 gate: Any = None) -> None:
         self.rb, self.params, self.environment, self.s = runbook, params, environment, settings
         self.renderer, self.audit = renderer, audit
         self.previous = previous or {}
@@ -69,7 +72,8 @@ class Executor:
         self.runner = StepRunner(dry_run=settings.dry_run, yes=settings.yes,
                                  interactive=settings.interactive, renderer=renderer,
                                  context=self.template_context, make_ctx=self._make_ctx,
-                                 ask=self._ask, audit=audit, crash_log=audit.crash)
+                                 ask=self._ask, audit=audit, crash_log=audit.crash,
+                                 replay=replay, gate=gate)
 
     # ---- the run -------------------------------------------------------------------------------
     def execute(self) -> Outcome:
@@ -226,7 +230,7 @@ class Executor:
             return set() if self.s.option == "none" else {self.s.option}  # checked by the CLI
         if not options:
             return set()
-        if self.s.dry_run:
+        if self.s.dry_run and not self.s.one_option:
             self.renderer.note("dry-run without --option: planning every mitigation option")
             return {o.name for o in options}
         recommended, unknown = self.recommended()

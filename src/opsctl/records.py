@@ -46,9 +46,20 @@ class Change:
     before: Any = None
     after: Any = None
     detail: str = ""
+    # what must still hold for this change to be applied from a plan file (the drift check):
+    # the stable part of `before` (a session's state and start, not its age); None: `before` itself
+    state: Any = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.state is None:
+            del d["state"]
+        return d
+
+    @property
+    def guard(self) -> Any:
+        """The value the drift check compares between a plan file and the live re-plan."""
+        return self.before if self.state is None else self.state
 
 
 @dataclass
@@ -71,8 +82,13 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Plan:
-        return cls(summary=d.get("summary", ""), changes=[Change(**c) for c in d.get("changes", [])],
+        changes = [Change(**{k: v for k, v in c.items() if k in _CHANGE_FIELDS})
+                   for c in d.get("changes", [])]
+        return cls(summary=d.get("summary", ""), changes=changes,
                    data=d.get("data", {}), warnings=d.get("warnings", []))
+
+
+_CHANGE_FIELDS = frozenset(Change.__dataclass_fields__)
 
 
 @dataclass

@@ -82,9 +82,9 @@ class _Scrubbed:
         self.secrets: tuple[str, ...] = ()
 
     def write(self, text: str) -> int:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return self.stream.write(text)
+        from opsctl.errors import mask
+
+        return self.stream.write(mask(text, self.secrets))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
@@ -95,6 +95,7 @@ class HumanRenderer:
         self._out = _Scrubbed(sys.stdout)
         self.console = console or Console(file=cast(TextIO, self._out), highlight=False)
         self.verbose = verbose
+        self.protected: str | None = None  # a protected environment: confirm by typing its name
         self.live = self.console.is_terminal
         self._lock = threading.RLock()
         self._tasks: dict[str, Any] = {}
@@ -121,8 +122,10 @@ class HumanRenderer:
         if dry_run:
             c.print("[bold black on yellow] DRY-RUN [/] nothing will be changed: mutations are only "
                     "planned")
+        env = f"[cyan]{escape(environment.name)}[/]" if not self.protected else \
+            f"[bold white on red] {escape(environment.name)} (protected) [/]"
         c.print(f"[bold]{escape(runbook.id)}[/] {escape(runbook.title)}  "
-                f"[bold]{runbook.severity}[/]  env=[cyan]{escape(environment.name)}[/]  run={run_id}")
+                f"[bold]{runbook.severity}[/]  env={env}  run={run_id}")
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items() if v not in (None, ""))
         if shown:
             c.print(f"[dim]params: {escape(shown)}[/]")
@@ -216,6 +219,12 @@ class HumanRenderer:
 
     def confirm(self, step: Any, plan: Plan) -> bool:
         with self._paused():
+            if self.protected:  # as a repository deletion does: type the name, not "y"
+                typed = Prompt.ask(f"[bold red]{escape(self.protected)} is a protected environment.[/] "
+                                   f"Type its name to apply {len(plan.changes)} change(s) of step "
+                                   f"[bold]{escape(step.id)}[/] (anything else declines)",
+                                   default="", show_default=False, console=self.console)
+                return typed.strip() == self.protected
             return Confirm.ask(f"Apply {len(plan.changes)} change(s) of step [bold]{escape(step.id)}[/]?",
                                default=False, console=self.console)
 
@@ -285,10 +294,19 @@ class JsonRenderer:
         self.notes: list[str] = []
         self.secrets: tuple[str, ...] = ()  # set by the run command: values never to print
 
+    @property
+    def protected(self) -> str | None:
+        return self.err.protected
+
+    @protected.setter
+    def protected(self, name: str | None) -> None:
+        self.err.protected = name
+
     def start(self, runbook: Any, environment: Any, run_id: str, dry_run: bool,
               params: dict[str, Any]) -> None:
         self.header = {"runbook": runbook.id, "title": runbook.title, "severity": runbook.severity,
-                       "environment": environment.name, "run_id": run_id, "dry_run": dry_run,
+                       "environment": environment.name, "protected": bool(self.protected),
+                       "run_id": run_id, "dry_run": dry_run,
                        "params": params}
 
     def phase(self, name: str) -> None:

@@ -52,6 +52,7 @@ def markdown(run_id: str) -> str:
              f"- Severity: {start.get('severity')}; environment: `{s['environment']}`; "
              f"operator: `{s['user']}`",
              f"- Runbook file: `{start.get('file')}` (sha256 {str(start.get('sha256'))[:12]})",
+             *([f"- Applied from plan file `{start['plan_digest']}`"] if start.get("plan_digest") else []),
              "- Parameters: " + ", ".join(f"`{k}={v}`" for k, v in (start.get("params") or {}).items()),
              f"- Outcome: **{s['status']}**"
              + ("" if s["exit_code"] is None else f" (exit {s['exit_code']})"),

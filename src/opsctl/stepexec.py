@@ -25,6 +25,7 @@ from opsctl.errors import (
     Cancelled,
     NotConfirmed,
     OpsctlError,
+    PlanDrift,
     ReadOnlyViolation,
     StepTimeout,
 )
@@ -53,10 +54,13 @@ class StepFailed(Exception):
 class StepRunner:
     def __init__(self, *, dry_run: bool, yes: bool, interactive: bool, renderer: Any,
                  context: Callable[..., dict[str, Any]], make_ctx: Callable[..., ActionContext],
-                 ask: Callable[[Step, Plan], bool], audit: Any, crash_log: Callable[[str], str]):
+                 ask: Callable[[Step, Plan], bool], audit: Any, crash_log: Callable[[str], str],
+                 replay: Any = None, gate: Any = None):
         self.dry_run, self.yes, self.interactive = dry_run, yes, interactive
         self.renderer, self.context, self.make_ctx, self.ask = renderer, context, make_ctx, ask
         self.audit, self.crash_log = audit, crash_log
+        # opsctl apply PLAN: the plan file's plans (planfile.Replay); gate: locks.ApplyGate
+        self.replay, self.gate = replay, gate
 
     # ---- entry point ---------------------------------------------------------------------------
     def execute(self, step: Step, rec: StepRecord, state: StepState, selected: bool,
@@ -64,6 +68,9 @@ class StepRunner:
         rec.started_at, t0 = now_iso(), time.monotonic()
         try:
             self._execute(step, rec, state, selected, records)
+            if rec.status == "skipped" and self.replay is not None and self.replay.expects_changes(step.id):
+                raise PlanDrift(f"the plan is stale: step {step.id!r} planned changes and is now "
+                                f"skipped ({rec.reason}); nothing was changed: make a new plan")
         except StepFailed as e:
             rec.status, rec.error_kind, rec.reason = "failed", e.kind, str(e)
         except BackendError as e:
@@ -166,6 +173,8 @@ class StepRunner:
             rec.status, rec.reason = "planned", f"the plan refuses: {e}"
             rec.findings.append(Finding(step.id, step.phase, "critical", f"would refuse: {e}"))
             return
+        if self.replay is not None:  # a plan file: the live plan must still be the reviewed one
+            plan = self.replay.check(step.id, plan)
         rec.plan = jsonable(plan.as_dict())
         self.renderer.plan(step, plan, dry_run=self.dry_run)
         if plan.empty:
@@ -190,7 +199,17 @@ class StepRunner:
             rec.confirmed = True
             self.audit.event("confirm", step=step.id, answer=True, by="--yes")
         ctx = self._arm(step, state, step.timeout or APPLY_TIMEOUT, writable=True)
-        result = jsonable(cls(args, ctx).apply(plan))
+        if self.gate is None:
+            result = jsonable(cls(args, ctx).apply(plan))
+            self._finish(step, rec, result, "applied")
+            return
+        # one apply at a time per target: lock, re-plan, apply what is still to do
+        with self.gate.hold(step, cls, args, plan, ctx) as final:
+            if final is None:
+                rec.status, rec.reason = "noop", "nothing left to change: another run already changed it"
+                return
+            rec.plan = jsonable(final.as_dict())
+            result = jsonable(cls(args, ctx).apply(final))
         self._finish(step, rec, result, "applied")
 
     # ---- helpers -------------------------------------------------------------------------------

@@ -48,7 +48,13 @@ class Slack(Action):
                           "username": {"type": "string"}}, required=["text"])
 
     def _webhook(self) -> str | None:
-        return self.ctx.backend_config("notify").get("slack_webhook_url") or os.environ.get(WEBHOOK_ENV)
+        url = self.ctx.backend_config("notify").get("slack_webhook_url") or os.environ.get(WEBHOOK_ENV)
+        if url and urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            # urllib would say "unknown url type: '<the whole URL>'": the URL is the secret
+            raise BackendError("notify", "the Slack webhook URL is not an http(s) URL (it must start "
+                                         "with https://); it is a secret, so it is not shown: check "
+                                         f"notify.slack_webhook_url in opsctl.yaml or {WEBHOOK_ENV}")
+        return url
 
     def plan(self) -> Plan:
         channel = self.args.get("channel") or "(webhook default channel)"

@@ -392,7 +392,8 @@ class ClientKill(RedisAction):
                     changes=[Change(target=f"client {c['id']} {c['addr']}", operation="kill",
                                     before=f"{c['cmd']} idle {c['idle']}s flags={c['flags']} "
                                            f"name={c['name'] or '-'}",
-                                    after="disconnected") for c in targets])
+                                    after="disconnected",
+                                    state={"addr": c["addr"], "name": c["name"]}) for c in targets])
 
     def apply(self, plan: Plan) -> dict[str, Any]:
         # Client ids are never reused, so an id that still matches is the same connection.

@@ -59,13 +59,22 @@ def run(
     resume: Annotated[str | None, typer.Option("--resume", metavar="RUN_ID",
                                                help="Continue a failed or interrupted run.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every result in full.")] = False,
+    param_file: Annotated[list[str] | None, typer.Option("--param-file", metavar="FILE",
+                                                         help="KEY=VALUE lines (secrets stay out of ps "
+                                                              "and shell history).")] = None,
+    yes_protected: Annotated[str | None, typer.Option("--yes-protected", metavar="ENV",
+                                                      help="Approve in a protected environment: its "
+                                                           "name (--yes alone is refused there).")] = None,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Run without a run log (e.g. a read-only "
+                                                          "state directory).")] = False,
 ) -> int:
     """Run a runbook: diagnose -> mitigate (plan, confirm, apply) -> verify."""
-    from opsctl import audit, catalog, config
+    from opsctl import catalog, config
     from opsctl.executor import Executor, RunSettings
+    from opsctl.locks import ApplyGate
 
     rb = catalog.load(runbook)
-    given = parse_params(param or [])
+    given = gather_params(param, param_file)
     previous, resumed_from = None, None
     if resume:
         given, option, previous, resumed_from = _resume(rb, resume, given, option)
@@ -74,19 +83,115 @@ def run(
     if option and option != "none":
         rb.check_requires(option, params)
     environment = config.load_environment(env)
-    settings = RunSettings(dry_run=dry_run, yes=yes, interactive=sys.stdin.isatty(), option=option,
-                           phase=phase.value if phase else None)
-    log = audit.RunLog(audit.new_run_id(rb.id), resumed_from=resumed_from)
-    renderer = _renderer(output, verbose)
-    log.start(rb, params, environment.name, settings, sys.argv[1:])
-    renderer.secrets = log.secrets
-    renderer.start(rb, environment, log.run_id, dry_run, audit.redact(rb.redacted(params)))
-    outcome = Executor(rb, params, environment, settings, renderer, log, previous).execute()
+    settings = RunSettings(dry_run=dry_run, yes=yes or bool(yes_protected), interactive=_interactive(),
+                           option=option, phase=phase.value if phase else None)
+    check_protected(environment, settings, yes_protected)
+    check_rate(rb, environment, settings)
+    log, renderer = open_run(rb, params, environment, settings, output, verbose, no_log,
+                             resumed_from=resumed_from)
+    gate = None if dry_run else ApplyGate(rb.id, log.run_id, environment, renderer, log)
+    outcome = Executor(rb, params, environment, settings, renderer, log, previous, gate=gate).execute()
     log.end(outcome)
     renderer.finish(outcome)
     if outcome.status == "invalid":  # decided mid-run (e.g. no option chosen): say it where errors go
         typer.echo(f"error: {outcome.message}", err=True)
     return outcome.exit_code
+
+
+def gather_params(pairs: list[str] | None, files: list[str] | None = None) -> dict[str, str]:
+    """-p KEY=VALUE, --param-file lines and OPSCTL_PARAM_<KEY> variables (lowest first);
+    a value ``@PATH`` is read from that file (``@@`` for a literal leading @), so that a secret
+    need not be on the command line (ps, shell history)."""
+    import os
+
+    from opsctl.errors import UsageError
+
+    out = {k[len("OPSCTL_PARAM_"):].lower(): v for k, v in os.environ.items()
+           if k.startswith("OPSCTL_PARAM_") and len(k) > len("OPSCTL_PARAM_")}
+    lines: list[str] = []
+    for path in files or []:
+        try:
+            text = _read_value_file(path)
+        except OSError as e:
+            raise UsageError(f"--param-file {path}: {e.strerror}") from None
+        lines += [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    given = parse_params(lines + list(pairs or []))
+    for key, value in given.items():
+        if value.startswith("@@"):
+            value = value[1:]
+        elif value.startswith("@") and len(value) > 1:
+            try:
+                value = _read_value_file(value[1:]).rstrip("\r\n")
+            except OSError as e:
+                raise UsageError(f"-p {key}=@{value[1:]}: cannot read the file: {e.strerror}") from None
+        out[key] = value
+    return out
+
+
+def _read_value_file(path: str) -> str:
+    from opsctl.errors import UsageError
+
+    with open(path, encoding="utf-8", errors="strict") as fh:
+        try:
+            return fh.read(1_000_000)
+        except UnicodeDecodeError:
+            raise UsageError(f"{path}: not UTF-8 text") from None
+
+
+def _interactive() -> bool:
+    try:
+        return sys.stdin is not None and not sys.stdin.closed and sys.stdin.isatty()
+    except (ValueError, OSError):  # stdin closed or not a file
+        return False
+
+
+def check_protected(environment: Any, settings: Any, yes_protected: str | None) -> None:
+    """A protected environment: --yes is refused unless --yes-protected names it; a person types
+    its name to confirm (the renderer asks)."""
+    from opsctl.errors import NotConfirmed, UsageError
+
+    if yes_protected is not None and yes_protected != environment.name:
+        raise UsageError(f"--yes-protected {yes_protected!r} does not name the environment of this run "
+                         f"({environment.name!r})")
+    if not getattr(environment, "protected", False) or settings.dry_run:
+        return
+    if settings.yes and yes_protected != environment.name:
+        raise NotConfirmed(f"environment {environment.name!r} is protected: --yes is refused there; pass "
+                           f"--yes-protected {environment.name} to approve unattended, or confirm "
+                           "at the terminal by typing its name")
+
+
+def check_rate(rb: Any, environment: Any, settings: Any) -> None:
+    """max_applies_per_hour (opsctl.yaml, per environment, optionally per runbook), from the run log."""
+    from opsctl import audit
+    from opsctl.errors import NotConfirmed
+
+    limit = environment.max_applies(rb.id) if hasattr(environment, "max_applies") else None
+    if limit is None or settings.dry_run:
+        return
+    recent = audit.recent_applies(rb.id, environment.name, 3600.0)
+    if len(recent) >= limit:
+        raise NotConfirmed(f"rate limit: {rb.id} applied changes {len(recent)} time(s) in environment "
+                           f"{environment.name!r} in the last hour (runs {', '.join(recent[-3:])}); "
+                           f"max_applies_per_hour is {limit}: nothing was run. Look at why the "
+                           "mitigation does not hold before applying it again")
+
+
+def open_run(rb: Any, params: dict[str, Any], environment: Any, settings: Any, output: Output,
+             verbose: bool, no_log: bool, resumed_from: str | None = None,
+             plan_digest: str | None = None) -> tuple[Any, Any]:
+    """The run log (or none with --no-log) and the renderer, with the header printed."""
+    from opsctl import audit
+
+    log = audit.open_log(rb.id, no_log=no_log, resumed_from=resumed_from)
+    renderer = _renderer(output, verbose)
+    log.start(rb, params, environment.name, settings, sys.argv[1:], plan_digest=plan_digest)
+    renderer.secrets = log.secrets
+    renderer.protected = environment.name if getattr(environment, "protected", False) else None
+    if log.warning:
+        renderer.note(log.warning)
+    renderer.start(rb, environment, log.run_id, settings.dry_run, audit.redact(rb.redacted(params)))
+    return log, renderer
 
 
 def _renderer(output: Output, verbose: bool) -> Any:
@@ -117,9 +222,10 @@ def _resume(rb: Any, run_id: str, given: dict[str, str], option: str | None) -> 
     previous_params = {k: str(v) for k, v in (start.get("params") or {}).items()
                        if v is not None and k not in secret and k in rb.params}
     changed = {k: v for k, v in given.items() if previous_params.get(k) != v}
-    if changed:
+    if changed:  # a secret is named, never shown (it is not in the run log to compare with either)
         typer.echo(f"resuming {run_id} with changed parameters: "
-                   + ", ".join(f"{k}={v}" for k, v in changed.items()), err=True)
+                   + ", ".join(f"{k}=***" if k in secret else f"{k}={v}" for k, v in changed.items()),
+                   err=True)
     option = option or start.get("option") or next(
         (e.get("chosen") for e in events if e["event"] == "option" and e.get("chosen")), None)
     return {**previous_params, **given}, option, audit.final_records(events), start["run_id"]

@@ -59,7 +59,11 @@ class _SignalBackends(PgAction):
                           before=f"{s['state']} for {s['duration_seconds']:.0f}s (app="
                                  f"{s['application_name'] or '-'}, user={s['user']}, db={s['database']})",
                           after="terminated" if self.operation == "terminate" else "query cancelled",
-                          detail=(s["query"] or "")[:120]) for s in targets]
+                          detail=(s["query"] or "")[:120],
+                          # a plan file is stale when the session changed, not when it aged
+                          state={"backend_start": s["backend_start"], "state": s["state"],
+                                 "application_name": s["application_name"], "user": s["user"],
+                                 "database": s["database"]}) for s in targets]
         keys = [{"pid": s["pid"], "backend_start": s["backend_start"]} for s in targets]
         left = f"; not touched: {', '.join(passed_over)}" if passed_over else ""
         return Plan(summary=f"{self.operation} {len(targets)} backend(s){left}", changes=changes,
