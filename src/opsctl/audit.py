@@ -1,7 +1,9 @@
 """The append-only run log (JSON lines, one file per run) and the post-mortem timeline.
 
 Location: ``$OPSCTL_STATE_DIR`` or ``$XDG_STATE_HOME/opsctl`` (``~/.local/state/opsctl``).
-Each line is one event: run_start, step_start, confirm, option, step_end, interrupted, run_end.
+Each line is one event: run_start, step_start, confirm, option, apply_start (a mutation is being
+sent: logged before apply() runs), apply_progress (what it reported so far), step_end, interrupted,
+run_end.
 Secrets (params declared ``secret``, keys that look like credentials) are redacted before writing.
 """
 

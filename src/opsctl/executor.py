@@ -21,6 +21,7 @@ from opsctl.actions.base import ActionContext
 from opsctl.config import Environment
 from opsctl.errors import Cancelled, ExitCode, UsageError
 from opsctl.model import PHASE_ORDER, Option, Runbook, Step
+from opsctl.progresslog import ProgressLog, progress_text
 from opsctl.records import DONE, Outcome, Plan, StepRecord, now_iso
 from opsctl.signals import sigint_blocked
 from opsctl.stepexec import StepRunner, StepState
@@ -189,9 +190,12 @@ class Executor:
         for step_id in list(running):
             state = self.states[step_id]
             if state.deadline is not None and not state.done and now > state.deadline + GRACE:
-                # the action ignored its deadline: stop waiting, and tell it to stop working
+                # the action ignored its deadline: stop waiting, and tell it to stop working.
+                # The verdict is recorded on a copy the thread never sees: whatever the abandoned
+                # thread writes afterwards (its `finally`, a Cancelled) cannot overwrite it.
+                state.abandoned = True
                 state.cancel.set()
-                rec = self.records[step_id]
+                rec = self.records[step_id] = _detached(self.records[step_id])
                 rec.status, rec.error_kind = "timed_out", "timeout"
                 rec.reason = "timed out; the step did not stop in time and was abandoned"
                 rec.ended_at = now_iso()
@@ -220,6 +224,14 @@ class Executor:
                 self.finished(step_id)  # it stopped by itself, with its own status and result
             elif not state.done and rec.status == "not_run":
                 rec.status, rec.reason, rec.ended_at = "interrupted", "interrupted (Ctrl-C)", now_iso()
+                if state.applying:
+                    # the step did not stop in time (or a second Ctrl-C cut the wait): its own
+                    # partial result will never come, so keep the last count it reported
+                    done = progress_text(state.progress)
+                    rec.reason += (" while applying: the change was being sent and may be partly "
+                                   "done" + (f"; last progress: {done}" if done else ""))
+                    rec.result = {"partial": True, "progress": dict(state.progress)}
+                self.renderer.step_finished(rec)
                 self.audit.event("step_end", record=rec.as_dict())
 
     # ---- options -------------------------------------------------------------------------------
@@ -287,10 +299,12 @@ class Executor:
 
     def _make_ctx(self, step: Step, cancel: threading.Event, deadline: float, *,
                   read_only: bool = True) -> ActionContext:
+        reporter = ProgressLog(self.renderer, self.audit, self.states[step.id], step.id) \
+            if step.id in self.states else self.renderer
         return ActionContext(step_id=step.id, dry_run=self.s.dry_run, read_only=read_only,
                              environment=self.environment,
                              clients=self.clients, clients_lock=self.clients_lock, cancelled=cancel,
-                             deadline=deadline, reporter=self.renderer)
+                             deadline=deadline, reporter=reporter)
 
     def _ask(self, step: Step, plan: Plan) -> bool:
         """In the step's thread: the main thread asks; Ctrl-C at the prompt cancels the step."""
@@ -323,8 +337,12 @@ class Executor:
 
     def verdict(self) -> tuple[int, str, str]:
         recs = list(self.records.values())
-        if self.interrupted or any(r.status == "interrupted" for r in recs):
+        if self.interrupted:  # a real Ctrl-C (SIGINT), and only that, is exit 130
             return ExitCode.INTERRUPTED, "interrupted", "interrupted"
+        for r in recs:  # a step stopped without Ctrl-C (cannot happen today): a failure, not 130
+            if r.status == "interrupted":
+                r.status, r.error_kind = "failed", r.error_kind or "action"
+                r.reason = f"stopped without Ctrl-C: {r.reason}"
         if self.usage_error:
             return ExitCode.INVALID, "invalid", self.usage_error
         for r in recs:
@@ -349,6 +367,17 @@ class Executor:
                 return ExitCode.OK, "ok", "verified (no mitigation was applied)"
             return ExitCode.OK, "ok", "verified"
         return ExitCode.OK, "ok", "done"
+
+
+def _detached(rec: StepRecord) -> StepRecord:
+    """A copy of a step's record that its (abandoned) thread no longer writes to."""
+    for _ in range(3):
+        try:
+            return StepRecord.from_dict(rec.as_dict())
+        except RuntimeError:  # the thread changed a list while it was copied: copy again
+            continue
+    return StepRecord(rec.id, rec.phase, rec.action, rec.title, rec.option, rec.read_only,
+                      continue_on_error=rec.continue_on_error, started_at=rec.started_at)
 
 
 def _read_only(action: str) -> bool:

@@ -161,6 +161,10 @@ class Step:
     retries: int = 0
     interval: float = 5.0
     until: str | None = None
+    # convergence window: the step re-runs its (read-only) action every `interval` until `until`
+    # holds (or, without `until`, every critical expectation passes), for at most this many
+    # seconds in all; the window bounds every attempt and every pause (see stepexec._converge)
+    within: float | str | None = None  # seconds, or a template ("{{ params.verify_window }}")
     option: str | None = None
     continue_on_error: bool = False
     deps: frozenset[str] = frozenset()  # ids of steps whose values this step's templates use
@@ -260,6 +264,24 @@ def build(doc: Document, deps: dict[str, frozenset[str]], text: bytes) -> Runboo
         references=tuple(d.get("references") or ()), source=doc.source)
 
 
+def _within(s: dict[str, Any]) -> float | str | None:
+    if "within" not in s:
+        return None
+    value = s["within"]
+    if isinstance(value, str) and "{{" in value:
+        return value  # rendered when the step runs
+    return parse_duration(value)
+
+
+def _interval(s: dict[str, Any]) -> float:
+    if "interval" in s:
+        return parse_duration(s["interval"])
+    within = _within(s)
+    if within is not None:  # a convergence window polls often enough to notice it converged
+        return min(2.0, max(0.2, within / 5)) if isinstance(within, float) else 2.0
+    return 5.0
+
+
 def _step(phase: str, index: int, s: dict[str, Any], deps: frozenset[str]) -> Step:
     return Step(
         id=s["id"], phase=phase, index=index, action=s["action"], title=s.get("title", ""),
@@ -269,6 +291,7 @@ def _step(phase: str, index: int, s: dict[str, Any], deps: frozenset[str]) -> St
         outputs=dict(s.get("outputs") or {}),
         timeout=parse_duration(s["timeout"]) if "timeout" in s else None,
         retries=s.get("retries", 0),
-        interval=parse_duration(s["interval"]) if "interval" in s else 5.0,
+        interval=_interval(s),
+        within=_within(s),
         until=s.get("until"), option=s.get("option"),
         continue_on_error=s.get("continue_on_error", False), deps=deps)

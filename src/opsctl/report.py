@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from opsctl.audit import final_records, read_run, summary
+from opsctl.records import StepRecord
 
 
 def _time(ts: str) -> str:
@@ -35,6 +36,9 @@ def _describe(e: dict[str, Any]) -> str | None:
         if bad:
             text += " — findings: " + "; ".join(bad)
         return text
+    if kind == "apply_start":
+        return (f"change sent: step `{e['step']}` ({e.get('action')}) started applying: "
+                f"{e.get('summary', '')} ({e.get('changes', 0)} change(s))")
     if kind == "interrupted":
         return "run interrupted (Ctrl-C)"
     if kind == "run_end":
@@ -66,15 +70,98 @@ def markdown(run_id: str) -> str:
     lines += ["", "## Findings", ""]
     lines += [f"- **{f.severity}** ({phase}/{sid}): {f.message}" for phase, sid, f in findings] \
         or ["- none"]
-    actions = [r for r in records.values() if r.status in ("applied", "planned", "declined", "refused")]
-    lines += ["", "## Actions taken", ""]
-    for r in actions:
-        plan = r.plan or {}
-        lines.append(f"- `{r.id}` ({r.action}): {r.status} — {plan.get('summary', '')}")
-        lines += [f"  - {c['operation']} {c['target']}: {c.get('before')} → {c.get('after')}"
-                  for c in plan.get("changes", [])[:20]]
-    if not actions:
-        lines.append("- none")
+    lines += _changes(events, records)
     lines += ["", "## Root cause", "", "_to be written_", "", "## Impact", "", "_to be written_", "",
               "## Action items", "", "| item | owner | due |", "|---|---|---|", "| | | |", ""]
     return "\n".join(lines)
+
+
+# ---- what was planned, decided and changed --------------------------------------------------------
+
+_NOT_APPLIED = {"planned": "not applied (dry-run)", "declined": "not applied (declined)",
+                "refused": "not applied (refused)", "noop": "nothing to change"}
+
+
+def _decision(r: StepRecord, confirm: dict[str, Any] | None, dry_run: bool) -> str:
+    if r.status == "noop":
+        return "not needed (nothing to change)"
+    if confirm is not None:
+        who = "--yes" if confirm.get("by") == "--yes" else "the operator"
+        return f"confirmed ({who})" if confirm.get("answer") else f"declined ({who})"
+    if r.status == "refused":
+        return f"refused: {r.reason}"
+    if dry_run or r.status == "planned":
+        return "not asked (dry-run)"
+    return "not asked (the step stopped before the confirmation)"
+
+
+def _applied(r: StepRecord, sent: bool, progress: dict[str, Any] | None) -> str:
+    if r.status == "applied":
+        return "yes"
+    if not sent:
+        return "no"
+    last = ""
+    if progress:
+        extra = ", ".join(f"{k}={v}" for k, v in progress.items() if k not in ("description", "total"))
+        last = f"; last progress reported: {extra}"
+    partial = r.result if isinstance(r.result, dict) else None
+    got = ""
+    if partial:
+        got = "; done before it stopped: " + ", ".join(
+            f"{k}={v}" for k, v in partial.items() if isinstance(v, int | float | str) and k != "partial")
+    if r.status == "not_run":
+        return "unknown: the change was sent and the run log ends before the step did" + last
+    return f"partly or unknown: the change was sent, then the step was {r.status} ({r.reason})" + got + last
+
+
+def _changes(events: list[dict[str, Any]], records: dict[str, StepRecord]) -> list[str]:
+    dry_run = bool(events[0].get("dry_run"))
+    confirms = {e["step"]: e for e in events if e["event"] == "confirm"}
+    sent = {e["step"]: e for e in events if e["event"] == "apply_start"}
+    progress = {e["step"]: e.get("progress") for e in events if e["event"] == "apply_progress"}
+    # a step whose apply was logged but whose end never was (a killed process) is still a change
+    for sid, e in sent.items():
+        if sid not in records:
+            records[sid] = StepRecord(sid, "mitigate", e.get("action", ""), sid, None, False,
+                                      plan={"summary": e.get("summary", ""), "changes": [
+                                          {"target": t, "operation": "?"} for t in e.get("targets", [])]})
+    planned = [r for r in records.values() if r.plan is not None or r.id in sent]
+    taken = [r for r in planned if r.status == "applied" or r.id in sent]
+    rest = [r for r in planned if r not in taken]
+    out = ["", "## Actions taken", ""]
+    if not taken:
+        out.append("- none: no change was sent to any system")
+    for r in taken:
+        out += _step_changes(r, confirms.get(r.id), dry_run, r.id in sent, progress.get(r.id))
+    out += ["", "## Planned, not applied", ""]
+    if not rest:
+        out.append("- none")
+    for r in rest:
+        out += _step_changes(r, confirms.get(r.id), dry_run, False, None)
+    return out
+
+
+def _step_changes(r: StepRecord, confirm: dict[str, Any] | None, dry_run: bool, sent: bool,
+                  progress: dict[str, Any] | None) -> list[str]:
+    plan = r.plan or {}
+    changes = plan.get("changes", [])
+    applied = _applied(r, sent, progress)
+    option = f", option `{r.option}`" if r.option else ""
+    reused = f" (done in run `{r.reused_from}`, reused by this resumed run)" if r.reused_from else ""
+    out = [f"- `{r.id}` ({r.action}{option}): {r.status}{reused}",
+           f"  - planned: {plan.get('summary', '')} ({len(changes)} change(s))",
+           f"  - decision: {_decision(r, confirm, dry_run)}",
+           f"  - applied: {applied}"]
+    outcome = "applied" if r.status == "applied" else (
+        "sent, outcome uncertain" if sent else _NOT_APPLIED.get(r.status, f"not applied ({r.status})"))
+    for c in changes[:50]:
+        out.append(f"  - {c.get('operation')} {c.get('target')}: before `{_v(c.get('before'))}`, "
+                   f"{'after' if r.status == 'applied' else 'planned'} `{_v(c.get('after'))}`: {outcome}")
+    if len(changes) > 50:
+        out.append(f"  - ... and {len(changes) - 50} more")
+    return out
+
+
+def _v(value: Any) -> str:
+    text = "-" if value is None else str(value)
+    return text.replace("`", "'").replace("|", "/")

@@ -76,6 +76,7 @@ STEP = {
         "retries": {"type": "integer", "minimum": 0, "maximum": 10000},
         "interval": DURATION,
         "until": EXPRESSION,
+        "within": {"anyOf": [DURATION, {"type": "string", "pattern": "\\{\\{"}]},
         "option": NAME,
         "continue_on_error": {"type": "boolean"},
     },
@@ -254,6 +255,9 @@ def validate_step_args(doc: Document, path: PathT, step: dict[str, Any],
         problems = [("", f"cannot check the arguments of {name}: {type(e).__name__}: {e}")]
     for arg, message in problems:
         errors.append(doc.source.error((*path, "with", arg) if arg else (*path, "with"), message))
+    if "within" in step and not cls.read_only:
+        errors.append(doc.source.error((*path, "within"), f"{name} is mutating: only a read-only step "
+                                       "waits for convergence (a verify step after the change)"))
     return errors
 
 

@@ -131,8 +131,14 @@ class Checker:
             elif s["option"] not in options:
                 self.error((*path, "option"), f"option {s['option']!r} is not defined in 'options'"
                            f"{did_you_mean(s['option'], options)}")
-        if ("until" in s) != ("retries" in s) and "until" in s:
-            self.error((*path, "until"), "'until' needs 'retries' (how many times to poll)")
+        if "until" in s and "retries" not in s and "within" not in s:
+            self.error((*path, "until"), "'until' needs 'retries' (how many times to poll) or "
+                       "'within' (a convergence window)")
+        if "within" in s and "retries" in s:
+            self.error((*path, "within"), "'within' (a convergence window) and 'retries' exclude each "
+                       "other: the window decides how many attempts fit")
+        if isinstance(s.get("within"), str) and "{{" in s["within"]:
+            self.check_template(s["within"], (*path, "within"), info, allow_result=False)
         for key, value in _templates(s.get("with"), (*path, "with")):
             self.check_template(value, key, info, allow_result=False)
         if _text(s.get("when")):

@@ -7,6 +7,7 @@ the dry-run stop and the confirmation.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import traceback
@@ -29,11 +30,12 @@ from opsctl.errors import (
     ReadOnlyViolation,
     StepTimeout,
 )
-from opsctl.model import Step
+from opsctl.model import Step, parse_duration
 from opsctl.records import NO_RESULT, Finding, Plan, StepRecord, jsonable, now_iso
 
 DEFAULT_TIMEOUT = 120.0  # per attempt of a read-only step, and for plan()
 APPLY_TIMEOUT = 1800.0  # apply() of a mutating step, unless the step sets `timeout`
+_NOTHING = object()
 
 
 @dataclass
@@ -43,6 +45,14 @@ class StepState:
     cancel: threading.Event = field(default_factory=threading.Event)
     deadline: float | None = None  # watchdog deadline (monotonic); None while waiting for a human
     done: bool = False
+    # set by the executor's watchdog before it cancels a step it gave up on: the step's verdict
+    # (timed out) is already recorded, and that first verdict wins over whatever the thread does next
+    abandoned: bool = False
+    # apply() was called: the mutation is being (or was) sent.  `progress` is the last count the
+    # action reported (its progress bar: completed, moved, failed...), kept by the executor so that
+    # a run cut short (a double Ctrl-C) still says how far the mutation got
+    applying: bool = False
+    progress: dict[str, Any] = field(default_factory=dict)
 
 
 class StepFailed(Exception):
@@ -79,7 +89,11 @@ class StepRunner:
             rec.status, rec.error_kind = "timed_out", "timeout"
             rec.reason = f"timed out after {_limit(step, rec):g}s; the work was stopped" + _partial(rec, e)
         except Cancelled as e:
-            rec.status, rec.reason = "interrupted", "interrupted (Ctrl-C)" + _partial(rec, e)
+            if state.abandoned:  # cancelled by the watchdog, not by Ctrl-C
+                rec.status, rec.error_kind = "timed_out", "timeout"
+                rec.reason = "timed out; the step did not stop in time and was abandoned" + _partial(rec, e)
+            else:
+                rec.status, rec.reason = "interrupted", "interrupted (Ctrl-C)" + _partial(rec, e)
         except NotConfirmed as e:
             rec.status, rec.reason = "refused", str(e)
         except ArgumentError as e:
@@ -91,8 +105,13 @@ class StepRunner:
             rec.status, rec.error_kind = "failed", "internal"
             rec.reason = f"internal error in {step.action}: {type(e).__name__}: {e} (traceback: {where})"
         finally:
-            if state.cancel.is_set() and rec.status in ("ok", "not_run"):
+            if state.cancel.is_set() and not state.abandoned and rec.status in ("ok", "not_run"):
                 rec.status, rec.reason = "interrupted", "interrupted"
+            if step.continue_on_error and rec.status in ("failed", "timed_out"):
+                # an optional probe (not needed for the decision) degrades to a warning
+                # (the reason is the step's own, shown once with it)
+                rec.findings.append(Finding(step.id, step.phase, "warning",
+                                            f"{step.label} could not run (optional, the run goes on)"))
             rec.ended_at, rec.duration = now_iso(), round(time.monotonic() - t0, 3)
 
     def _execute(self, step: Step, rec: StepRecord, state: StepState, selected: bool,
@@ -128,7 +147,12 @@ class StepRunner:
     def _read_only(self, step: Step, cls: type[Action], args: dict[str, Any], rec: StepRecord,
                    state: StepState) -> None:
         # a dry-run does not wait for a mitigation that was never applied
-        attempts = 1 + (step.retries if not (self.dry_run and step.phase != "diagnose") else 0)
+        waits = not (self.dry_run and step.phase != "diagnose")
+        window = self._window(step) if step.within is not None and waits else 0.0
+        if window > 0:
+            self._converge(step, cls, args, rec, state, window)
+            return
+        attempts = 1 + (step.retries if waits else 0)
         timeout = step.timeout or DEFAULT_TIMEOUT
         for attempt in range(1, attempts + 1):
             rec.attempts = attempt
@@ -159,6 +183,84 @@ class StepRunner:
                 return
             self.renderer.attempt(step, attempt, attempts, f"waiting for: {step.until}")
             ctx.sleep(step.interval)
+
+    # ---- convergence window (`within`) -----------------------------------------------------------
+    def _converge(self, step: Step, cls: type[Action], args: dict[str, Any], rec: StepRecord,
+                  state: StepState, window: float) -> None:
+        """Re-run a read-only action until the system converged: `until` holds or, without
+        `until`, every critical expectation passes.  Checks start only within the window (the
+        last one at its end); each check is bounded by the step's `timeout` (default: the window,
+        at most 120 s), so the step ends within `within` + one `timeout`.  A backend that cannot be
+        reached, or a first check that times out, fails at once: a hung server costs one deadline,
+        not one per attempt."""
+        t0 = time.monotonic()
+        end = t0 + window
+        per_attempt = step.timeout or min(window, DEFAULT_TIMEOUT)
+        last: Any = _NOTHING
+        waiting, attempt = "", 0
+        while True:
+            attempt += 1
+            rec.attempts = attempt
+            ctx = self._arm(step, state, per_attempt, max(0.0, end - time.monotonic()))
+            try:
+                result = jsonable(cls(args, ctx).run())
+            except StepTimeout:
+                if last is _NOTHING:
+                    raise
+                waiting += " (the last check did not answer in time)"
+                break  # judge what was last seen
+            except ActionError as e:
+                if isinstance(e, ArgumentError) or time.monotonic() >= end:
+                    raise
+                waiting = f"error: {e}"  # e.g. HTTP 503 while a service restarts: look again
+            else:
+                waiting = self._pending(step, result)
+                if not waiting:
+                    self._finish(step, rec, result, "ok")
+                    return
+                last = result
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            expected = attempt + max(1, math.ceil(left / max(step.interval, 0.001)))
+            self.renderer.attempt(step, attempt, expected,
+                                  f"waiting for: {waiting}; {left:.0f}s of {window:g}s left")
+            pause = min(step.interval, left)
+            self._arm(step, state, pause + 1.0).sleep(pause)
+        took = f"{time.monotonic() - t0:.0f}s"
+        if last is _NOTHING:
+            raise ActionError(f"still {waiting} after {took} ({attempt} check(s) within {window:g}s)")
+        self._finish(step, rec, last, "ok")
+        note = f" (still so after {took}: {attempt} check(s) within {window:g}s)"
+        if step.until is not None:
+            rec.status, rec.error_kind = "failed", "action"
+            rec.reason = f"still not {step.until} after {took} ({attempt} check(s) within {window:g}s)"
+        for f in rec.findings:
+            if f.severity == "critical":
+                f.message += note
+
+    def _window(self, step: Step) -> float:
+        if not isinstance(step.within, str):
+            return float(step.within or 0)
+        try:
+            return parse_duration(templating.render(step.within, self.context()))
+        except templating.TemplateError as e:
+            raise StepFailed("template", f"within: {e}") from None
+        except ValueError as e:
+            raise StepFailed("template", f"within: {e}") from None
+
+    def _pending(self, step: Step, result: Any) -> str:
+        """What the step still waits for ("" once converged)."""
+        ctx = self.context(result)
+        if step.until is not None:
+            return "" if _truthy(self._eval(step.until, ctx)) else step.until
+        for exp in step.expect:
+            if exp.severity == "critical" and not _truthy(self._eval(exp.that, ctx)):
+                try:
+                    return str(templating.render(exp.message, ctx)) if exp.message else exp.that
+                except templating.TemplateError:
+                    return exp.that
+        return ""
 
     # ---- mutating ------------------------------------------------------------------------------
     def _mutating(self, step: Step, cls: type[Action], args: dict[str, Any], rec: StepRecord,
@@ -200,6 +302,7 @@ class StepRunner:
             self.audit.event("confirm", step=step.id, answer=True, by="--yes")
         ctx = self._arm(step, state, step.timeout or APPLY_TIMEOUT, writable=True)
         if self.gate is None:
+            self._sending(step, plan, state)
             result = jsonable(cls(args, ctx).apply(plan))
             self._finish(step, rec, result, "applied")
             return
@@ -209,8 +312,15 @@ class StepRunner:
                 rec.status, rec.reason = "noop", "nothing left to change: another run already changed it"
                 return
             rec.plan = jsonable(final.as_dict())
+            self._sending(step, final, state)
             result = jsonable(cls(args, ctx).apply(final))
         self._finish(step, rec, result, "applied")
+
+    def _sending(self, step: Step, plan: Plan, state: StepState) -> None:
+        """Logged before apply() sends anything: a run cut short still shows the change was sent."""
+        self.audit.event("apply_start", step=step.id, action=step.action, summary=plan.summary,
+                         targets=[c.target for c in plan.changes][:200], changes=len(plan.changes))
+        state.applying = True
 
     # ---- helpers -------------------------------------------------------------------------------
     def _arm(self, step: Step, state: StepState, timeout: float, slack: float = 0.0, *,

@@ -257,3 +257,10 @@ def test_a_server_that_does_not_speak_http_is_unreachable_not_a_crash(non_http_s
         CircuitBreakers({"actuator_url": non_http_server + "/actuator"}, ctx()).run()
     with pytest.raises(BackendError, match="did not answer HTTP"):
         PrometheusQuery({"query": "up", "url": non_http_server}, ctx()).run()
+
+
+def test_circuit_breakers_forbidden_is_a_permission_error(breaker_app: BreakerApp) -> None:
+    """HTTP 403 from the actuator is the operator's credentials (exit 4), not the breaker's state."""
+    breaker_app.forbidden = True
+    with pytest.raises(BackendError, match="answered HTTP 403: permission denied"):
+        CircuitBreakers({"actuator_url": breaker_app.url + "/actuator"}, ctx()).run()

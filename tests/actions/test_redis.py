@@ -170,3 +170,55 @@ def test_acl_user_without_a_command_is_a_backend_error(rds: RedisServer,
         assert run("redis.clients", blocked=True)["count"] == 0  # what it may run still works
     finally:
         client.acl_deluser("cache-reader")
+
+
+def test_write_probe_succeeds_and_leaves_nothing_behind(rds: RedisServer) -> None:
+    client = rds.client()
+    before = client.dbsize()
+    result = run("redis.write_probe", bytes=2048)
+    assert result["ok"] is True and result["error"] is None
+    assert result["key"].startswith("opsctl:probe:") and result["bytes"] == 2048
+    assert client.dbsize() == before and not client.exists(result["key"])
+
+
+def test_write_probe_reports_oom_as_the_answer_not_a_failure(rds: RedisServer) -> None:
+    fill(rds, 6000)  # a full noeviction cache: the tail of the writes failed
+    result = run("redis.write_probe")
+    assert result["ok"] is False and result["error"].startswith("OOM command not allowed")
+    rds.client().config_set("maxmemory-policy", "allkeys-lru")
+    assert run("redis.write_probe")["ok"] is True  # an evicting policy makes room
+
+
+def test_info_counts_keys_with_a_ttl_and_eviction_candidates(rds: RedisServer) -> None:
+    client = rds.client()
+    for i in range(10):
+        client.set(f"k{i}", "v")
+    for i in range(3):
+        client.expire(f"k{i}", 600)
+    result = run("redis.info")
+    assert (result["keys"], result["keys_with_ttl"]) == (10, 3)
+    assert result["eviction_candidates"] == 0  # noeviction evicts nothing
+    client.config_set("maxmemory-policy", "volatile-lru")
+    assert run("redis.info")["eviction_candidates"] == 3
+    client.config_set("maxmemory-policy", "allkeys-lfu")
+    assert run("redis.info")["eviction_candidates"] == 10
+
+
+@pytest.mark.parametrize(("ttls", "expected"), [
+    (0, "none of the 10 keys has one: it will evict nothing"),
+    (4, "4 of 10 keys have one"),
+    (10, None),
+])
+def test_config_set_warns_when_a_volatile_policy_has_nothing_to_evict(
+        rds: RedisServer, ttls: int, expected: str | None) -> None:
+    client = rds.client()
+    for i in range(10):
+        client.set(f"k{i}", "v")
+    for i in range(ttls):
+        client.expire(f"k{i}", 600)
+    plan = action("redis.config_set", parameter="maxmemory-policy", value="volatile-lru").plan()
+    if expected is None:
+        assert plan.warnings == []
+    else:
+        assert len(plan.warnings) == 1 and expected in plan.warnings[0]
+    assert action("redis.config_set", parameter="maxmemory-policy", value="allkeys-lru").plan().warnings == []

@@ -111,8 +111,10 @@ def test_report_is_a_markdown_timeline(opsctl: Opsctl, opsctl_env: dict[str, str
     assert any("declined step `write_flag` (operator)" in row for row in rows)
     assert any("mitigate `write_flag` Write the flag: **declined**" in row for row in rows)
     assert "run ended: **not_confirmed** (exit 3)" in rows[-1]
-    assert "## Actions taken" in md and "- `write_flag` (core.write_file): declined" in md
-    assert f"  - create {target}: None → on" in md
+    # a declined change is planned, never done (issue 9 defect 9): no "None → on"
+    assert "## Actions taken\n\n- none: no change was sent to any system" in md
+    assert "- `write_flag` (core.write_file): declined" in md and "→" not in md
+    assert f"  - create {target}: before `-`, planned `on`: not applied (declined)" in md
 
     approved = opsctl("run", rb("rb-401"), "--yes", "-p", f"target={target}")
     assert approved.code == 0

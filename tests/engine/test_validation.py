@@ -136,7 +136,8 @@ RULES: dict[str, list[str | re.Pattern[str]]] = {
         "invalid/rb-220-misc.yaml:14:13: diagnose[0].option: only mitigate steps can belong to an option",
         "invalid/rb-220-misc.yaml:16:14: diagnose[0].with.value: unknown name 'parms' (did you mean "
         "'params'?); templates can use params, steps, env, run and result",
-        "invalid/rb-220-misc.yaml:17:12: diagnose[0].until: 'until' needs 'retries' (how many times to poll)",
+        "invalid/rb-220-misc.yaml:17:12: diagnose[0].until: 'until' needs 'retries' (how many times to poll) "
+        "or 'within' (a convergence window)",
         "invalid/rb-220-misc.yaml:27:14: verify[0].with.value: steps.probe.reslt: unknown field; use one "
         "of result, outputs, status, findings, plan (did you mean 'result'?)",
     ],

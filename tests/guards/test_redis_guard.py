@@ -27,6 +27,7 @@ READ_ONLY: dict[str, dict[str, Any]] = {
     "redis.get": {"key": "flag"},
     "redis.info": {"sample_seconds": 0.2},
     "redis.slowlog": {"count": 5},
+    "redis.write_probe": {"bytes": 64},  # SET + DEL of its own opsctl:probe:* scratch key only
 }
 PLANS: dict[str, dict[str, Any]] = {
     "redis.client_kill": {"name": "victim"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -240,3 +241,258 @@ def test_prometheus_unreachable_does_not_block_the_runbook(opsctl: Callable[...,
     assert step(out, "breakers")["result"]["state"] == "OPEN"
     assert step(out, "restart_downstream")["status"] == "planned"
     assert incident.snapshot() == before
+
+
+# ==== defect 5: options that act without their inputs ================================================
+
+@pytest.mark.parametrize(("option", "flag"), [("disable-feature", "feature_flag"),
+                                              ("fallback-mode", "fallback_flag")])
+def test_a_flag_option_without_its_flag_is_exit_2_before_any_change(
+        opsctl: Callable[..., Result], rds: Any, redis_env: dict[str, str], option: str, flag: str) -> None:
+    """`--yes --option disable-feature` without -p feature_flag wrote a Redis key literally named
+    "UNSET: pass -p feature_flag=KEY" and failed only at verify.  Now: exit 2 before anything
+    runs (no diagnosis against the cluster, no key written)."""
+    result = opsctl("run", "rb-004", "--yes", "--option", option, "-p", "service=orders",
+                    "-p", f"actuator_url=http://127.0.0.1:{free_port()}/actuator",
+                    "-p", "downstream_deployment=payments", env=redis_env)
+    assert result.code == 2, result.output
+    assert f"option {option!r} needs {flag} (-p {flag}=...)" in result.output
+    assert rds.client().dbsize() == 0
+    assert not list(rds.client().scan_iter("UNSET*"))
+
+
+# ==== fault matrix (issue 9) ==========================================================================
+# Every cell is rehearsed end to end through the CLI against the real servers (the kube-apiserver,
+# Redis, the breaker app's HTTP actuator, a real socket that plays the fault), or says why it cannot
+# apply.
+
+FAULTS = ("dead", "hung", "slow", "denied_optional", "denied_required", "ordinary_role", "scope",
+          "converges_slowly", "does_not_work", "interrupted_resume")
+MATRIX: dict[str, tuple[str, str]] = {
+    "dead": ("test", "test_matrix_dead_actuator_exits_4_before_any_change"),
+    "hung": ("test", "test_matrix_hung_actuator_costs_one_deadline_and_exits_4"),
+    "slow": ("test", "test_matrix_slow_actuator_answering_late_is_diagnosed"),
+    "denied_optional": ("test", "test_matrix_prometheus_forbidden_is_a_warning_and_the_run_goes_on"),
+    "denied_required": ("test", "test_matrix_actuator_forbidden_exits_4_before_any_change"),
+    "ordinary_role": ("test", "test_matrix_fallback_mode_as_an_ordinary_redis_user"),
+    "scope": ("test", "test_matrix_restart_touches_only_the_downstream_in_the_given_namespace"),
+    "converges_slowly": ("test", "test_matrix_fallback_picked_up_late_is_verified_within_the_window"),
+    "does_not_work": ("test", "test_matrix_fallback_the_service_ignores_fails_verify_after_the_window"),
+    "interrupted_resume": ("test",
+                           "test_matrix_interrupted_before_verify_resumes_without_redoing_the_change"),
+}
+# Not covered here, and why: the ordinary role is rehearsed on the Redis side (the flags); the
+# Kubernetes side runs with the apiserver's admin credentials in this suite (RBAC for rollout
+# restart is the k8s actions' matrix).  The flag changes are single compare-and-set transactions, so
+# the interruption cell cuts the run between the change and its verification.
+
+
+def test_matrix_every_cell_is_tested_or_explained() -> None:
+    assert set(MATRIX) == set(FAULTS)
+    for cell, (kind, what) in MATRIX.items():
+        assert kind in ("test", "n/a"), cell
+        if kind == "test":
+            assert callable(globals().get(what)), f"{cell}: no test named {what}"
+        else:
+            assert len(what) > 20, f"{cell}: say why it cannot apply"
+
+
+def test_matrix_dead_actuator_exits_4_before_any_change(opsctl: Callable[..., Result],
+                                                        incident: Incident) -> None:
+    before = incident.snapshot()
+    dead = f"http://127.0.0.1:{free_port()}/actuator"
+    result = opsctl(*incident.run_args("--yes", "--option", "fallback-mode", "-p", f"actuator_url={dead}"),
+                    env=incident.env)
+    assert result.code == 4, result.output
+    assert "refused" in result.output
+    assert incident.snapshot() == before and incident.redis.get(FALLBACK) is None
+
+
+def test_matrix_hung_actuator_costs_one_deadline_and_exits_4(opsctl: Callable[..., Result],
+                                                             incident: Incident, silent_server: Any) -> None:
+    before = incident.snapshot()
+    hung = f"http://127.0.0.1:{silent_server.port}/actuator"
+    t0 = time.monotonic()
+    result = opsctl(*incident.run_args("--yes", "--option", "fallback-mode", "-p", f"actuator_url={hung}"),
+                    env=incident.env)
+    took = time.monotonic() - t0
+    assert result.code == 4, result.output
+    out = report(result)
+    assert out["status"] == "backend_error" and "timed out" in out["message"]
+    assert took < 60, took  # one HTTP timeout (5 s) per probe, run concurrently; not abandoned steps
+    assert incident.snapshot() == before and incident.redis.get(FALLBACK) is None
+
+
+def test_matrix_slow_actuator_answering_late_is_diagnosed(opsctl: Callable[..., Result],
+                                                          incident: Incident) -> None:
+    incident.app.response_delay = 3.5  # of the 5 s HTTP timeout
+    result = opsctl(*incident.run_args("--dry-run"), env=incident.env)
+    assert result.code == 0, result.output
+    out = report(result)
+    assert step(out, "breakers")["result"]["state"] == "OPEN"
+    assert step(out, "health")["result"]["json"]["status"] == "DOWN"
+
+
+class _Forbidden:
+    """An HTTP server that answers 403 to everything (a Prometheus behind an auth proxy)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(403)
+                self.send_header("Content-Length", "9")
+                self.end_headers()
+                self.wfile.write(b"forbidden")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_matrix_prometheus_forbidden_is_a_warning_and_the_run_goes_on(opsctl: Callable[..., Result],
+                                                                     incident: Incident) -> None:
+    forbidden = _Forbidden()
+    try:
+        result = opsctl(*incident.run_args("--yes", "--option", "fallback-mode",
+                                           "-p", "prometheus_query=max(circuit_breaker_state)"),
+                        env={**incident.env, "PROMETHEUS_URL": forbidden.url})
+    finally:
+        forbidden.close()
+    assert result.code == 0, result.output
+    out = report(result)
+    metric = step(out, "breaker_metric")
+    assert metric["status"] == "failed" and "403" in metric["reason"]
+    warning = [f["message"] for f in out["findings"] if f["step"] == "breaker_metric"]
+    assert warning and "could not run (optional, the run goes on)" in warning[0]
+    assert out["message"] == "verified" and incident.redis.get(FALLBACK) == "true"
+
+
+def test_matrix_actuator_forbidden_exits_4_before_any_change(opsctl: Callable[..., Result],
+                                                             incident: Incident) -> None:
+    before = incident.snapshot()
+    incident.app.forbidden = True
+    result = opsctl(*incident.run_args("--yes", "--option", "fallback-mode"), env=incident.env)
+    assert result.code == 4, result.output
+    assert "HTTP 403: permission denied" in result.output
+    assert incident.snapshot() == before and incident.redis.get(FALLBACK) is None
+
+
+def test_matrix_fallback_mode_as_an_ordinary_redis_user(opsctl: Callable[..., Result], incident: Incident,
+                                                        rds: Any) -> None:
+    """The flags are written with the application's own kind of Redis user (no admin commands):
+    GET/SET/TYPE/WATCH/MULTI are all it takes."""
+    rds.client().acl_setuser("flags", enabled=True, passwords=["+flags-pw-1"], keys=["flags:*"],
+                             commands=["+@all", "-@admin", "-@dangerous"], reset=True)
+    try:
+        env = {**incident.env, "REDIS_URL": f"redis://flags:flags-pw-1@127.0.0.1:{rds.port}/0"}
+        result = opsctl(*incident.run_args("--yes", "--option", "fallback-mode"), env=env)
+    finally:
+        rds.client().acl_deluser("flags")
+    assert result.code == 0, result.output
+    assert report(result)["message"] == "verified" and incident.redis.get(FALLBACK) == "true"
+    assert "flags-pw-1" not in result.output
+
+
+def test_matrix_restart_touches_only_the_downstream_in_the_given_namespace(
+        opsctl: Callable[..., Result], incident: Incident, k8s_cluster: K8sCluster) -> None:
+    """A deployment of the same name in another namespace is outside the scope: never planned,
+    never restarted."""
+    import uuid
+
+    other = f"other-{uuid.uuid4().hex[:6]}"
+    incident.core.create_namespace({"metadata": {"name": other}})
+    try:
+        incident.apps.create_namespaced_deployment(other, deployment("payments", 1))
+        wait_ready(incident.apps, other, "payments")
+        other_pods = {p.metadata.uid for p in incident.core.list_namespaced_pod(other).items}
+        other_gen = incident.apps.read_namespaced_deployment("payments", other).metadata.generation
+        result = opsctl(*incident.run_args("--yes", "--option", "restart-downstream"), env=incident.env)
+        assert result.code == 0, result.output
+        planned = [c["target"] for c in step(report(result), "restart_downstream")["plan"]["changes"]]
+        assert planned == [f"deployment {incident.ns}/payments"]
+        assert incident.apps.read_namespaced_deployment("payments", other).metadata.generation == other_gen
+        assert {p.metadata.uid for p in incident.core.list_namespaced_pod(other).items} == other_pods
+    finally:
+        incident.core.delete_namespace(other)
+
+
+def test_matrix_fallback_picked_up_late_is_verified_within_the_window(opsctl: Callable[..., Result],
+                                                                      incident: Incident) -> None:
+    """The service re-reads its flags every 15 s: health stays DOWN for a while after the flag is
+    set.  Verify waits for it (convergence window) instead of failing a fix that worked."""
+    incident.app.flag_refresh = 15.0
+    result = opsctl(*incident.run_args("--yes", "--option", "fallback-mode"), env=incident.env)
+    assert result.code == 0, result.output
+    out = report(result)
+    assert out["message"] == "verified"
+    assert step(out, "health_up")["attempts"] >= 2  # it was still DOWN at the first look
+
+
+def test_matrix_fallback_the_service_ignores_fails_verify_after_the_window(
+        opsctl: Callable[..., Result], incident: Incident) -> None:
+    """The service does not read the key the operator gave (a typo in -p fallback_flag): the flag
+    is set, health stays DOWN, and verify fails after the window (exit 1), never "verified"."""
+    wrong = "flags:orders:payments-fallbak"
+    t0 = time.monotonic()
+    result = opsctl(*incident.run_args("--yes", "--option", "fallback-mode", "-p", f"fallback_flag={wrong}",
+                                       "-p", "verify_window=4s"), env=incident.env)
+    assert result.code == 1, result.output
+    out = report(result)
+    assert out["status"] == "verify_failed"
+    assert out["message"].startswith("verification failed: health is DOWN (still so after")
+    assert step(out, "health_up")["attempts"] >= 2
+    assert incident.redis.get(wrong) == "true" and incident.redis.get(FALLBACK) is None
+    assert time.monotonic() - t0 < 120
+
+
+def test_matrix_interrupted_before_verify_resumes_without_redoing_the_change(
+        opsctl: Callable[..., Result], opsctl_env: dict[str, str], incident: Incident) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.engine.helpers import events, run_logs
+
+    incident.app.flag_refresh = 3600.0  # the service does not see the flag yet: verify waits
+    args = incident.run_args("--yes", "--option", "fallback-mode")
+    proc = subprocess.Popen([sys.executable, "-m", "opsctl", *args], env={**opsctl_env, **incident.env},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            logs = run_logs(opsctl_env)
+            if logs and any(e["event"] == "step_start" and e.get("step") == "health_up"
+                            for e in events(logs[0])):
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the run ended before it could be interrupted:\n" + \
+            "".join(proc.communicate(timeout=60))
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, stdout + stderr
+    first = report(Result(130, stdout, stderr))
+    assert step(first, "fallback_on")["status"] == "applied"
+    first_id = first["run_id"]
+    incident.app.flag_refresh = 0.0  # the service picks the flag up now
+    result = opsctl(*args, "--resume", first_id, env=incident.env)
+    assert result.code == 0, result.output
+    resumed = report(result)
+    assert step(resumed, "fallback_on")["reused_from"] == first_id
+    assert resumed["message"] == "verified" and incident.redis.get(FALLBACK) == "true"
+    second = [p for p in run_logs(opsctl_env) if first_id not in p.name][0]
+    assert not [e for e in events(second) if e["event"] == "apply_start"]  # the flag was set once

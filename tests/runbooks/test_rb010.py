@@ -3,6 +3,7 @@ the cache is full under noeviction (writes fail with OOM), most reads miss, work
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -211,3 +212,348 @@ def test_a_partial_key_scan_is_not_reported_as_no_big_key(
     assert big["scanned"] == 10000 and big["complete"] is False
     assert any(f["step"] == "bigkeys" and f["severity"] == "warning" and
                f["message"].startswith("only 10000 of 30001 keys scanned") for f in report["findings"])
+
+
+# ==== fault matrix (issue 9) ==========================================================================
+# Every cell is rehearsed end to end through the CLI against the real redis-server (or a real
+# socket that plays the fault), or says why it cannot apply to this runbook.
+
+FAULTS = ("dead", "hung", "slow", "denied_optional", "denied_required", "ordinary_role", "scope",
+          "converges_slowly", "does_not_work", "interrupted_resume")
+MATRIX: dict[str, tuple[str, str]] = {
+    # cell: ("test", test function) | ("n/a", why it cannot apply)
+    "dead": ("test", "test_matrix_dead_server_exits_4_before_any_change"),
+    "hung": ("test", "test_matrix_hung_server_costs_one_deadline_and_exits_4"),
+    "slow": ("test", "test_matrix_slow_server_answering_late_is_diagnosed"),
+    "denied_optional": ("test", "test_matrix_optional_probe_denied_is_a_warning_and_the_run_goes_on"),
+    "denied_required": ("test", "test_matrix_required_probe_denied_exits_4_naming_it"),
+    "ordinary_role": ("test", "test_matrix_ordinary_role_diagnoses_and_stops_at_the_plan_with_exit_4"),
+    "scope": ("test", "test_matrix_scope_recently_blocked_clients_are_excluded"),
+    "converges_slowly": ("test", "test_matrix_fix_that_converges_slowly_is_verified"),
+    "does_not_work": ("test", "test_matrix_volatile_policy_without_ttls_warns_and_fails_verify"),
+    "interrupted_resume": ("test", "test_matrix_interrupted_after_the_change_resumes_without_redoing_it"),
+}
+# Notes on what the cells cannot cover here: rb-010 declares no target-scope parameter (one Redis
+# instance is the unit); its blast-radius filters (blocked_idle_seconds, max_clients) are the scope
+# cell.  Its mutations are single atomic commands (CONFIG SET; one CLIENT KILL ID per client, each
+# re-checked): an interruption cannot cut one in half, so the interruption cell cuts the run between
+# the change and its verification and resumes it.
+
+
+def test_matrix_every_cell_is_tested_or_explained() -> None:
+    assert set(MATRIX) == set(FAULTS)
+    for cell, (kind, what) in MATRIX.items():
+        assert kind in ("test", "n/a"), cell
+        if kind == "test":
+            assert callable(globals().get(what)), f"{cell}: no test named {what}"
+        else:
+            assert len(what) > 20, f"{cell}: say why it cannot apply"
+
+
+def _acl_url(rds: RedisServer, user: str, rules: list[str]) -> str:
+    rds.client().acl_setuser(user, enabled=True, passwords=["+user-pw-1"], keys=["*"], channels=["*"],
+                             commands=rules, reset=True)
+    return f"redis://{user}:user-pw-1@127.0.0.1:{rds.port}/0"
+
+
+@pytest.fixture
+def acl(rds: RedisServer) -> Any:
+    made: list[str] = []
+
+    def make(user: str, rules: list[str]) -> str:
+        made.append(user)
+        return _acl_url(rds, user, rules)
+
+    yield make
+    for user in made:
+        rds.client().acl_deluser(user)
+
+
+def _env(url: str) -> dict[str, str]:
+    return {"REDIS_URL": url, "OPSCTL_RUNBOOK_PATH": str(REPO / "runbooks")}
+
+
+def test_matrix_dead_server_exits_4_before_any_change(opsctl: Callable[..., Result]) -> None:
+    port = free_port()
+    t0 = time.monotonic()
+    result = opsctl(*RUN, "--yes", "--option", "set-eviction-policy", env=_env(
+        f"redis://:{PASSWORD}@127.0.0.1:{port}/0"))
+    assert result.code == 4, result.output
+    assert f"cannot reach 127.0.0.1:{port}" in result.output
+    assert time.monotonic() - t0 < 60 and "Traceback" not in result.output
+    assert PASSWORD not in result.output
+
+
+def test_matrix_hung_server_costs_one_deadline_and_exits_4(opsctl: Callable[..., Result],
+                                                           silent_server: Any) -> None:
+    """Accepts TCP, never answers: one socket timeout (10 s), not one per step or per attempt,
+    and exit 4 (unreachable), not 1 after the watchdog abandoned the step."""
+    t0 = time.monotonic()
+    result = opsctl(*RUN, "--yes", "--option", "set-eviction-policy", "-o", "json", env=_env(
+        f"redis://:{PASSWORD}@127.0.0.1:{silent_server.port}/0"))
+    took = time.monotonic() - t0
+    assert result.code == 4, result.output
+    report = out(result)
+    assert report["status"] == "backend_error" and "Timeout" in report["message"]
+    assert step(report, "eviction_policy")["status"] == "not_run"  # nothing was planned or sent
+    assert took < 60, took  # info's own timeout is 60 s; the socket timeout (10 s) comes first
+
+
+class _DelayProxy:
+    """A TCP proxy in front of the real server that holds the first answer on every connection
+    for `delay` seconds (a server slow to answer, within the client's 10 s socket timeout)."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        import socket
+        import threading
+
+        self.target, self.delay = target_port, delay
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(32)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pipe, args=(client, upstream, 0.0), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, self.delay), daemon=True).start()
+
+    def _pipe(self, src: Any, dst: Any, first_delay: float) -> None:
+        delayed = False
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if first_delay and not delayed:
+                    time.sleep(first_delay)
+                    delayed = True
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_matrix_slow_server_answering_late_is_diagnosed(
+        opsctl: Callable[..., Result], rds: RedisServer, cache_incident: dict[str, Any]) -> None:
+    proxy = _DelayProxy(rds.port, delay=7.0)  # 7 s of the client's 10 s socket timeout
+    try:
+        result = opsctl(*RUN, "--dry-run", "-o", "json", env=_env(
+            f"redis://:{PASSWORD}@127.0.0.1:{proxy.port}/0"))
+    finally:
+        proxy.close()
+    assert result.code == 0, result.output
+    report = out(result)
+    assert step(report, "info")["result"]["maxmemory_policy"] == "noeviction"
+    assert [(c["before"], c["after"]) for c in step(report, "eviction_policy")["plan"]["changes"]] == \
+        [("noeviction", "allkeys-lru")]
+    assert policy(rds) == "noeviction"
+
+
+def test_matrix_optional_probe_denied_is_a_warning_and_the_run_goes_on(
+        opsctl: Callable[..., Result], rds: RedisServer, acl: Any, cache_incident: dict[str, Any]) -> None:
+    url = acl("ops-noslowlog", ["+@all", "-slowlog"])
+    result = opsctl(*RUN, "--yes", "--option", "set-eviction-policy", "-o", "json", env=_env(url))
+    assert result.code == 0, result.output
+    report = out(result)
+    slow = step(report, "slowlog")
+    assert slow["status"] == "failed" and "permission denied" in slow["reason"]
+    warnings = [f["message"] for f in report["findings"] if f["step"] == "slowlog"]
+    assert warnings and warnings[0].startswith("Slow commands could not run (optional, the run goes on)")
+    assert policy(rds) == "allkeys-lru" and report["message"] == "verified"
+    assert "user-pw-1" not in result.output
+
+
+def test_matrix_required_probe_denied_exits_4_naming_it(
+        opsctl: Callable[..., Result], rds: RedisServer, acl: Any, cache_incident: dict[str, Any]) -> None:
+    url = acl("ops-noinfo", ["+@all", "-info"])
+    result = opsctl(*RUN, "--yes", "--option", "set-eviction-policy", env=_env(url))
+    assert result.code == 4, result.output
+    assert "permission denied" in result.output and "'info'" in result.output.lower()
+    assert policy(rds) == "noeviction"  # nothing was changed
+    assert "Traceback" not in result.output and "user-pw-1" not in result.output
+
+
+def test_matrix_ordinary_role_diagnoses_and_stops_at_the_plan_with_exit_4(
+        opsctl: Callable[..., Result], rds: RedisServer, acl: Any, cache_incident: dict[str, Any]) -> None:
+    """The application's own user (reads, writes, INFO; no admin commands: no CONFIG, no CLIENT
+    LIST/KILL, no SLOWLOG): the diagnosis reports what it can see, the optional probes degrade to
+    warnings, and the run stops with exit 4 naming the permission the operator lacks, before any
+    change."""
+    url = acl("app", ["+@all", "-@admin", "-@dangerous", "+info", "+memory", "+scan", "+type"])
+    result = opsctl(*RUN, "--yes", "--option", "set-eviction-policy", "-o", "json", env=_env(url))
+    assert result.code == 4, result.output
+    report = out(result)
+    assert step(report, "info")["status"] == "ok"  # the incident is still described
+    assert "permission denied" in report["message"]
+    assert "+config" in report["message"] or "+client" in report["message"]
+    assert policy(rds) == "noeviction"
+
+
+def test_matrix_scope_recently_blocked_clients_are_excluded(
+        opsctl: Callable[..., Result], rds: RedisServer, redis_env: dict[str, str]) -> None:
+    import threading
+
+    rds.block_clients(2, key="old-jobs")
+    old = blocked_ids(rds)
+    time.sleep(8.5)  # these two are blocked for longer than blocked_idle_seconds=8
+    # a worker that blocks in BLPOP for 1 s at a time: blocked too, but never idle for long
+    worker = rds.client(socket_timeout=None)
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                worker.blpop("new-jobs", timeout=1)
+
+    threading.Thread(target=poll, daemon=True).start()
+    fresh_id = -1
+    deadline = time.monotonic() + 30
+    while fresh_id < 0 and time.monotonic() < deadline:
+        fresh = blocked_ids(rds) - old
+        fresh_id = fresh.pop() if fresh else -1
+    result = opsctl("run", "rb-010", "-p", "sample_seconds=0", "-p", "blocked_idle_seconds=8", "--yes",
+                    "--option", "kill-blocked-clients", "-o", "json", env=redis_env)
+    assert result.code == 0, result.output
+    report = out(result)
+    planned = step(report, "kill_blocked")["plan"]["changes"]
+    assert len(planned) == 2 and all(str(fresh_id) not in c["target"] for c in planned)
+    alive = {int(c["id"]) for c in rds.client().client_list()}
+    stop.set()
+    assert fresh_id in alive and not alive & old
+
+
+def _apply_ttls_when(rds: RedisServer, policy_name: str, delay: float) -> Any:
+    """The application, a moment after the policy switch, starts giving its keys a TTL."""
+    import threading
+
+    def work() -> None:
+        client = rds.client()
+        deadline = time.monotonic() + 120
+        while policy(rds) != policy_name and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(delay)
+        pipe = client.pipeline(transaction=False)
+        for key in client.scan_iter("product:*", count=1000):
+            pipe.expire(key, 3600)
+        pipe.execute()
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    return t
+
+
+def test_matrix_fix_that_converges_slowly_is_verified(
+        opsctl: Callable[..., Result], rds: RedisServer, redis_env: dict[str, str],
+        cache_incident: dict[str, Any]) -> None:
+    app = _apply_ttls_when(rds, "volatile-lru", delay=3.0)
+    result = opsctl(*RUN, "--yes", "--option", "set-eviction-policy", "-p", "eviction_policy=volatile-lru",
+                    "-o", "json", env=redis_env)
+    app.join(timeout=60)
+    assert result.code == 0, result.output
+    report = out(result)
+    probe = step(report, "writes_succeed")
+    assert probe["status"] == "ok" and probe["result"]["ok"] is True
+    assert probe["attempts"] >= 2  # it waited for the cache to converge, and said so
+    assert report["message"] == "verified"
+    assert rds.client().set("probe-after", "x" * 1000)  # writes really succeed now
+    assert not [k for k in rds.client().scan_iter("opsctl:probe:*")]  # the scratch key is gone
+
+
+def test_matrix_volatile_policy_without_ttls_warns_and_fails_verify(
+        opsctl: Callable[..., Result], rds: RedisServer, redis_env: dict[str, str],
+        cache_incident: dict[str, Any]) -> None:
+    """Defect 1a: volatile-lru on a full noeviction cache whose keys have no TTL evicts nothing;
+    the run said "verified" (it only checked that the policy changed) while every write still
+    failed with OOM.  Now the plan warns, and verify proves writes fail: exit 1 after the window."""
+    dry = out(opsctl(*RUN, "--dry-run", "--option", "set-eviction-policy", "-p",
+                     "eviction_policy=volatile-lru", "-o", "json", env=redis_env))
+    warnings = step(dry, "eviction_policy")["plan"]["warnings"]
+    assert warnings and "none of the" in warnings[0] and "evict nothing" in warnings[0]
+    t0 = time.monotonic()
+    result = opsctl(*RUN, "--yes", "--option", "set-eviction-policy", "-p", "eviction_policy=volatile-lru",
+                    "-p", "verify_window=3s", "-o", "json", env=redis_env)
+    took = time.monotonic() - t0
+    assert result.code == 1, result.output
+    report = out(result)
+    assert report["status"] == "verify_failed"
+    assert report["message"].startswith("verification failed: writes still fail: OOM")
+    assert "still so after" in report["message"]
+    assert step(report, "writes_succeed")["attempts"] >= 2
+    assert policy(rds) == "volatile-lru"  # the change was made: it is the fix that does not work
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        rds.client().set("probe", "x" * 1000)
+    assert took < 120
+
+
+def test_matrix_interrupted_after_the_change_resumes_without_redoing_it(
+        opsctl: Callable[..., Result], opsctl_env: dict[str, str], rds: RedisServer,
+        redis_env: dict[str, str], cache_incident: dict[str, Any]) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.engine.helpers import events, run_logs
+
+    args = [*RUN, "--yes", "--option", "set-eviction-policy", "-p", "eviction_policy=volatile-lru", "-o",
+            "json"]
+    proc = subprocess.Popen([sys.executable, "-m", "opsctl", *args], env={**opsctl_env, **redis_env},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        # the change is made; verify waits for writes to work
+        while time.monotonic() < deadline and proc.poll() is None:
+            logs = run_logs(opsctl_env)
+            if logs and any(e["event"] == "step_start" and e.get("step") == "writes_succeed"
+                            for e in events(logs[0])):
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the run ended before it could be interrupted:\n" + \
+            "".join(proc.communicate(timeout=60))
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, stdout + stderr
+    first = out(Result(130, stdout, stderr))
+    assert step(first, "eviction_policy")["status"] == "applied"
+    first_id = first["run_id"]
+    assert policy(rds) == "volatile-lru"
+    config_sets = int(rds.client().info("commandstats").get("cmdstat_config|set", {}).get("calls", 0))
+    # meanwhile the application gives its keys a TTL: the resumed run's verify sees writes work
+    client = rds.client()
+    pipe = client.pipeline(transaction=False)
+    for key in client.scan_iter("product:*", count=1000):
+        pipe.expire(key, 3600)
+    pipe.execute()
+    result = opsctl(*args, "--resume", first_id, env=redis_env)
+    assert result.code == 0, result.output
+    resumed = out(result)
+    assert step(resumed, "eviction_policy")["reused_from"] == first_id  # not applied again
+    assert step(resumed, "writes_succeed")["status"] == "ok"
+    after = int(rds.client().info("commandstats").get("cmdstat_config|set", {}).get("calls", 0))
+    assert after == config_sets  # nothing doubled: no second CONFIG SET
+    second_log = [p for p in run_logs(opsctl_env) if first_id not in p.name][0]
+    assert not [e for e in events(second_log) if e["event"] == "apply_start"]

@@ -85,10 +85,20 @@ class ActionContext:
         return dict(self.environment.backend(name))
 
     def client(self, key: str, factory: Callable[[], Any]) -> Any:
+        # One lock per key: a slow factory (importing the kubernetes client takes seconds on a
+        # loaded machine) must not hold up the steps of other backends past their deadlines.
         with self._clients_lock:
-            if key not in self._clients:
-                self._clients[key] = factory()
-            return self._clients[key]
+            if key in self._clients:
+                return self._clients[key]
+            lock = self._clients.setdefault(f"\0lock:{key}", threading.Lock())
+        with lock:
+            with self._clients_lock:
+                if key in self._clients:
+                    return self._clients[key]
+            made = factory()
+            with self._clients_lock:
+                self._clients[key] = made
+            return made
 
     def forget(self, key: str) -> None:
         """Drop a cached client (e.g. a cached connection failure that may have healed)."""

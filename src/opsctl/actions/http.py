@@ -261,6 +261,10 @@ class CircuitBreakers(Action):
         except http.Unreachable as e:
             raise BackendError("http", f"{e}. Is the service up and actuator_url right?") from None
         body = _parse_json(resp)
+        if resp.status in (401, 403):  # the operator's credentials, not the breaker: misconfiguration
+            raise BackendError("http", f"{http.redact_url(url)} answered HTTP {resp.status}: permission "
+                                       "denied (the actuator needs credentials, or a role that may read "
+                                       "circuitbreakers)")
         if resp.status != 200 or not isinstance(body, dict) or "circuitBreakers" not in body:
             raise ActionError(f"{http.redact_url(url)} answered HTTP {resp.status} without a "
                               "'circuitBreakers' document (is the Resilience4j actuator endpoint exposed?)")

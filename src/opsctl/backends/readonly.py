@@ -200,20 +200,25 @@ def redis_check(args: tuple[Any, ...]) -> None:
     raise ReadOnlyViolation("redis", name or "(empty command)")
 
 
-def read_only_redis(writable: Any) -> Any:
+def read_only_redis(writable: Any, allow: Callable[[tuple[Any, ...]], bool] | None = None) -> Any:
     """A redis-py client on the same connection pool whose commands (pipelines included) must be
-    reads; pub/sub and MONITOR are refused."""
+    reads; pub/sub and MONITOR are refused.  ``allow`` admits named writes with a check of their
+    arguments (redis.write_probe: SET/DEL of its own ``opsctl:probe:*`` scratch key only)."""
     import redis
     from redis.client import Pipeline
 
+    def check(args: tuple[Any, ...]) -> None:
+        if allow is None or not allow(args):
+            redis_check(args)
+
     class ReadOnlyPipeline(Pipeline):  # type: ignore[misc]
         def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-            redis_check(args)
+            check(args)
             return super().execute_command(*args, **kwargs)
 
     class ReadOnlyRedis(redis.Redis):  # type: ignore[misc]
         def execute_command(self, *args: Any, **options: Any) -> Any:
-            redis_check(args)
+            check(args)
             return super().execute_command(*args, **options)
 
         def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:

@@ -76,15 +76,35 @@ def make_client(settings: RedisSettings) -> Any:
                                     f"{_clean(str(e), settings.secrets)}") from None
 
 
-def client_for(ctx: Any, settings: RedisSettings) -> Any:
+def client_for(ctx: Any, settings: RedisSettings, *, probe: bool = False) -> Any:
     """The run's client (one connection pool, shared by the steps); for read-only code
-    (``ctx.read_only``) a separate client on the same pool that only sends read commands."""
+    (``ctx.read_only``) a separate client on the same pool that only sends read commands
+    (``probe``: plus SET/DEL of an ``opsctl:probe:*`` scratch key with an expiry, for the write
+    probe; never in a dry-run)."""
     client = ctx.client("redis:client", lambda: make_client(settings))
     if not ctx.read_only:
         return client
     from opsctl.backends.readonly import read_only_redis
 
+    if probe and not ctx.dry_run:
+        return ctx.client("redis:client:probe", lambda: read_only_redis(client, allow=_probe_write))
     return ctx.client("redis:client:read-only", lambda: read_only_redis(client))
+
+
+PROBE_PREFIX = "opsctl:probe:"
+
+
+def _probe_write(args: tuple[Any, ...]) -> bool:
+    """SET opsctl:probe:<hex> VALUE PX <= 60000, or DEL of one such key: nothing else."""
+    words = [str(a) for a in args]
+    if len(words) < 2 or not words[1].startswith(PROBE_PREFIX) or not words[1][len(PROBE_PREFIX):].isalnum():
+        return False
+    head = words[0].upper()
+    if head == "DEL":
+        return len(words) == 2
+    if head == "SET" and len(words) == 5 and words[3].upper() == "PX":
+        return words[4].isdigit() and 0 < int(words[4]) <= 60000
+    return False
 
 
 def _clean(message: str, secrets: list[str]) -> str:
