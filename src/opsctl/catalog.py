@@ -156,12 +156,16 @@ def load(ref: str) -> Runbook:
 
 
 def expand_paths(paths: list[str]) -> list[str]:
-    """Files as given; directories -> their *.yaml / *.yml files (recursively)."""
+    """Files as given; directories -> their *.yaml / *.yml files (recursively, symlinked
+    directories not followed, so a link loop cannot hang the walk)."""
     files: list[str] = []
     for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            files += sorted(str(f) for f in path.rglob("*.y*ml") if f.suffix in (".yaml", ".yml"))
+        if os.path.isdir(p):
+            found = []
+            for root, dirs, names in os.walk(p, onerror=None, followlinks=False):
+                dirs.sort()
+                found += [os.path.join(root, n) for n in names if n.endswith((".yaml", ".yml"))]
+            files += sorted(found)
         else:
             files.append(p)
     return files

@@ -6,6 +6,7 @@ turns a typo such as ``steps.usage.result.pct_used`` into an error instead of an
 
 from __future__ import annotations
 
+import functools
 import operator
 import re
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ def _no_huge_ints(what: str, args: Any, kwargs: dict[str, Any]) -> None:
 def _sized(name: str, func: Any) -> Any:
     """A filter that pads or wraps to a width, refusing widths that would allocate gigabytes."""
 
+    @functools.wraps(func)  # keeps Jinja's pass_environment/pass_context marker
     def guarded(*args: Any, **kwargs: Any) -> Any:
         _no_huge_ints(f"filter {name!r}", args[1:], kwargs)
         if name == "format" and args:
@@ -120,7 +122,7 @@ _PADDING_METHODS = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs",
 def environment() -> ImmutableSandboxedEnvironment:
     env = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False,
                        optimized=False)
-    for name in ("center", "indent", "wordwrap", "format", "truncate", "batch", "slice"):
+    for name in ("center", "indent", "wordwrap", "format", "batch", "slice"):
         env.filters[name] = _sized(name, env.filters[name])
     env.filters["duration"] = _duration
     env.filters["pct"] = lambda v, digits=1: f"{float(v):.{digits}f}%"

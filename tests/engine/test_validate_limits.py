@@ -225,3 +225,9 @@ def test_run_on_a_broken_file_is_the_same_located_error(tmp_path: Path) -> None:
     assert out == ""
     assert "internal error" not in err
     assert err.splitlines()[0].startswith(f"{path}:") and "alias" in err.splitlines()[0]
+
+
+def test_guarded_filters_keep_their_jinja_calling_convention() -> None:
+    """wordwrap is a pass_environment filter: its guard must still receive the environment."""
+    assert templating.render("{{ 'aaa bbb' | wordwrap(4) }}|{{ [1, 2, 3] | batch(2) | list }}|"
+                             "{{ 'a\nb' | indent(2) }}", {}) == "aaa\nbbb|[[1, 2], [3]]|a\n  b"
