@@ -5,6 +5,7 @@ the server; crafted postgres.query SQL terminates nothing in a --dry-run through
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from opsctl.actions import load_all
 from opsctl.actions.base import ActionContext
 from opsctl.actions.postgres.common import PgAction
 from opsctl.backends.pg_sql_guard import refusal
-from opsctl.errors import BackendError, ReadOnlyViolation
+from opsctl.errors import ActionError, BackendError, ReadOnlyViolation
 from opsctl.records import Change, Plan
 from tests.fixtures.core import Result
 from tests.guards.helpers import assert_covers, extra_actions, guarded, record, run_engine
@@ -334,3 +335,20 @@ def test_the_judge_refuses_anything_else(sql: str, why: str) -> None:
 def test_the_judge_reads_psycopg_placeholders_with_params() -> None:
     assert refusal("SELECT %s::int + %(n)s::int, 'x' LIKE 'x%%'", with_params=True) == ""
     assert "pg_terminate_backend" in refusal("SELECT pg_terminate_backend(%s)", with_params=True)
+
+
+def test_a_function_that_could_shadow_a_built_in_one_must_be_qualified(fault: PgServer) -> None:
+    # overload resolution prefers the better match of argument types across the search_path:
+    # upper(1) would call public.upper(int), and has_x() matches the has_* family of the allow-list
+    fault.sql("CREATE OR REPLACE FUNCTION public.upper(int) RETURNS int LANGUAGE sql AS 'SELECT 42'")
+    fault.sql("CREATE OR REPLACE FUNCTION public.has_x() RETURNS bool LANGUAGE sql AS 'SELECT true'")
+    query = load_all()["postgres.query"]
+    try:
+        for sql, shadow in [("SELECT upper(1) AS u", "public.upper()"), ("SELECT has_x()", "public.has_x()")]:
+            with pytest.raises(ActionError, match=f"refused: {re.escape(shadow)} exist"):
+                query({"sql": sql}, guarded()).run()
+        rows = query({"sql": "SELECT pg_catalog.upper('a') AS u, lower('B') AS l"}, guarded()).run()["rows"]
+        assert rows == [{"u": "A", "l": "b"}]
+    finally:
+        fault.sql("DROP FUNCTION public.upper(int)")
+        fault.sql("DROP FUNCTION public.has_x()")

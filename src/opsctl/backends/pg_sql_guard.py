@@ -104,6 +104,16 @@ def function_allowed(name: str) -> bool:
 
 def refusal(sql: str, with_params: bool = False) -> str:
     """Why this SQL is not one read-only statement, or "" when it is."""
+    return judge(sql, with_params)[0]
+
+
+def judge(sql: str, with_params: bool = False) -> tuple[str, frozenset[str]]:
+    """(refusal or "", the functions the statement calls by unqualified name).
+
+    An unqualified name is resolved by the server along the search_path, and PostgreSQL picks the
+    best match of argument types across all its schemas: a function of the same name created in
+    another schema can be chosen over the built-in one.  The caller checks on the server that these
+    names exist only in pg_catalog (:data:`SHADOWED`)."""
     from pglast import ast, parse_sql
     from pglast.parser import ParseError
 
@@ -111,19 +121,29 @@ def refusal(sql: str, with_params: bool = False) -> str:
     try:
         statements = parse_sql(text)
     except ParseError as e:
-        return f"not valid SQL: {e}"
+        return f"not valid SQL: {e}", frozenset()
     if len(statements) != 1:
-        return f"exactly one statement is allowed, got {len(statements)}"
+        return f"exactly one statement is allowed, got {len(statements)}", frozenset()
     top = statements[0].stmt
     kind = type(top).__name__
     if kind not in _STATEMENTS:
         return ("only a read-only statement (SELECT, VALUES, TABLE, WITH, SHOW, EXPLAIN) is allowed, "
-                f"got {_verb(kind)}")
+                f"got {_verb(kind)}"), frozenset()
+    unqualified: set[str] = set()
     for node in _walk(top):
         problem = _judge(node, ast, text)
         if problem:
-            return problem
-    return ""
+            return problem, frozenset()
+        if isinstance(node, ast.FuncCall) and len(node.funcname or ()) == 1:
+            unqualified.add(_names(node.funcname)[0].lower())
+    return "", frozenset(unqualified)
+
+
+# The allowed names that also exist outside pg_catalog (run with the unqualified names as %s).
+SHADOWED = """
+SELECT p.proname, n.nspname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE p.proname = ANY(%s) AND n.nspname <> 'pg_catalog' ORDER BY 1, 2
+"""
 
 
 def _verb(kind: str) -> str:

@@ -45,8 +45,10 @@ class Query(PgAction):
         return [("sql", problem)] if problem else []
 
     def run(self) -> dict[str, Any]:
+        from opsctl.backends.pg_sql_guard import SHADOWED, judge
+
         sql, params = self.args["sql"], self.args.get("params")
-        problem = _refusal(sql, params is not None)
+        problem, unqualified = judge(sql, params is not None)
         if problem:
             raise ActionError(f"postgres.query refused: {problem}")
         limit = int(self.args.get("max_rows", 100))
@@ -59,6 +61,14 @@ class Query(PgAction):
                 # the role's search_path says (pg_catalog searched first)
                 conn.execute("SELECT set_config('search_path', 'pg_catalog, ' || "
                              "current_setting('search_path'), true)")
+                # ...unless a function of the same name exists elsewhere: overload resolution may
+                # prefer it (a better match of argument types), so it must be named explicitly
+                shadowed = conn.execute(SHADOWED, [sorted(unqualified)]).fetchall() if unqualified else []
+                if shadowed:
+                    names = ", ".join(f"{schema}.{name}()" for name, schema in shadowed)
+                    raise ActionError(f"postgres.query refused: {names} exist(s) outside pg_catalog and "
+                                      "could be called instead of the built-in function; write "
+                                      "pg_catalog.NAME(...) to call the built-in one")
                 cur = conn.execute(sql, params, prepare=True)  # prepared: one statement
                 columns = [c.name for c in cur.description or []]
                 rows = cur.fetchmany(limit + 1) if cur.description else []
