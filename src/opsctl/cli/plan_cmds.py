@@ -64,7 +64,7 @@ def plan(
     if outcome.exit_code != 0:
         typer.echo(f"error: no plan written: {outcome.message}", err=True)
         return outcome.exit_code
-    if not outcome.option:
+    if rb.options and not outcome.option:
         raise UsageError(f"no plan written: the diagnosis recommends no mitigation option of {rb.id}; "
                          "choose one with --option NAME")
     doc = planfile.build(rb, runbook, params, environment, outcome, log.secrets, ttl)
