@@ -255,3 +255,13 @@ def test_a_plan_file_holds_no_secret_and_apply_asks_for_it(opsctl: Opsctl, opsct
     assert target.read_text() == "PlanSecret-31337"  # the real value, not the file's ***
     seen = everything(r, opsctl_env, opsctl) + made.output + plan.read_text()
     assert "PlanSecret-31337" not in seen
+
+
+def test_a_bad_secret_value_is_not_echoed(opsctl: Opsctl, opsctl_env: dict[str, str], tmp_path: Path) -> None:
+    book = tmp_path / "rb-454.yaml"
+    book.write_text("id: rb-454\ntitle: Pin\nseverity: P3\nsummary: a secret number\n"
+                    "params:\n  pin: {type: integer, secret: true, required: true}\n"
+                    "diagnose:\n  - id: probe\n    action: core.echo\n    with: {value: ok}\n")
+    r = opsctl("run", str(book), "-p", "pin=NotANumber-Secret-77", "-o", "json")
+    assert r.code == 2, r.output
+    assert "pin" in r.output and "NotANumber-Secret-77" not in r.output
