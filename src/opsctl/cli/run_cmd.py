@@ -67,6 +67,9 @@ def run(
                                                            "name (--yes alone is refused there).")] = None,
     no_log: Annotated[bool, typer.Option("--no-log", help="Run without a run log (e.g. a read-only "
                                                           "state directory).")] = False,
+    lock_wait: Annotated[float, typer.Option("--lock-wait", metavar="SECONDS",
+                                             help="How long to wait for another apply of the same "
+                                                  "target.")] = 30.0,
 ) -> int:
     """Run a runbook: diagnose -> mitigate (plan, confirm, apply) -> verify."""
     from opsctl import catalog, config
@@ -89,7 +92,7 @@ def run(
     check_rate(rb, environment, settings)
     log, renderer = open_run(rb, params, environment, settings, output, verbose, no_log,
                              resumed_from=resumed_from)
-    gate = None if dry_run else ApplyGate(rb.id, log.run_id, environment, renderer, log)
+    gate = None if dry_run else ApplyGate(rb.id, log.run_id, environment, renderer, log, wait=lock_wait)
     outcome = Executor(rb, params, environment, settings, renderer, log, previous, gate=gate).execute()
     log.end(outcome)
     renderer.finish(outcome)
