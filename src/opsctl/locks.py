@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from opsctl.errors import BackendError, LockBusy, PlanDrift
+from opsctl.errors import ActionError, BackendError, LockBusy, PlanDrift
 from opsctl.records import Plan, now_iso
 
 DEFAULT_WAIT = 30.0
@@ -106,10 +106,13 @@ class ApplyGate:
         while True:
             try:
                 holder = lock.try_acquire()
-            except BackendError as e:
+            except (BackendError, ActionError) as e:
                 if isinstance(lock, FileLock):
                     raise
+                # the backend cannot hold a lock right now (a Redis out of memory, a PostgreSQL
+                # without a free slot: often the incident itself): do not make it worse
                 self.renderer.note(f"apply lock: {e}; serialising on this host only (lock file)")
+                self.audit.event("lock_fallback", step=step.id, lock=lock.describe(), reason=str(e))
                 lock = self._fallback(lock)
                 continue
             if holder is None:

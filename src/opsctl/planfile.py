@@ -8,8 +8,9 @@ before-values, the opsctl version, who made it, when it expires, and a sha256 di
 ``opsctl apply`` refuses a plan that was altered (digest), expired, already applied (a claim file per
 digest in the state directory names the run that applied it), made from another version of the
 runbook or for another environment; the executor then re-plans every mutating step live and
-``Replay.check`` refuses (exit 3) when the live plan's targets or their before-values no longer match
-the file, naming what changed; otherwise the file's plan is what ``apply()`` receives.
+``Replay.check`` refuses (exit 3) when the live plan's targets, their before-values or the plan's
+data no longer match the file, naming what changed; otherwise ``apply()`` receives the live plan,
+proven equal to the reviewed one (it holds the secrets that the file masks).
 """
 
 from __future__ import annotations
@@ -216,6 +217,12 @@ def _show(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def _masked(value: Any) -> bytes:
+    from opsctl.audit import redact
+
+    return canonical(redact(jsonable(value)))
+
+
 def differences(planned: Plan, live: Plan, *, subset_ok: bool = False) -> list[str]:
     """What no longer matches between a reviewed plan and a live re-plan, one phrase each.
     ``subset_ok``: targets that are no longer there are fine (someone else already did it)."""
@@ -263,7 +270,9 @@ class Replay:
         return step_id in self.plans and not self.plans[step_id].empty
 
     def check(self, step_id: str, live: Plan) -> Plan:
-        """The file's plan for this step when the live re-plan still matches it; else PlanDrift."""
+        """The plan to apply when the live re-plan still matches the file's (every change and
+        what apply() is handed, ``data``), else PlanDrift.  Once proven equal, the live plan is the
+        one applied: the same changes, with the values that were masked in the file (secrets)."""
         planned = self.plans.get(step_id)
         if planned is None:
             if live.empty:
@@ -272,11 +281,14 @@ class Replay:
                             f"{len(live.changes)} thing(s) ({_show(live.changes[0].target)}): "
                             "refusing changes nobody reviewed; make a new plan")
         diffs = differences(planned, live)
+        if not diffs and _masked(planned.data) != _masked(live.data):
+            diffs = [f"step {step_id!r}: what its apply would act on changed (planned "
+                     f"{_show(planned.data)}, now {_show(live.data)})"]
         if diffs:
             raise PlanDrift(f"the plan is stale: {'; '.join(diffs[:5])}"
                             + (f" (and {len(diffs) - 5} more)" if len(diffs) > 5 else "")
                             + "; nothing was changed: make a new plan")
-        return planned
+        return live
 
     def claim(self, run_id: str) -> None:
         """Called once, just before the first change is applied."""

@@ -209,3 +209,59 @@ def test_malformed_config_is_misconfigured_and_located(opsctl: Opsctl, tmp_path:
     assert len(line) == 1, r.stderr
     assert "misconfigured" in line[0] and f"opsctl.yaml{where}" in line[0] and what in line[0], line[0]
     assert "Traceback" not in r.output
+
+
+SECRET_RB = """\
+id: rb-453
+title: Write a secret
+severity: P3
+summary: a mitigation whose change carries a secret parameter
+params:
+  token: {type: string, secret: true, required: true}
+  target: {type: string, required: true}
+diagnose:
+  - id: probe
+    action: core.echo
+    with: {value: ok}
+mitigate:
+  - id: write
+    action: core.write_file
+    with: {path: "{{ params.target }}", content: "{{ params.token }}"}
+verify:
+  - id: check
+    action: core.echo
+    with: {value: ok}
+"""
+
+
+def test_a_plan_file_holds_no_secret_and_apply_asks_for_it(opsctl: Opsctl, opsctl_env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    book, target, plan = tmp_path / "rb-453.yaml", tmp_path / "out", tmp_path / "plan.json"
+    book.write_text(SECRET_RB)
+    secret = tmp_path / "token"
+    secret.write_text("PlanSecret-31337\n")
+    made = opsctl("plan", str(book), "-p", f"token=@{secret}", "-p", f"target={target}", "--out", str(plan))
+    assert made.code == 0, made.output
+    assert "PlanSecret-31337" not in plan.read_text() + made.output and "***" in plan.read_text()
+    shown = opsctl("show-plan", str(plan))
+    assert "token=***" in shown.stdout and "-p token=@FILE" in shown.stdout
+    r = opsctl("apply", str(plan), "--yes")
+    assert r.code == 2 and "secret parameter(s) token" in r.stderr, r.output
+    r = opsctl("apply", str(plan), "--yes", "-p", f"token=@{secret}", "-p", "target=/elsewhere")
+    assert r.code == 2 and "fixed" in r.stderr, r.output
+    assert not target.exists()
+    r = opsctl("apply", str(plan), "--yes", "-p", f"token=@{secret}")
+    assert r.code == 0, r.output
+    assert target.read_text() == "PlanSecret-31337"  # the real value, not the file's ***
+    seen = everything(r, opsctl_env, opsctl) + made.output + plan.read_text()
+    assert "PlanSecret-31337" not in seen
+
+
+def test_a_bad_secret_value_is_not_echoed(opsctl: Opsctl, opsctl_env: dict[str, str], tmp_path: Path) -> None:
+    book = tmp_path / "rb-454.yaml"
+    book.write_text("id: rb-454\ntitle: Pin\nseverity: P3\nsummary: a secret number\n"
+                    "params:\n  pin: {type: integer, secret: true, required: true}\n"
+                    "diagnose:\n  - id: probe\n    action: core.echo\n    with: {value: ok}\n")
+    r = opsctl("run", str(book), "-p", "pin=NotANumber-Secret-77", "-o", "json")
+    assert r.code == 2, r.output
+    assert "pin" in r.output and "NotANumber-Secret-77" not in r.output

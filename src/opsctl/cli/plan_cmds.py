@@ -52,7 +52,7 @@ def plan(
     run_cmd._check_option(rb, option)
     if option == "none":
         raise UsageError("--option none plans nothing: a plan file needs a mitigation option")
-    params = rb.resolve_params(run_cmd.gather_params(param, param_file))
+    params = rb.resolve_params(run_cmd.gather_params(param, param_file, rb))
     if option:
         rb.check_requires(option, params)
     environment = config.load_environment(env)
@@ -64,7 +64,7 @@ def plan(
     if outcome.exit_code != 0:
         typer.echo(f"error: no plan written: {outcome.message}", err=True)
         return outcome.exit_code
-    if not outcome.option:
+    if rb.options and not outcome.option:
         raise UsageError(f"no plan written: the diagnosis recommends no mitigation option of {rb.id}; "
                          "choose one with --option NAME")
     doc = planfile.build(rb, runbook, params, environment, outcome, log.secrets, ttl)
@@ -121,7 +121,7 @@ def apply(
         raise NotConfirmed(f"environment {environment.name!r} is not the one the plan was made for (its "
                            f"connection settings changed: fingerprint {doc['environment'].get('fingerprint')}"
                            f" -> {fingerprint}): nothing was changed; make a new plan")
-    given = run_cmd.gather_params(param, param_file)
+    given = run_cmd.gather_params(param, param_file, rb)
     secret = set(doc.get("withheld_params") or [])
     fixed = sorted(k for k in given if k not in secret)
     if fixed:

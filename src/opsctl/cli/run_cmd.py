@@ -67,6 +67,9 @@ def run(
                                                            "name (--yes alone is refused there).")] = None,
     no_log: Annotated[bool, typer.Option("--no-log", help="Run without a run log (e.g. a read-only "
                                                           "state directory).")] = False,
+    lock_wait: Annotated[float, typer.Option("--lock-wait", metavar="SECONDS",
+                                             help="How long to wait for another apply of the same "
+                                                  "target.")] = 30.0,
 ) -> int:
     """Run a runbook: diagnose -> mitigate (plan, confirm, apply) -> verify."""
     from opsctl import catalog, config
@@ -74,7 +77,7 @@ def run(
     from opsctl.locks import ApplyGate
 
     rb = catalog.load(runbook)
-    given = gather_params(param, param_file)
+    given = gather_params(param, param_file, rb)
     previous, resumed_from = None, None
     if resume:
         given, option, previous, resumed_from = _resume(rb, resume, given, option)
@@ -89,7 +92,7 @@ def run(
     check_rate(rb, environment, settings)
     log, renderer = open_run(rb, params, environment, settings, output, verbose, no_log,
                              resumed_from=resumed_from)
-    gate = None if dry_run else ApplyGate(rb.id, log.run_id, environment, renderer, log)
+    gate = None if dry_run else ApplyGate(rb.id, log.run_id, environment, renderer, log, wait=lock_wait)
     outcome = Executor(rb, params, environment, settings, renderer, log, previous, gate=gate).execute()
     log.end(outcome)
     renderer.finish(outcome)
@@ -98,7 +101,8 @@ def run(
     return outcome.exit_code
 
 
-def gather_params(pairs: list[str] | None, files: list[str] | None = None) -> dict[str, str]:
+def gather_params(pairs: list[str] | None, files: list[str] | None = None,
+                  runbook: Any = None) -> dict[str, str]:
     """-p KEY=VALUE, --param-file lines and OPSCTL_PARAM_<KEY> variables (lowest first);
     a value ``@PATH`` is read from that file (``@@`` for a literal leading @), so that a secret
     need not be on the command line (ps, shell history)."""
@@ -125,6 +129,10 @@ def gather_params(pairs: list[str] | None, files: list[str] | None = None) -> di
             except OSError as e:
                 raise UsageError(f"-p {key}=@{value[1:]}: cannot read the file: {e.strerror}") from None
         out[key] = value
+    if runbook is not None:  # masked from here on, even in a "bad value" message of coercion
+        from opsctl.errors import register_secret
+
+        register_secret(*(v for k, v in out.items() if k in runbook.params and runbook.params[k].secret))
     return out
 
 
