@@ -120,10 +120,11 @@ def test_kubernetes_option_without_a_deployment_is_exit_2(opsctl: Callable[..., 
                                                           pg_env: dict[str, str], incident: set[Any],
                                                           option: str) -> None:
     """Chosen without -p deployment, the option's step was skipped and the run ended on the
-    verify failure ("16 offending sessions left", exit 1) as if the option had been tried."""
+    verify failure ("16 offending sessions left", exit 1) as if the option had been tried.  The
+    option's inputs are its `requires`: exit 2 before the diagnosis, naming them."""
     result = opsctl(*RUN, "--yes", "--option", option, env=pg_env)
     assert result.code == 2, result.output
-    assert "argument name" in result.output and "Traceback" not in result.output
+    assert f"option {option!r} needs deployment" in result.output and "Traceback" not in result.output
     assert sessions(pg) == incident  # nothing terminated
 
 

@@ -117,6 +117,9 @@ class Sessions(PgAction):
                                        **self.args})
         with self.session() as conn:
             everything = list_sessions(conn)
+            if not flt.database:  # the database opsctl is connected to: the runbooks' default scope
+                flt = replace(flt, database=pg.current_database(conn))
+            pg.require_visible(conn, everything, flt)
         loose = replace(flt, include_superusers=True, include_replication=True, include_opsctl=True)
         over = [s for s in everything if loose.matches(s)]
         offending = [s for s in over if flt.matches(s)]
@@ -128,7 +131,8 @@ class Sessions(PgAction):
                 "long_running": long_q, "long_running_count": len(long_q),
                 "protected": protected, "protected_count": len(protected),
                 "oldest_seconds": max((s["duration_seconds"] for s in offending), default=0),
-                "pids": [s["pid"] for s in offending]}
+                "pids": [s["pid"] for s in offending],
+                "excluded_by_scope": pg.excluded_by_scope(everything, flt)}
 
     @classmethod
     def summarize(cls, result: Any) -> str:
