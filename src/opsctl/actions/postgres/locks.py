@@ -32,9 +32,21 @@ class Locks(PgAction):
                           "application_name": {"type": "string", "description": "scope: glob on the "
                                                "application_name of the root blockers to report as targets"},
                           "user": {"type": "string", "description": "scope: glob on their role"},
-                          "min_wait_seconds": {"type": "number", "minimum": 0, "default": 0}})
+                          "min_wait_seconds": {"type": "number", "minimum": 0, "default": 0},
+                          "settle_seconds": {"type": "number", "minimum": 0, "maximum": 60, "default": 0,
+                                             "description": "verify: when no session in scope waits, "
+                                             "look again this much later (a blocker that comes back "
+                                             "right after the fix is seen) and report that look"}})
 
     def run(self) -> dict[str, Any]:
+        first = self._look()
+        settle = float(self.args.get("settle_seconds", 0))
+        if settle and not first["blocked_in_scope_count"]:
+            self.ctx.sleep(settle)
+            return {**self._look(), "settled_seconds": settle}
+        return first
+
+    def _look(self) -> dict[str, Any]:
         min_wait = float(self.args.get("min_wait_seconds", 0))
         with self.session() as conn:
             everything = {s["pid"]: s for s in list_sessions(conn)}
@@ -67,7 +79,9 @@ class Locks(PgAction):
         active = sum(1 for s in everything.values() if s["state"] == "active"
                      and s["backend_type"] == "client backend")
         return {"blocked": blocked, "blocked_count": len(blocked), "blockers": blockers,
-                "root_blockers": in_scope, "root_pids": sorted(targets),
+                # every root (the scope is applied by the mitigation, which says what it excluded)
+                "root_blockers": roots, "root_pids": [r["pid"] for r in roots],
+                "root_pids_in_scope": sorted(targets),
                 "out_of_scope_roots": out_of_scope, "out_of_scope_count": len(out_of_scope),
                 "excluded_by_scope": _excluded(out_of_scope),
                 "blocked_in_scope": [b["pid"] for b in blocked_in_scope],
