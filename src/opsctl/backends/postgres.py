@@ -356,7 +356,10 @@ SELECT a.pid, a.backend_start::text AS backend_start, a.usename AS user, a.datna
        coalesce(extract(epoch FROM now() - a.xact_start), 0)::float AS xact_seconds,
        a.wait_event_type, a.wait_event, left(a.query, 200) AS query, pg_blocking_pids(a.pid) AS blocked_by
 FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
-WHERE a.pid <> pg_backend_pid() AND a.backend_type IN ('client backend', 'walsender')
+WHERE a.pid <> pg_backend_pid() AND (a.backend_type IN ('client backend', 'walsender')
+   -- another role's session that this role may not look at (no pg_read_all_stats): even its
+   -- backend_type is hidden; it is listed, as `hidden`, so that it is never silently missing
+   OR (a.backend_type IS NULL AND a.usesysid IS NOT NULL AND a.datname IS NOT NULL))
 """
 
 
@@ -377,7 +380,8 @@ def list_sessions(conn: Any) -> list[dict[str, Any]]:
     whose state PostgreSQL does not show to this role (it lacks pg_read_all_stats)."""
     out = []
     for s in fetch(conn, _SESSIONS):
-        s["hidden"] = s["query"] == HIDDEN and not s["state"]
+        s["hidden"] = s["backend_type"] is None
+        s["backend_type"] = s["backend_type"] or "unknown (hidden)"
         s["duration_seconds"] = round(s["query_seconds"] if s["state"] == "active" else s["state_seconds"], 1)
         s["query"] = redact_sql(s["query"])
         for k in ("state_seconds", "query_seconds", "xact_seconds"):
