@@ -335,3 +335,50 @@ def test_full_pool_error_explains_the_reserved_slots(pg: PgServer, pg_actions_en
     with pytest.raises(BackendError, match="out of connection slots") as err:
         run("postgres.connections")
     assert "superuser" in str(err.value)
+
+
+# ---- issue 9 ------------------------------------------------------------------------------------
+def test_missing_privileges_are_named() -> None:
+    from opsctl.backends.postgres import missing_privilege
+
+    assert missing_privilege('permission denied for view pg_locks', "ops") == \
+        "needs SELECT on view pg_locks (GRANT SELECT ON TABLE pg_locks TO ops)"
+    signal = missing_privilege("permission denied to terminate process", "ops")
+    assert signal == "needs pg_signal_backend (GRANT pg_signal_backend TO ops)"
+    assert missing_privilege("permission denied for view pg_stat_statements").startswith(
+        "needs pg_read_all_stats")
+
+
+def test_a_statement_the_server_never_answers_is_a_backend_error_within_the_deadline(
+        pg: PgServer, pg_actions_env: PgServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection is up, then the wire goes silent: the statement outlives its
+    statement_timeout (the step's remaining 2 s) by HUNG_GRACE, the socket is cut, and the action
+    fails as an unreachable backend (exit 4), long before the watchdog would abandon it."""
+    from tests.servers.postgres import TcpProxy
+
+    proxy = TcpProxy(pg.port)
+    try:
+        monkeypatch.setenv("PGPORT", str(proxy.port))
+        ctx = ActionContext(deadline=time.monotonic() + 2)
+        act = load_all()["postgres.connections"]({}, ctx)
+        assert act.run()["max_connections"] == 20  # answers at first
+        proxy.freeze()
+        ctx.deadline = time.monotonic() + 2
+        t0 = time.monotonic()
+        with pytest.raises(BackendError, match="does not answer"):
+            act.run()
+        assert time.monotonic() - t0 < 15  # not a hang (generous: a loaded machine)
+    finally:
+        proxy.close()
+
+
+def test_terminate_scope_excludes_and_says_so(pg: PgServer, pg_actions_env: PgServer) -> None:
+    pg.open_sessions(3, "checkout-api", in_transaction=True)
+    pg.open_sessions(2, "report-job", in_transaction=True)
+    pg.open_sessions(1, "checkout-api", in_transaction=True, dbname="other")
+    time.sleep(1.1)
+    plan = action("postgres.terminate", idle_in_transaction_seconds=1, application_name="report-*").plan()
+    assert len(plan.changes) == 2 and all("app=report-job" in c.before for c in plan.changes)
+    assert plan.data["excluded_by_scope"] == [
+        "3 sessions of checkout-api excluded by application_name=report-*",
+        "1 session of checkout-api excluded by database=app"]

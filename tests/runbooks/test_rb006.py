@@ -4,15 +4,20 @@ max_connections taken.  Every claim about changes is checked from the server's o
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fixtures.core import REPO, Result, SilentServer, free_port
-from tests.servers.postgres import PASSWORDS, PgServer
+from tests.fixtures.postgres import check_matrix, run_in_background, wait_until
+from tests.servers.postgres import PASSWORDS, PgServer, TcpProxy
 
 pytestmark = pytest.mark.postgres
 RUN = ("run", "rb-006", "-p", "idle_in_transaction_seconds=1", "-p", "application_name=checkout-*")
@@ -120,10 +125,11 @@ def test_kubernetes_option_without_a_deployment_is_exit_2(opsctl: Callable[..., 
                                                           pg_env: dict[str, str], incident: set[Any],
                                                           option: str) -> None:
     """Chosen without -p deployment, the option's step was skipped and the run ended on the
-    verify failure ("16 offending sessions left", exit 1) as if the option had been tried."""
+    verify failure ("16 offending sessions left", exit 1) as if the option had been tried.  The
+    option's inputs are its `requires`: exit 2 before the diagnosis, naming them."""
     result = opsctl(*RUN, "--yes", "--option", option, env=pg_env)
     assert result.code == 2, result.output
-    assert "argument name" in result.output and "Traceback" not in result.output
+    assert f"option {option!r} needs deployment" in result.output and "Traceback" not in result.output
     assert sessions(pg) == incident  # nothing terminated
 
 
@@ -188,3 +194,285 @@ def test_a_server_that_never_answers_is_tried_once_not_once_per_step(opsctl: Cal
     failed = [s for s in report(result)["steps"] if s["status"] == "failed"]
     assert len(failed) == 4  # every postgres diagnose step reports the failure...
     assert len(silent_server.accepted) == 1  # ...from a single connection attempt
+
+
+# ---- issue 9: convergence, scope, privileges, faults ----------------------------------------------
+def _env(pg_server: PgServer, user: str, port: int | None = None) -> dict[str, str]:
+    env = {**pg_server.env(user), "PGCONNECT_TIMEOUT": "10", "OPSCTL_RUNBOOK_PATH": str(REPO / "runbooks")}
+    return {**env, "PGPORT": str(port)} if port else env
+
+
+def _started(opsctl_env: dict[str, str], step_id: str) -> bool:
+    """The run log of the (only) run says that step has started."""
+    for log in Path(opsctl_env["OPSCTL_STATE_DIR"]).glob("runs/*.jsonl"):
+        for line in log.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if event.get("event") == "step_start" and event.get("step") == step_id:
+                    return True
+    return False
+
+
+@pytest.mark.parametrize("user", ["postgres", "monitor"])
+def test_ordinary_application_role_superuser_or_monitor_opsctl(opsctl: Callable[..., Result], pg: PgServer,
+                                                               pg_server: PgServer, incident: set[Any],
+                                                               user: str) -> None:
+    """The leaking sessions belong to the ordinary login role `app`; opsctl runs (a) as a
+    superuser, (b) as a role with pg_monitor + pg_signal_backend only: the same diagnosis, plan,
+    terminations and verdict."""
+    result = opsctl(*RUN, "--yes", "--option", "kill-long-queries", "-o", "json", env=_env(pg_server, user))
+    assert result.code == 0, result.output
+    out = report(result)
+    assert step(out, "sessions")["result"]["idle_in_transaction_count"] == 16
+    assert step(out, "kill_sessions")["result"]["terminated_count"] == 16
+    assert out["message"] == "verified"
+    assert pg.count("application_name = 'checkout-api'") == 0 and pg.count("application_name = 'worker'") == 2
+
+
+def test_scope_excludes_other_applications_and_databases(opsctl: Callable[..., Result], pg: PgServer,
+                                                         pg_env: dict[str, str]) -> None:
+    """Defect 4: every scope parameter filters the targets, and the plan says what it left out.
+    report-job leaks in the same database (outside application_name=checkout-*), checkout-api
+    leaks in the database `other` (outside database=app): never planned, never touched."""
+    pg.open_sessions(10, "checkout-api", in_transaction=True)
+    pg.open_sessions(2, "report-job", in_transaction=True)
+    pg.open_sessions(3, "checkout-api", in_transaction=True, dbname="other")
+    time.sleep(1.1)
+    outside = {(pid, start) for pid, start in sessions(pg) if pid in {r[0] for r in pg.sql(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'report-job' OR datname = 'other'")}}
+    assert len(outside) == 5
+    result = opsctl(*RUN, "-p", "database=app", "--yes", "--option", "kill-long-queries", "-o", "json",
+                    env=pg_env)
+    assert result.code == 0, result.output
+    out = report(result)
+    plan = step(out, "kill_sessions")["plan"]
+    assert len(plan["changes"]) == 10 and all("app=checkout-api" in c["before"] for c in plan["changes"])
+    assert "3 sessions of checkout-api excluded by database=app" in plan["summary"]
+    assert "2 sessions of report-job excluded by application_name=checkout-*" in plan["summary"]
+    assert outside <= sessions(pg)  # untouched, same backends
+    assert pg.count("application_name = 'checkout-api' AND datname = 'app'") == 0
+    warned = [f["message"] for f in out["findings"]
+              if f["step"] == "sessions_after" and f["severity"] == "warning"]
+    assert any("excluded by application_name=checkout-*" in m for m in warned)
+
+
+def test_empty_database_scope_is_the_environments_database(opsctl: Callable[..., Result], pg: PgServer,
+                                                           pg_env: dict[str, str]) -> None:
+    """`database` empty means the environment's database (PGDATABASE=app), for the targets too:
+    a leak in another database of the same server is reported as excluded, not terminated."""
+    pg.open_sessions(4, "checkout-api", in_transaction=True)
+    other = pg.open_sessions(2, "checkout-api", in_transaction=True, dbname="other")
+    time.sleep(1.1)
+    result = opsctl(*RUN, "--yes", "--option", "kill-long-queries", "-o", "json", env=pg_env)
+    assert result.code == 0, result.output
+    plan = step(report(result), "kill_sessions")["plan"]
+    assert len(plan["changes"]) == 4
+    assert "2 sessions of checkout-api excluded by database=app" in plan["summary"]
+    assert all(not pg.ended(c) for c in other)
+
+
+def test_optional_probe_denied_degrades_to_a_warning(opsctl: Callable[..., Result], pg: PgServer,
+                                                     pg_server: PgServer, incident: set[Any]) -> None:
+    """Defect 6: `--dry-run` as a role that is not a superuser (here the application's own role,
+    without pg_read_all_settings / pg_read_all_stats) aborted the P0 runbook with exit 4 on the
+    optional pg_stat_statements probe.  It is a warning naming the privilege; the run goes on."""
+    result = opsctl(*RUN, "--dry-run", "-o", "json", env=_env(pg_server, "app"))
+    assert result.code == 0, result.output
+    out = report(result)
+    assert step(out, "sessions")["result"]["idle_in_transaction_count"] == 16
+    assert len(step(out, "kill_sessions")["plan"]["changes"]) == 16
+    if pg.stat_statements:
+        [probe] = [f["message"] for f in out["findings"] if f["step"] == "slow_statements"
+                   and f["severity"] == "warning" and "optional probe" in f["message"]]
+        assert "needs pg_read_all_stats" in probe
+    assert sessions(pg) == incident
+
+
+def test_optional_probe_permission_denied_is_a_warning(opsctl: Callable[..., Result], pg: PgServer,
+                                                       pg_env: dict[str, str], incident: set[Any]) -> None:
+    """pg_stat_statements itself denied ("permission denied for view"): a warning, exit 0."""
+    if not pg.stat_statements:
+        pytest.skip("pg_stat_statements is not installed on this machine")
+    pg.sql("REVOKE SELECT ON pg_stat_statements FROM PUBLIC")
+    try:
+        result = opsctl(*RUN, "--yes", "--option", "kill-long-queries", "-o", "json", env=pg_env)
+    finally:
+        pg.sql("GRANT SELECT ON pg_stat_statements TO PUBLIC")
+    assert result.code == 0, result.output
+    out = report(result)
+    probe = [f["message"] for f in out["findings"]
+             if f["step"] == "slow_statements" and f["severity"] == "warning"]
+    assert probe and "permission denied for view pg_stat_statements" in probe[0]
+    assert "needs pg_read_all_stats" in probe[0]
+    assert step(out, "kill_sessions")["result"]["terminated_count"] == 16
+
+
+def test_required_probe_denied_is_exit_4_naming_the_privilege(
+        opsctl: Callable[..., Result], pg: PgServer, pg_server: PgServer, incident: set[Any]) -> None:
+    """A role without pg_read_all_stats sees the application's sessions with no state at all:
+    the leak was invisible and a run could "verify" it.  Seeing the sessions in scope is
+    required: exit 4 naming the privilege, nothing terminated."""
+    result = opsctl(*RUN, "--yes", "--option", "kill-long-queries", env=_env(pg_server, "nostats"))
+    assert result.code == 4, result.output
+    assert "cannot see the state of 16 session(s) in scope" in result.output
+    assert "needs pg_read_all_stats (GRANT pg_read_all_stats TO nostats, or pg_monitor)" in result.output
+    assert "Traceback" not in result.output and PASSWORDS["nostats"] not in result.output
+    assert sessions(pg) == incident
+
+
+def test_verify_waits_for_the_pool_to_drain(opsctl: Callable[..., Result], opsctl_env: dict[str, str],
+                                            pg: PgServer, pg_env: dict[str, str]) -> None:
+    """A fix that converges slowly: 2 leaked sessions are terminated, but 16 batch sessions of a
+    job that is not offending keep the pool at 80 % and only disconnect, one by one, after the
+    fix.  Verify polls within its window until usage is under the threshold (exit 0)."""
+    batch = [pg.connect("app", application_name="batch-job") for _ in range(16)]
+    pg.open_sessions(2, "checkout-api", in_transaction=True)
+    time.sleep(1.1)
+    assert pg.count() == 18  # 90 %; 80 % once the leak is gone: still at the threshold
+
+    def drain() -> None:
+        wait_until(lambda: _started(opsctl_env, "usage_after"), what="verify started")
+        time.sleep(4)  # after verify's first look (2 s in)
+        for conn in batch:  # the job finishes over ~4 s
+            conn.close()
+            time.sleep(0.25)
+
+    drainer = threading.Thread(target=drain, daemon=True)
+    drainer.start()
+    try:
+        result = opsctl(*RUN, "--yes", "--option", "kill-long-queries", "-o", "json", env=pg_env)
+    finally:
+        drainer.join(timeout=120)
+        for conn in batch:
+            conn.close()
+    assert result.code == 0, result.output
+    out = report(result)
+    assert step(out, "kill_sessions")["result"]["terminated_count"] == 2
+    usage = step(out, "usage_after")
+    assert usage["attempts"] > 1 and usage["result"]["usage_pct"] < 80  # it waited, then saw it drained
+    assert out["message"] == "verified"
+
+
+def test_a_leak_that_comes_back_fails_verify_after_the_window(opsctl: Callable[..., Result], pg: PgServer,
+                                                              pg_env: dict[str, str]) -> None:
+    """The fix does not work: the application leaks its connections again as soon as they are
+    terminated.  Verify says so (exit 1) once its window is spent, never "verified"."""
+    leaked: list[Any] = pg.open_sessions(16, "checkout-api", in_transaction=True)
+
+    def releak() -> None:
+        for i, conn in enumerate(leaked):
+            if pg.ended(conn):
+                leaked[i] = pg.open_sessions(1, "checkout-api", in_transaction=True)[0]
+
+    pg.keep_alive(releak, lambda: not any(pg.ended(c) for c in leaked))
+    time.sleep(1.1)
+    result = opsctl(*RUN, "--yes", "--option", "kill-long-queries", "-o", "json", env=pg_env)
+    assert result.code == 1, result.output
+    out = report(result)
+    assert step(out, "kill_sessions")["result"]["terminated_count"] == 16
+    failed = [s for s in out["steps"] if s["phase"] == "verify" and s["status"] == "failed"]
+    assert failed and failed[0]["attempts"] == 7  # 1 + retries: the whole window was spent
+    assert "verified" not in out["message"]
+
+
+def test_slow_server_still_gives_the_right_verdict(opsctl: Callable[..., Result], pg: PgServer,
+                                                  pg_server: PgServer, pg_proxy: TcpProxy,
+                                                  incident: set[Any]) -> None:
+    """Every answer held 0.3 s on the wire: the diagnose steps share one connection, so the last
+    one spends most of its deadline waiting; the verdict and the targets are the same."""
+    pg_proxy.delay = 0.3
+    result = opsctl(*RUN, "--yes", "--option", "kill-long-queries", "-o", "json",
+                    env=_env(pg_server, "ops", pg_proxy.port))
+    assert result.code == 0, result.output
+    out = report(result)
+    assert step(out, "kill_sessions")["result"]["terminated_count"] == 16
+    assert out["message"] == "verified" and pg.count("application_name = 'worker'") == 2
+
+
+def test_a_server_that_hangs_mid_run_is_exit_4_within_the_deadline(
+        opsctl_env: dict[str, str], tmp_path: Path, pg: PgServer, pg_server: PgServer, pg_proxy: TcpProxy,
+        incident: set[Any]) -> None:
+    """The server answers the diagnosis, then stops answering: exit 4 ("does not answer") once
+    the statement outlived its statement_timeout, not exit 1 from the watchdog; nothing changed."""
+    proc = run_in_background(opsctl_env, tmp_path, *RUN, "--yes", "--option", "kill-long-queries",
+                             "-o", "json", env=_env(pg_server, "ops", pg_proxy.port))
+    try:
+        wait_until(lambda: _started(opsctl_env, "kill_sessions"), what="kill_sessions started")
+        pg_proxy.freeze()
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 4, stdout + stderr
+    doc = json.loads(stdout)
+    assert "does not answer" in doc["message"] and "abandoned" not in stdout
+    assert sessions(pg) == incident
+
+
+def test_ctrl_c_while_terminating_then_resume_terminates_only_the_rest(
+        opsctl: Callable[..., Result], opsctl_env: dict[str, str], tmp_path: Path, pg: PgServer,
+        pg_server: PgServer, pg_proxy: TcpProxy, incident: set[Any]) -> None:
+    """Ctrl-C in the middle of the batch of 16: exit 130, the run log names exactly the backends
+    already terminated (a signal whose answer was lost on the wire included); --resume terminates
+    only the others: nothing lost, nothing twice, the worker sessions untouched."""
+    leaked = {r[0] for r in pg.sql("SELECT pid FROM pg_stat_activity "
+                                   "WHERE application_name = 'checkout-api'")}
+    args = (*RUN, "--yes", "--option", "kill-long-queries", "-o", "json")
+    env = _env(pg_server, "ops", pg_proxy.port)
+    proc = run_in_background(opsctl_env, tmp_path, *args, env=env)
+    try:
+        wait_until(lambda: _started(opsctl_env, "kill_sessions"), what="kill_sessions started")
+        pg_proxy.delay = 1.0  # the batch now takes 16 s: time to interrupt it in the middle
+        wait_until(lambda: pg.count("application_name = 'checkout-api'") < 16, what="first terminations")
+        proc.send_signal(signal.SIGINT)
+        pg_proxy.delay = 0
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    first = json.loads(stdout)
+    partial = step(first, "kill_sessions")
+    assert partial["status"] == "interrupted", partial
+    gone = set(partial["result"]["terminated"])
+    assert gone == leaked - {r[0] for r in pg.sql("SELECT pid FROM pg_stat_activity")}  # exact
+    assert 0 < len(gone) < 16 and partial["result"]["not_done_count"] == 16 - len(gone)
+    second = opsctl(*args, "--resume", first["run_id"], env=env)
+    assert second.code == 0, second.output
+    rest = step(json.loads(second.stdout), "kill_sessions")["result"]["terminated"]
+    assert set(rest) == leaked - gone and len(rest) == 16 - len(gone)  # only what remained
+    assert pg.count("application_name = 'checkout-api'") == 0 and pg.count("application_name = 'worker'") == 2
+
+
+FAULT_MATRIX: dict[str, tuple[str | None, str]] = {
+    "dead": ("test_unreachable_server_exits_4_cleanly", "closed port: exit 4 naming host:port, no password"),
+    "hung": ("test_a_server_that_never_answers_is_tried_once_not_once_per_step",
+             "accepts TCP, never answers: exit 4 from one attempt within connect_timeout; and "
+             "test_a_server_that_hangs_mid_run_is_exit_4_within_the_deadline: a freeze mid-run is "
+             "exit 4 within the step's deadline, nothing terminated"),
+    "slow": ("test_slow_server_still_gives_the_right_verdict",
+             "every answer held 0.3 s: same targets, verified, the workers untouched"),
+    "permission_optional": ("test_optional_probe_denied_degrades_to_a_warning",
+                            "dry-run as a non-superuser: pg_stat_statements is a warning naming "
+                            "pg_read_all_stats, exit 0 (and test_optional_probe_permission_denied_"
+                            "is_a_warning: the view itself denied)"),
+    "permission_required": ("test_required_probe_denied_is_exit_4_naming_the_privilege",
+                            "a role that cannot see the sessions' state: exit 4 naming pg_read_all_stats"),
+    "ordinary_role": ("test_ordinary_application_role_superuser_or_monitor_opsctl",
+                      "leaks held by the ordinary role app; opsctl as superuser and as pg_monitor + "
+                      "pg_signal_backend only: 16 terminated, verified"),
+    "scope": ("test_scope_excludes_other_applications_and_databases",
+              "application_name and database exclude sessions: never planned, never touched, the "
+              "plan says 'N sessions of X excluded by ...'"),
+    "converges_slowly": ("test_verify_waits_for_the_pool_to_drain",
+                         "the pool drains over seconds after the fix: verify polls, exit 0"),
+    "does_not_work": ("test_a_leak_that_comes_back_fails_verify_after_the_window",
+                      "the application leaks again: exit 1 after the whole window"),
+    "interrupt_resume": ("test_ctrl_c_while_terminating_then_resume_terminates_only_the_rest",
+                         "Ctrl-C mid-batch: exit 130 with the exact terminated pids; --resume "
+                         "terminates only the rest"),
+}
+
+
+def test_fault_matrix_every_cell_is_tested_or_explained() -> None:
+    check_matrix(FAULT_MATRIX, globals())

@@ -116,13 +116,15 @@ def test_raise_pool_refuses_a_pool_over_the_limit(opsctl: Callable[..., Result],
     result = opsctl(*app.run_args("--dry-run", "--option", "raise-pool", "-p", "new_pool_size=500"),
                     env=app.env)
     assert result.code == 0, result.output
-    assert "would refuse: refusing DB_POOL_SIZE=500: above max_value 100" in result.output
+    assert "would refuse: refusing DB_POOL_SIZE=500: above max_value" in result.output
+    assert "max_pool_size 100" in result.output
+    # new_pool_size is one of the option's inputs (`requires`): exit 2 before anything runs
     result = opsctl(*app.run_args("--dry-run", "--option", "raise-pool"), env=app.env)
-    assert result.code == 0 and "below min_value 1" in result.output  # new_pool_size not given
+    assert result.code == 2 and "option 'raise-pool' needs new_pool_size" in result.output, result.output
     # ... and a real run fails on it before changing anything
     result = opsctl(*app.run_args("--yes", "--option", "raise-pool", "-p", "new_pool_size=500"),
                     env=app.env)
-    assert result.code == 1 and "above max_value 100" in result.output, result.output
+    assert result.code == 1 and "above max_value" in result.output, result.output
     assert app.snapshot() == before
 
 
@@ -132,7 +134,10 @@ def test_yes_scale_app_adds_pods_but_does_not_fix_a_leak(opsctl: Callable[..., R
     assert app.apps.read_namespaced_deployment("checkout-api", app.ns).spec.replicas == 3
     # the leaking pods are still there: verify says so, and the run fails
     assert result.code == 1 and app.leaked() == 2 * PER_POD
-    assert "offending sessions left" in report(result)["message"]
+    out = report(result)
+    assert "sessions_after" in out["message"]  # after its whole convergence window
+    assert "8 offending sessions left" in [f["message"] for f in out["findings"]
+                                           if f["step"] == "sessions_after" and f["severity"] == "critical"]
 
 
 def test_without_terminal_and_yes_refuses(opsctl: Callable[..., Result], app: App) -> None:
@@ -177,5 +182,25 @@ def test_scale_app_chosen_without_a_deployment_is_bad_input(opsctl: Callable[...
     del args[i - 1:i + 1]
     result = opsctl(*args, "--yes", "--option", "scale-app", env=app.env)
     assert result.code == 2, result.output
-    assert "name" in result.output and "non-empty" in result.output
+    assert "option 'scale-app' needs deployment (-p deployment=...)" in result.output  # its `requires`
     assert app.snapshot() == before
+
+
+def test_raise_pool_refuses_a_pool_that_does_not_fit_max_connections(opsctl: Callable[..., Result],
+                                                                     app: App) -> None:
+    """Defect 5: the option promises "pool size x replicas must fit max_connections" and planned
+    20 x 2 against max_connections 20.  The plan now checks it and says why it refuses; a
+    pool that fits (8 x 2 = 16 of 19 usable slots) is planned."""
+    before = app.snapshot()
+    dry = opsctl(*app.run_args("--dry-run", "--option", "raise-pool", "-p", "new_pool_size=20"), env=app.env)
+    assert dry.code == 0, dry.output
+    refusal = [f["message"] for f in report(dry)["findings"] if f["step"] == "raise_pool"]
+    assert refusal and "pool x replicas must fit max_connections: 2 replica(s) x 20 = 40 connections " \
+                       "for 19 usable slots (max_connections 20 - 1 reserved - 0 held by applications " \
+                       "other than checkout-*)" in refusal[0], refusal
+    result = opsctl(*app.run_args("--yes", "--option", "raise-pool", "-p", "new_pool_size=20"), env=app.env)
+    assert result.code == 1, result.output
+    assert "refusing DB_POOL_SIZE=20: above max_value 9" in report(result)["message"]
+    assert app.snapshot() == before  # nothing changed
+    fits = opsctl(*app.run_args("--dry-run", "--option", "raise-pool", "-p", "new_pool_size=8"), env=app.env)
+    assert step(report(fits), "raise_pool")["status"] == "planned", fits.output

@@ -3,7 +3,11 @@
 Roles created:
 * ``postgres``: superuser (trust on the unix socket only, password over TCP);
 * ``ops``: what opsctl connects as: pg_monitor + pg_signal_backend + CREATEROLE, not a superuser;
-* ``app``: an ordinary application role used to create faults.
+* ``app``: an ordinary application role used to create faults;
+* ``monitor``: pg_monitor + pg_signal_backend only (the least opsctl needs);
+* ``nostats``: a login role without any of them (cannot see other roles' session states).
+
+Databases: ``app`` (owned by ``app``) and ``other`` (sessions outside a runbook's database scope).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from typing import Any
 
 from tests.servers.ports import free_port
 
-PASSWORDS = {"postgres": "pg-super-secret", "ops": "ops-s3cret-pw", "app": "app-s3cret-pw"}
+PASSWORDS = {"postgres": "pg-super-secret", "ops": "ops-s3cret-pw", "app": "app-s3cret-pw",
+             "monitor": "mon-s3cret-pw", "nostats": "nostats-s3cret-pw"}
 
 
 def _bindir() -> Path:
@@ -53,6 +58,7 @@ class PgServer:
     stat_statements: bool = False
     _conns: list[Any] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
+    _stoppers: list[Any] = field(default_factory=list)
 
     def env(self, user: str = "ops", dbname: str = "app") -> dict[str, str]:
         """libpq variables to point opsctl (or psql) at this server."""
@@ -119,11 +125,49 @@ class PgServer:
         return int(self.sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
                             f"AND pid <> pg_backend_pid() AND {where}")[0][0])
 
+    def keep_alive(self, restore: Any, alive: Any, period: float = 0.2) -> Any:
+        """A fault that comes back (an application that keeps leaking, a blocker that is
+        re-created): every ``period``, ``restore()`` runs unless ``alive()``.  Returns stop()."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(period):
+                with contextlib.suppress(Exception):
+                    if not alive():
+                        restore()
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+
+        def halt() -> None:
+            stop.set()
+            thread.join(timeout=10)
+
+        self._stoppers.append(halt)
+        return halt
+
+    @staticmethod
+    def ended(conn: Any) -> bool:
+        """True when the server has ended this (idle) session: its socket is readable (the
+        FATAL message, then EOF) although we sent nothing; checked without a query, which would
+        reset the session's state timer."""
+        import select
+
+        if conn.closed:
+            return True
+        try:
+            return bool(select.select([conn.fileno()], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
     def clear_faults(self) -> None:
         """End every fault session server-side first, let the background threads finish, and only
         then close our ends: closing a socket that a thread is still polling lets the next
         connection reuse its fd number, and the stale thread then eats that connection's replies
         (seen as a 'connection timeout expired' on a later connect)."""
+        for halt in self._stoppers:  # recurring faults first, or they come back
+            halt()
+        self._stoppers.clear()
         self.sql("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                  "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
         for thread in self._threads:
@@ -154,6 +198,81 @@ class PgServer:
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
 
 
+class TcpProxy:
+    """A TCP proxy in front of the server, for faults on the wire: ``delay`` holds every chunk
+    the server sends for that many seconds (a slow server or link), ``freeze()`` stops forwarding
+    in both directions while keeping the sockets open (a server that hangs mid-session)."""
+
+    def __init__(self, target_port: int, delay: float = 0.0) -> None:
+        import socket
+
+        self.target_port, self.delay = target_port, delay
+        self.frozen = threading.Event()
+        self._stop = threading.Event()
+        self._srv = socket.socket()
+        self._srv.bind(("127.0.0.1", 0))
+        self._srv.listen(64)
+        self._srv.settimeout(0.1)
+        self.port = int(self._srv.getsockname()[1])
+        self._socks: list[Any] = []
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def freeze(self) -> None:
+        self.frozen.set()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                client = self._srv.accept()[0]
+            except OSError:
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+            except OSError:
+                client.close()
+                continue
+            self._socks += [client, upstream]
+            for src, dst, slow in ((client, upstream, False), (upstream, client, True)):
+                t = threading.Thread(target=self._pump, args=(src, dst, slow), daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _pump(self, src: Any, dst: Any, slow: bool) -> None:
+        src.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            if slow and self.delay:
+                time.sleep(self.delay)
+            while self.frozen.is_set() and not self._stop.is_set():
+                time.sleep(0.05)
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        if not self.frozen.is_set():
+            with contextlib.suppress(OSError):
+                dst.shutdown(2)
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        for sock in self._socks:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._srv.close()
+
+
 def _write_conf(datadir: Path, port: int, max_connections: int, stat_statements: bool) -> None:
     lines = [f"port = {port}", "listen_addresses = '127.0.0.1'", f"unix_socket_directories = '{datadir}'",
              f"max_connections = {max_connections}", "superuser_reserved_connections = 1",
@@ -173,7 +292,10 @@ def _bootstrap(server: PgServer, bindir: Path) -> None:
               f"CREATE ROLE ops LOGIN CREATEROLE PASSWORD '{PASSWORDS['ops']}'",
               "GRANT pg_monitor, pg_signal_backend TO ops",
               f"CREATE ROLE app LOGIN PASSWORD '{PASSWORDS['app']}'",
-              "CREATE DATABASE app OWNER app"]
+              f"CREATE ROLE monitor LOGIN PASSWORD '{PASSWORDS['monitor']}'",
+              "GRANT pg_monitor, pg_signal_backend TO monitor",
+              f"CREATE ROLE nostats LOGIN PASSWORD '{PASSWORDS['nostats']}'",
+              "CREATE DATABASE app OWNER app", "CREATE DATABASE other OWNER app"]
     def psql(dbname: str, stmt: str) -> None:
         _as_postgres([str(bindir / "psql"), "-h", str(server.datadir), "-p", str(server.port),
                       "-U", "postgres", "-d", dbname, "-v", "ON_ERROR_STOP=1", "-q", "-c", stmt])

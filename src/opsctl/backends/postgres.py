@@ -21,9 +21,10 @@ import math
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from opsctl.backends import pg_readonly as pg_ro
@@ -32,6 +33,7 @@ from opsctl.errors import ActionError, ArgumentError, BackendError, Cancelled, O
 APPLICATION_NAME = "opsctl"
 CONNECT_TIMEOUT = 3.0
 STATEMENT_TIMEOUT = 15.0
+HUNG_GRACE = 1.0  # past its statement_timeout, a statement still running means a hung server
 _KEYS = ("host", "port", "user", "dbname", "password")
 
 
@@ -180,10 +182,13 @@ class PgClient:
                 except OpsctlError as e:
                     self._failures, self._failed = self._failures + 1, e
                     raise
-            conn, done = self._conn, threading.Event()
-            if cancelled is not None:
-                threading.Thread(target=_cancel_on, args=(cancelled, done, conn), daemon=True,
-                                 name="opsctl-pg-cancel").start()
+            conn, done, hung = self._conn, threading.Event(), threading.Event()
+            # a statement that runs past its own statement_timeout (+ HUNG_GRACE) means the server
+            # is not answering at all (stopped, or a network black hole): the watcher then cuts the
+            # socket, and the step fails as "backend unreachable" within its deadline instead of
+            # being abandoned by the watchdog after it
+            threading.Thread(target=_watch, args=(conn, done, cancelled, timeout + HUNG_GRACE, hung),
+                             daemon=True, name="opsctl-pg-watch").start()
             try:
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     conn.rollback()  # an earlier step was cancelled in the middle of a transaction
@@ -196,8 +201,17 @@ class PgClient:
             except psycopg.Error as e:
                 if conn.broken or conn.closed:
                     self._conn = None
-                if cancelled is not None and cancelled.is_set():
+                if cancelled is not None and cancelled.is_set() and not hung.is_set():
                     raise Cancelled("interrupted") from None
+                if hung.is_set():
+                    self._conn = None
+                    with suppress(Exception):
+                        conn.close()
+                    raise BackendError("postgres", f"{self.settings.describe()}: no answer to a statement "
+                                                   f"within {timeout + HUNG_GRACE:g}s (its statement_timeout "
+                                                   f"was {timeout:g}s): the server accepts connections but "
+                                                   "does not answer (stopped, hung or a network black "
+                                                   "hole)") from None
                 if read_only:
                     violation = pg_ro.violation(e, self.read_only_role)
                     if violation is not None:
@@ -213,6 +227,12 @@ class PgClient:
                 self._conn.close()
                 self._conn = None
 
+    def role(self) -> str:
+        """The role opsctl connected as (for "GRANT ... TO <role>" hints)."""
+        with suppress(Exception):
+            return str(self._conn.info.user) if self._conn is not None else ""
+        return ""
+
     def _translate(self, e: Exception, read_only: bool = False) -> Exception:
         import psycopg
         from psycopg import errors
@@ -223,22 +243,79 @@ class PgClient:
                                f"({self.settings.statement_timeout:g}s or the step's remaining time)")
         if isinstance(e, errors.InsufficientPrivilege):
             hint = pg_ro.permission_hint(self.read_only_role) if read_only else ""
-            return BackendError("postgres", f"{where}: permission denied: {text}{hint}")
+            # what to GRANT, and to whom: the role the statement ran as (SET ROLE in read-only calls)
+            runs_as = (self.read_only_role if read_only else None) or self.role()
+            return PrivilegeError(f"{where}: {text}: {missing_privilege(text, runs_as)}{hint}")
         if isinstance(e, psycopg.OperationalError):
             return BackendError("postgres", f"{where}: connection lost: {text}")
         return ActionError(f"postgres {where}: {text}")
 
 
-def _cancel_on(cancelled: threading.Event, done: threading.Event, conn: Any) -> None:
-    """Until ``done``: once ``cancelled`` is set, cancel what the connection is running, again
-    every half second (a cancel that lands between a prepared statement's Parse and its Execute
-    is ignored by the server, and the step may go on to a next statement anyway)."""
-    while not done.is_set():
-        if not cancelled.wait(0.1):
-            continue
-        with suppress(Exception):  # nothing running, or the server went away: nothing to do
-            conn.cancel_safe(timeout=CONNECT_TIMEOUT)
-        done.wait(0.5)
+class PrivilegeError(BackendError):
+    """The role opsctl connects as lacks a privilege (exit 4, naming it).  A probe that the
+    decision does not need catches it and degrades to a warning."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("postgres", f"permission denied: {message}")
+
+
+_DENIED_ON = re.compile(r'permission denied for (view|table|relation|function|schema|sequence) "?([\w.]+)"?')
+
+
+def missing_privilege(message: str, role: str = "") -> str:
+    """What to grant, from PostgreSQL's "permission denied ..." text."""
+    to = f" TO {role}" if role else ""
+    if "terminate process" in message or "cancel query" in message or "pg_signal_backend" in message:
+        return f"needs pg_signal_backend (GRANT pg_signal_backend{to})"
+    if "to examine" in message:
+        return f"needs pg_read_all_settings (GRANT pg_read_all_settings{to}, or pg_monitor)"
+    found = _DENIED_ON.search(message)
+    if found:
+        kind, name = found.groups()
+        if name.endswith("pg_stat_statements"):
+            return (f"needs pg_read_all_stats and SELECT on {name} (GRANT pg_read_all_stats{to}; "
+                    f"GRANT SELECT ON {name}{to})")
+        if kind == "function":
+            return f"needs EXECUTE on function {name} (GRANT EXECUTE ON FUNCTION {name}{to})"
+        grant, on = ("USAGE", "SCHEMA") if kind == "schema" else ("SELECT", kind.upper() if kind == "sequence"
+                                                                   else "TABLE")
+        return f"needs {grant} on {kind} {name} (GRANT {grant} ON {on} {name}{to})"
+    return "needs a privilege this role does not have (pg_monitor and pg_signal_backend cover opsctl)"
+
+
+def _watch(conn: Any, done: threading.Event, cancelled: threading.Event | None, hung_after: float,
+           hung: threading.Event) -> None:
+    """Until ``done``: once ``cancelled`` is set (Ctrl-C), cancel what the connection is running,
+    again every half second (a cancel that lands between a prepared statement's Parse and its
+    Execute is ignored by the server, and the step may go on to a next statement anyway).  A
+    statement that has been running for ``hung_after`` seconds outlived its own statement_timeout:
+    the server does not answer, and a cancel request would hang as well, so the socket is shut
+    down, which ends the blocked read in the step's thread at once."""
+    import psycopg
+
+    busy_since: float | None = None
+    while not done.wait(0.1):
+        try:
+            active = conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.ACTIVE
+        except Exception:  # closed meanwhile
+            return
+        now = time.monotonic()
+        busy_since = (busy_since or now) if active else None
+        if busy_since is not None and now - busy_since > hung_after:
+            hung.set()
+            with suppress(Exception):
+                import socket
+
+                sock = socket.socket(fileno=os.dup(conn.fileno()))
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                finally:
+                    sock.close()
+            return
+        if cancelled is not None and cancelled.is_set():
+            with suppress(Exception):  # nothing running, or the server went away: nothing to do
+                conn.cancel_safe(timeout=CONNECT_TIMEOUT)
+            done.wait(0.5)
 
 
 def fetch(conn: Any, query: str, params: Any = None) -> list[dict[str, Any]]:
@@ -247,6 +324,26 @@ def fetch(conn: Any, query: str, params: Any = None) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
         return list(cur.fetchall()) if cur.description else []
+
+
+def optional_fetch(conn: Any, query: str, params: Any = None) -> tuple[list[dict[str, Any]] | None, str]:
+    """An optional probe: its rows, or None and why it could not run (a missing privilege, an
+    extension not loaded), so that the caller degrades to a warning instead of failing the step.
+    Autocommit: a failed statement leaves the connection usable."""
+    from psycopg import errors
+
+    try:
+        return fetch(conn, query, params), ""
+    except errors.InsufficientPrivilege as e:
+        text = _clean(str(e), [])
+        role = ""
+        with suppress(Exception):
+            role = str(conn.info.user)
+        return None, f"permission denied ({text}): {missing_privilege(text, role)}"
+    except errors.ObjectNotInPrerequisiteState as e:  # e.g. pg_stat_statements not preloaded
+        return None, _clean(str(e), [])
+    except errors.UndefinedTable as e:
+        return None, _clean(str(e), [])
 
 
 # ---- sessions: the one view of pg_stat_activity shared by diagnosis and targeting ---------------
@@ -259,7 +356,10 @@ SELECT a.pid, a.backend_start::text AS backend_start, a.usename AS user, a.datna
        coalesce(extract(epoch FROM now() - a.xact_start), 0)::float AS xact_seconds,
        a.wait_event_type, a.wait_event, left(a.query, 200) AS query, pg_blocking_pids(a.pid) AS blocked_by
 FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
-WHERE a.pid <> pg_backend_pid() AND a.backend_type IN ('client backend', 'walsender')
+WHERE a.pid <> pg_backend_pid() AND (a.backend_type IN ('client backend', 'walsender')
+   -- another role's session that this role may not look at (no pg_read_all_stats): even its
+   -- backend_type is hidden; it is listed, as `hidden`, so that it is never silently missing
+   OR (a.backend_type IS NULL AND a.usesysid IS NOT NULL AND a.datname IS NOT NULL))
 """
 
 
@@ -271,17 +371,62 @@ def redact_sql(text: str | None) -> str:
     return _PASSWORD_LITERAL.sub(r"\1'***'", text or "")
 
 
+HIDDEN = "<insufficient privilege>"
+
+
 def list_sessions(conn: Any) -> list[dict[str, Any]]:
     """Client and walsender backends except our own, with `duration_seconds` = time in the current
-    state (for an active session: since its query started)."""
+    state (for an active session: since its query started).  `hidden`: a session of another role
+    whose state PostgreSQL does not show to this role (it lacks pg_read_all_stats)."""
     out = []
     for s in fetch(conn, _SESSIONS):
+        s["hidden"] = s["backend_type"] is None
+        s["backend_type"] = s["backend_type"] or "unknown (hidden)"
         s["duration_seconds"] = round(s["query_seconds"] if s["state"] == "active" else s["state_seconds"], 1)
         s["query"] = redact_sql(s["query"])
         for k in ("state_seconds", "query_seconds", "xact_seconds"):
             s[k] = round(s[k], 1)
         out.append(s)
     return out
+
+
+def current_database(conn: Any) -> str:
+    return str(fetch(conn, "SELECT current_database() AS d")[0]["d"])
+
+
+def require_visible(conn: Any, sessions: list[dict[str, Any]], flt: SessionFilter) -> None:
+    """A required probe: the sessions in scope must be visible.  Without pg_read_all_stats,
+    pg_stat_activity hides the state of other roles' sessions, so a leak held by the application's
+    role looks like nothing at all, and a run would "verify" an incident it cannot see."""
+    hidden = [s for s in sessions if s["hidden"] and flt.in_scope(s) and not s["superuser"]]
+    if not hidden:
+        return
+    role = str(conn.info.user)
+    apps = ", ".join(f"{n} of {a or '?'} ({u})" for (a, u), n in sorted(_tally(hidden).items()))
+    raise PrivilegeError(f"role {role} cannot see the state of {len(hidden)} session(s) in scope "
+                         f"({apps}): pg_stat_activity hides other roles' sessions; needs "
+                         f"pg_read_all_stats (GRANT pg_read_all_stats TO {role}, or pg_monitor)")
+
+
+def _tally(sessions: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    out: dict[tuple[str, str], int] = {}
+    for s in sessions:
+        key = (s["application_name"], s["user"] or "")
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def excluded_by_scope(sessions: list[dict[str, Any]], flt: SessionFilter) -> list[str]:
+    """Sessions the step would have selected but for its scope (database / application_name /
+    user), said per application: "2 sessions of checkout-api excluded by application_name=report-job"."""
+    loose = replace(flt, database=None, application_name=None, user=None)
+    groups: dict[tuple[str, str], int] = {}
+    for s in sessions:
+        if loose.matches(s) and not flt.matches(s):
+            key = (s["application_name"] or "?", flt.scope_miss(s) or "scope")
+            groups[key] = groups.get(key, 0) + 1
+    return [f"{n} session{'s' if n > 1 else ''} of {app} excluded by {why}"
+            for (app, why), n in sorted(groups.items())]
 
 
 SELECTION_SCHEMA: dict[str, Any] = {
@@ -339,21 +484,31 @@ class SessionFilter:
         return bool(self.states or self.min_duration or self.pids is not None
                     or self.idle_in_transaction_seconds is not None or self.long_query_seconds is not None)
 
-    def matches(self, s: dict[str, Any]) -> bool:
+    def in_scope(self, s: dict[str, Any]) -> bool:
+        """Inside the step's scope (database, application, role), whatever its state."""
+        return s["application_name"] != APPLICATION_NAME and self.scope_miss(s) is None
+
+    def scope_miss(self, s: dict[str, Any]) -> str | None:
+        """Which scope parameter leaves the session out ("application_name=report-job"), or None."""
         from fnmatch import fnmatchcase
 
+        if self.database and s["database"] != self.database:
+            return f"database={self.database}"
+        if self.application_name and not fnmatchcase(s["application_name"], self.application_name):
+            return f"application_name={self.application_name}"
+        if self.user and not fnmatchcase(s["user"] or "", self.user):
+            return f"user={self.user}"
+        return None
+
+    def matches(self, s: dict[str, Any]) -> bool:
         if not self.include_opsctl and s["application_name"] == APPLICATION_NAME:
             return False
         if (s["superuser"] and not self.include_superusers) or \
                 (s["backend_type"] != "client backend" and not self.include_replication):
             return False
-        if self.database and s["database"] != self.database:
+        if self.scope_miss(s) is not None:
             return False
         if self.pids is not None and s["pid"] not in self.pids:
-            return False
-        if self.application_name and not fnmatchcase(s["application_name"], self.application_name):
-            return False
-        if self.user and not fnmatchcase(s["user"] or "", self.user):
             return False
         if self.states and s["state"] not in self.states:
             return False

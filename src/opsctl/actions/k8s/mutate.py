@@ -262,6 +262,8 @@ class SetEnv(_Mutating):
                           "value": {"type": ["string", "number", "integer", "boolean"]},
                           "min_value": {"type": "number", "description": "refuse a numeric value below this"},
                           "max_value": {"type": "number", "description": "refuse a numeric value above this"},
+                          "max_reason": {"type": "string", "description": "why max_value is the limit "
+                                         "(said in the refusal: pool x replicas must fit max_connections)"},
                           **WAIT}, required=["name", "var", "value"])
 
     def _bounds(self, value: str) -> None:
@@ -277,7 +279,8 @@ class SetEnv(_Mutating):
         if lo is not None and number < float(lo):
             raise ActionError(f"refusing {self.args['var']}={value}: below min_value {lo:g}")
         if hi is not None and number > float(hi):
-            raise ActionError(f"refusing {self.args['var']}={value}: above max_value {hi:g}")
+            why = f" ({self.args['max_reason']})" if self.args.get("max_reason") else ""
+            raise ActionError(f"refusing {self.args['var']}={value}: above max_value {hi:g}{why}")
 
     def _container(self, obj: Any) -> Any:
         cs = obj.spec.template.spec.containers

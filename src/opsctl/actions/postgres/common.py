@@ -15,12 +15,16 @@ DATABASE = {"type": "string", "description": "database to connect to (and to fil
 class PgAction(Action):
     backend = "postgres"
 
-    def session(self) -> Any:
+    def session(self, interruptible: bool = True) -> Any:
+        """The run's connection; `interruptible=False` for a short look-up that must still run
+        after a Ctrl-C (what a stopped mutation had done)."""
         database = self.args.get("database") or None
         client = self.ctx.client(f"postgres:{database or ''}", lambda: pg.PgClient(
             pg.settings_from(self.ctx.backend_config("postgres"), database)))
-        return client.session(self.ctx.remaining(), cancelled=self.ctx.cancelled,
-                              read_only=self.ctx.read_only)
+        remaining = self.ctx.remaining()
+        if not interruptible:
+            return client.session(max(remaining or 0.0, 2.0), read_only=self.ctx.read_only)
+        return client.session(remaining, cancelled=self.ctx.cancelled, read_only=self.ctx.read_only)
 
 
 def count(rows: list[dict[str, Any]], key: str) -> dict[str, int]:

@@ -30,15 +30,25 @@ class Connections(PgAction):
     name = "postgres.connections"
     summary = "Connection usage vs max_connections, by state / database / user / application / client"
     schema = type_schema({"database": DATABASE, "application_name": {
-        "type": "string", "description": "glob; sessions it matches are counted as `matching`"}})
+        "type": "string", "description": "glob; sessions it matches are counted as `matching`"},
+        "settle_seconds": {"type": "number", "minimum": 0, "maximum": 60, "default": 0,
+                           "description": "verify: look only this long after the step starts (an "
+                           "application that reconnects its leaked pool right after the fix is seen)"}})
 
     def run(self) -> dict[str, Any]:
+        if self.args.get("settle_seconds"):
+            self.ctx.sleep(float(self.args["settle_seconds"]))
         with self.session() as conn:
             limits = pg.fetch(conn, "SELECT current_setting('max_connections')::int AS max, "
                                     "current_setting('superuser_reserved_connections')::int AS reserved")[0]
-            everyone = pg.fetch(conn, "SELECT state, datname, usename, application_name, "
-                                      "host(client_addr) AS client FROM pg_stat_activity "
-                                      "WHERE backend_type = 'client backend'")
+            # another role's sessions hide even their backend_type from a role without
+            # pg_read_all_stats: counted all the same (they hold slots), their state unknown
+            everyone = pg.fetch(conn, "SELECT coalesce(state, CASE WHEN backend_type IS NULL "
+                                      "THEN 'unknown (needs pg_read_all_stats)' END) AS state, datname, "
+                                      "usename, application_name, host(client_addr) AS client "
+                                      "FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                                      "OR (backend_type IS NULL AND usesysid IS NOT NULL "
+                                      "AND datname IS NOT NULL)")
         # opsctl's own sessions are not the incident: counting them would make verify flap
         rows = [r for r in everyone if r["application_name"] != pg.APPLICATION_NAME]
         total = len(rows)
@@ -51,7 +61,7 @@ class Connections(PgAction):
             "active": states.get("active", 0), "idle": states.get("idle", 0),
             "idle_in_transaction": states.get("idle in transaction", 0)
             + states.get("idle in transaction (aborted)", 0),
-            "by_state": states,
+            "by_state": states, "hidden": states.get("unknown (needs pg_read_all_stats)", 0),
             "by_database": _ranked(rows, "datname"), "by_user": _ranked(rows, "usename"),
             "by_application": _by_application(rows), "by_client": _ranked(rows, "client"),
             "opsctl_sessions": len(everyone) - total,
@@ -110,13 +120,27 @@ class Sessions(PgAction):
         "user": {"type": "string"},
         "idle_in_transaction_seconds": {"type": "number", "minimum": 0, "default": 60},
         "long_query_seconds": {"type": "number", "minimum": 0, "default": 300},
+        "settle_seconds": {"type": "number", "minimum": 0, "maximum": 60, "default": 0,
+                           "description": "verify: when nothing is offending, look again this much "
+                           "later and report that look (a leak that comes back at once is seen)"},
     })
 
     def run(self) -> dict[str, Any]:
+        first = self._look()
+        settle = float(self.args.get("settle_seconds", 0))
+        if settle and not first["offending_count"]:
+            self.ctx.sleep(settle)
+            return {**self._look(), "settled_seconds": settle}
+        return first
+
+    def _look(self) -> dict[str, Any]:
         flt = SessionFilter.from_args({"idle_in_transaction_seconds": 60, "long_query_seconds": 300,
                                        **self.args})
         with self.session() as conn:
             everything = list_sessions(conn)
+            if not flt.database:  # the database opsctl is connected to: the runbooks' default scope
+                flt = replace(flt, database=pg.current_database(conn))
+            pg.require_visible(conn, everything, flt)
         loose = replace(flt, include_superusers=True, include_replication=True, include_opsctl=True)
         over = [s for s in everything if loose.matches(s)]
         offending = [s for s in over if flt.matches(s)]
@@ -128,7 +152,8 @@ class Sessions(PgAction):
                 "long_running": long_q, "long_running_count": len(long_q),
                 "protected": protected, "protected_count": len(protected),
                 "oldest_seconds": max((s["duration_seconds"] for s in offending), default=0),
-                "pids": [s["pid"] for s in offending]}
+                "pids": [s["pid"] for s in offending],
+                "excluded_by_scope": pg.excluded_by_scope(everything, flt)}
 
     @classmethod
     def summarize(cls, result: Any) -> str:

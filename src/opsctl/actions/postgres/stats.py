@@ -47,21 +47,24 @@ class TopStatements(PgAction):
         slow_ms = float(self.args.get("slow_ms", 100))
         with self.session() as conn:
             installed = pg.fetch(conn, "SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'")
-            preloaded = "pg_stat_statements" in pg.fetch(
-                conn, "SELECT current_setting('shared_preload_libraries') AS v")[0]["v"]
-            if not installed or not preloaded:
-                why = ("the pg_stat_statements extension is not installed in this database "
-                       "(CREATE EXTENSION pg_stat_statements)" if not installed else
-                       "pg_stat_statements is not in shared_preload_libraries (needs a restart)")
-                return {"available": False, "reason": f"no statement statistics: {why}; use "
-                        "postgres.sessions / postgres.locks and the slow-query log instead",
-                        "statements": [], "slow_count": 0, "slowest_mean_ms": 0}
-            rows = pg.fetch(conn, self._SQL, {"min_calls": self.args.get("min_calls", 1),
-                                              "db": self.args.get("database") or None,
-                                              "limit": self.args.get("limit", 10)})
+            # optional: not needed for the decision, so a missing privilege or a library that is
+            # not preloaded is a warning, never the end of the run (shared_preload_libraries itself
+            # is not read: that needs pg_read_all_settings, and the query says it anyway)
+            rows, why = (None, "the pg_stat_statements extension is not installed in this database "
+                               "(CREATE EXTENSION pg_stat_statements)") if not installed else \
+                pg.optional_fetch(conn, self._SQL, {"min_calls": self.args.get("min_calls", 1),
+                                                    "db": self.args.get("database") or None,
+                                                    "limit": self.args.get("limit", 10)})
+        if rows is None:
+            return {"available": False, "reason": f"no statement statistics: {why}; use "
+                    "postgres.sessions / postgres.locks and the slow-query log instead",
+                    "statements": [], "slow_count": 0, "slowest_mean_ms": 0}
+        hidden = sum(1 for r in rows if r["query"] == pg.HIDDEN)
         for r in rows:
             r["query"] = pg.redact_sql(r["query"])
-        return {"available": True, "reason": "", "statements": rows,
+        note = (f"{hidden} statement text(s) of other roles hidden: needs pg_read_all_stats"
+                if hidden else "")
+        return {"available": True, "reason": note, "hidden_texts": hidden, "statements": rows,
                 "slow_count": sum(1 for r in rows if r["mean_ms"] > slow_ms),
                 "slowest_mean_ms": rows[0]["mean_ms"] if rows else 0}
 

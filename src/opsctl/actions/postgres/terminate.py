@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from opsctl.actions import register
@@ -10,7 +11,7 @@ from opsctl.actions.base import type_schema
 from opsctl.actions.postgres.common import PgAction
 from opsctl.backends import postgres as pg
 from opsctl.backends.postgres import SELECTION_SCHEMA, SessionFilter, list_sessions
-from opsctl.errors import ActionError
+from opsctl.errors import ActionError, OpsctlError
 from opsctl.records import Change, Plan
 
 
@@ -33,24 +34,37 @@ class _SignalBackends(PgAction):
                                     f"{cls.operation} every session)"))
         return errors
 
-    def _select(self, conn: Any, passed_over: list[str] | None = None) -> list[dict[str, Any]]:
-        """The matching sessions; with explicit `pids`, why each other requested pid is left
-        alone goes to `passed_over` (a root blocker that is a superuser session, say)."""
+    def _filter(self, conn: Any) -> SessionFilter:
+        """The step's filter; no `database` means the database opsctl is connected to (the
+        runbooks' "empty: the environment's database")."""
         flt = SessionFilter.from_args(self.args)
         if not flt.selective:
             raise ActionError(f"{self.name}: no selector given; refusing to {self.operation} every session")
+        return flt if flt.database else replace(flt, database=pg.current_database(conn))
+
+    def _select(self, conn: Any, passed_over: list[str] | None = None,
+                excluded: list[str] | None = None) -> list[dict[str, Any]]:
+        """The matching sessions; with explicit `pids`, why each other requested pid is left
+        alone goes to `passed_over` (a root blocker that is a superuser session, say); what the
+        scope (database / application_name / user) left out goes to `excluded`."""
+        flt = self._filter(conn)
         everything = list_sessions(conn)
+        pg.require_visible(conn, everything, flt)
         targets = [s for s in everything if flt.matches(s)]
+        if excluded is not None:
+            excluded += pg.excluded_by_scope(everything, flt)
         if passed_over is not None and flt.pids:
             found = {s["pid"]: s for s in everything}
             chosen = {s["pid"] for s in targets}
-            passed_over += [f"pid {p} ({_why_not(found.get(p), flt)})" for p in flt.pids if p not in chosen]
+            passed_over += [f"pid {p} ({_why_not(found.get(p), flt)})" for p in flt.pids if p not in chosen
+                            and (excluded is None or p not in found or not flt.scope_miss(found[p]))]
         return targets
 
     def plan(self) -> Plan:
         passed_over: list[str] = []
+        excluded: list[str] = []
         with self.session() as conn:
-            targets = self._select(conn, passed_over)
+            targets = self._select(conn, passed_over, excluded)
         limit = int(self.args.get("max_targets", 20))
         if len(targets) > limit:
             raise ActionError(f"{self.name}: {len(targets)} sessions match, more than max_targets={limit}; "
@@ -65,33 +79,61 @@ class _SignalBackends(PgAction):
                                  "application_name": s["application_name"], "user": s["user"],
                                  "database": s["database"]}) for s in targets]
         keys = [{"pid": s["pid"], "backend_start": s["backend_start"]} for s in targets]
+        scope = f"; {', '.join(excluded)}" if excluded else ""
         left = f"; not touched: {', '.join(passed_over)}" if passed_over else ""
-        return Plan(summary=f"{self.operation} {len(targets)} backend(s){left}", changes=changes,
-                    data={"targets": keys})
+        return Plan(summary=f"{self.operation} {len(targets)} backend(s){scope}{left}", changes=changes,
+                    data={"targets": keys, "excluded_by_scope": excluded}, warnings=excluded)
 
     def apply(self, plan: Plan) -> dict[str, Any]:
         planned = {(t["pid"], t["backend_start"]) for t in plan.data.get("targets", [])}
         done: list[int] = []
         skipped: list[dict[str, Any]] = []
-        with self.session() as conn:
-            # Re-select: a pid that was reused (different backend_start) or a session that no
-            # longer matches (it committed meanwhile) is left alone.
-            still = {(s["pid"], s["backend_start"]) for s in self._select(conn)}
-            signalled_at = pg.fetch(conn, "SELECT clock_timestamp() AS t")[0]["t"]
-            for pid, start in sorted(planned):
-                self.ctx.check_cancelled()
-                if (pid, start) not in still:
-                    skipped.append({"pid": pid, "reason": "gone or no longer matching"})
-                    continue
-                row = pg.fetch(conn, f"SELECT {self.function}(pid) AS ok FROM pg_stat_activity "
-                                     "WHERE pid = %s AND backend_start = %s::timestamptz", (pid, start))
-                if row and row[0]["ok"]:
-                    done.append(pid)
-                else:
-                    skipped.append({"pid": pid, "reason": "gone before the signal"})
-            self._wait_done(conn, done, signalled_at)
+        attempted: list[tuple[int, str]] = []  # signals sent (or in flight when stopped)
         key = "terminated" if self.operation == "terminate" else "cancelled"
+        try:
+            with self.session() as conn:
+                # Re-select: a pid that was reused (different backend_start) or a session that no
+                # longer matches (it committed meanwhile) is left alone.
+                still = {(s["pid"], s["backend_start"]) for s in self._select(conn)}
+                signalled_at = pg.fetch(conn, "SELECT clock_timestamp() AS t")[0]["t"]
+                for pid, start in sorted(planned):
+                    self.ctx.check_cancelled()
+                    if (pid, start) not in still:
+                        skipped.append({"pid": pid, "reason": "gone or no longer matching"})
+                        continue
+                    attempted.append((pid, start))
+                    row = pg.fetch(conn, f"SELECT {self.function}(pid) AS ok FROM pg_stat_activity "
+                                         "WHERE pid = %s AND backend_start = %s::timestamptz", (pid, start))
+                    if row and row[0]["ok"]:
+                        done.append(pid)
+                    else:
+                        skipped.append({"pid": pid, "reason": "gone before the signal"})
+                self._wait_done(conn, done, signalled_at)
+        except OpsctlError as e:
+            # stopped in the middle of the batch (Ctrl-C, deadline, lost connection): say exactly
+            # which targets are gone, counting a signal whose answer was lost on the way, so
+            # that the run log is right and --resume re-plans only what is left
+            if self.operation == "terminate" and attempted:
+                done = self._gone(attempted, fallback=done)
+            rest = sorted(p for p, _ in planned if p not in done and p not in {s["pid"] for s in skipped})
+            raise e.with_partial({key: sorted(done), f"{key}_count": len(done), "skipped": skipped,
+                                  "skipped_count": len(skipped), "not_done": rest,
+                                  "not_done_count": len(rest)},
+                                 f"{len(done)} of {len(planned)} backend(s) {key}, {len(rest)} not "
+                                 "signalled (--resume re-plans them)") from None
         return {key: done, f"{key}_count": len(done), "skipped": skipped, "skipped_count": len(skipped)}
+
+    def _gone(self, attempted: list[tuple[int, str]], fallback: list[int]) -> list[int]:
+        """Which of the signalled backends no longer exist, looked up on a session that a Ctrl-C
+        does not cancel (one short query, bounded by statement_timeout)."""
+        try:
+            with self.session(interruptible=False) as conn:
+                alive = {(r["pid"], r["s"]) for r in pg.fetch(
+                    conn, "SELECT pid, backend_start::text AS s FROM pg_stat_activity WHERE pid = ANY(%s)",
+                    ([p for p, _ in attempted],))}
+        except OpsctlError:
+            return sorted(fallback)
+        return sorted(p for p, start in attempted if (p, start) not in alive)
 
     def _wait_done(self, conn: Any, pids: list[int], signalled_at: Any, timeout: float = 5.0) -> None:
         """Signals are asynchronous: wait (up to 5 s) until terminated backends are gone and
@@ -124,6 +166,8 @@ def _why_not(s: dict[str, Any] | None, flt: SessionFilter) -> str:
                 "automatically; end it by hand or set include_superusers")
     if s["backend_type"] != "client backend" and not flt.include_replication:
         return f"{s['backend_type']}: replication is never signalled unless include_replication is set"
+    if flt.scope_miss(s):
+        return f"{s['application_name'] or '?'}, excluded by {flt.scope_miss(s)}"
     return "does not match the step's other filters"
 
 
