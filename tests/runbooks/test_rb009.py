@@ -74,7 +74,8 @@ def test_redrive_with_yes_moves_every_record_exactly_once(opsctl: Callable[..., 
     assert origins(moved) == expected  # counts conserved: none lost, none twice
     assert {(r.key, r.value) for r in moved} == {(r.key, r.value) for r in kafka_broker.read_all(dlq)}
     assert kafka_broker.committed(group, dlq) == {0: PER_PARTITION, 1: PER_PARTITION}
-    assert step(result, "on_source")["result"]["matched"] == 2 * PER_PARTITION
+    exact = step(result, "exact")["result"]
+    assert (exact["expected"], exact["moved"], exact["duplicates"], exact["remaining"]) == (20, 20, 0, 0)
 
     again = run(opsctl, kafka_broker, names, "--yes")  # nothing left: nothing sent again
     assert again.code == 0, again.output
@@ -154,7 +155,7 @@ def test_verify_finds_the_redriven_records_on_a_busy_source_topic(opsctl: Callab
         kafka_broker.produce(source, 40, partition=p, prefix="live-")  # the application's own traffic
     result = run(opsctl, kafka_broker, names, "--yes", "-p", "max_scan=60")
     assert result.code == 0, result.output
-    on_source = step(result, "on_source")["result"]
-    assert on_source["matched"] == 2 * PER_PARTITION and on_source["scanned"] <= 60
+    exact = step(result, "exact")["result"]  # scanned from where the redrive began, not the start
+    assert exact["moved"] == exact["expected"] == 2 * PER_PARTITION and exact["scanned"] <= 60
     redriven = [r for r in kafka_broker.read_all(source) if "x-opsctl-redriven" in dict(r.headers)]
     assert len(redriven) == 2 * PER_PARTITION  # and they really are there, from the broker's view

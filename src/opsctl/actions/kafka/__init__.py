@@ -8,12 +8,13 @@ opsctl never joins the groups it inspects or changes: it reads with group-less c
 commits through the admin API, which Kafka only accepts while the group has no active members.
 """
 
-from opsctl.actions.kafka import lag, offsets, redrive, topics  # noqa: F401 - registers
+from opsctl.actions.kafka import connectivity, lag, offsets, redrive, topics  # noqa: F401 - registers
 from opsctl.actions.kafka.common import REDRIVEN_HEADER
+from opsctl.actions.kafka.connectivity import Brokers
 from opsctl.actions.kafka.lag import Lag, LagTrend
 from opsctl.actions.kafka.offsets import ResetOffsets
-from opsctl.actions.kafka.redrive import Redrive
+from opsctl.actions.kafka.redrive import Redrive, RedriveStatus
 from opsctl.actions.kafka.topics import DescribeTopic, DlqDepth, Peek
 
-__all__ = ["REDRIVEN_HEADER", "DescribeTopic", "DlqDepth", "Lag", "LagTrend", "Peek", "Redrive",
-           "ResetOffsets"]
+__all__ = ["REDRIVEN_HEADER", "Brokers", "DescribeTopic", "DlqDepth", "Lag", "LagTrend", "Peek", "Redrive",
+           "RedriveStatus", "ResetOffsets"]

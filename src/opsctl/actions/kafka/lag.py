@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
 from opsctl.actions.kafka.common import TOPIC
 from opsctl.backends.kafka import Cluster
+from opsctl.errors import ActionError, ArgumentError, BackendError, StepTimeout
+
+WAIT_INTERVAL = 2.0
+WAIT = {"type": "number", "minimum": 0, "default": 0,
+        "description": "convergence window: measure again every 2 s, up to this many seconds (and "
+                       "within the step's timeout), until the condition holds; not in dry-runs"}
 
 
 @register
 class Lag(Action):
     """Consumer-group lag per partition, per topic and in total, with the group's state and members.
 
-    One committed-offsets request and one end-offsets request cover every partition.
+    One committed-offsets request and one end-offsets request cover every partition.  With
+    `wait_until_members` / `wait_until_below_threshold` (seconds) it waits for the group to have
+    members / its lag to fall under `lag_threshold`, and reports the drain rate seen meanwhile.
 
     ```yaml
     - id: lag
@@ -34,10 +43,68 @@ class Lag(Action):
                           "must_exist": {"type": "boolean", "default": False,
                                          "description": "fail when the group does not exist (no member, "
                                                         "no committed offset) instead of measuring the "
-                                                        "whole log as its lag"}},
+                                                        "whole log as its lag"},
+                          "wait_until_members": WAIT, "wait_until_below_threshold": WAIT,
+                          "drain_window": {"type": "number", "minimum": 0,
+                                           "description": "with a wait: is the drain rate seen over the "
+                                                          "wait fast enough to clear the lag within this "
+                                                          "many seconds (clears_within_window)"}},
                          required=["group"])
 
+    @classmethod
+    def validate_args(cls, args: dict[str, Any]) -> list[tuple[str, str]]:
+        if args.get("wait_until_below_threshold") and args.get("lag_threshold") is None:
+            return [("wait_until_below_threshold", "needs lag_threshold (what 'below' means)")]
+        return []
+
     def run(self) -> dict[str, Any]:
+        """Measure once, or (a convergence window) measure again every `interval` until the
+        condition holds or the wait is over; the last measurement is the result.  A broker that
+        cannot be reached fails at once: a hung cluster costs one deadline, not one per attempt."""
+        members_wait = float(self.args.get("wait_until_members") or 0)
+        lag_wait = float(self.args.get("wait_until_below_threshold") or 0)
+        wait = 0.0 if self.ctx.dry_run else max(members_wait, lag_wait)
+        threshold = self.args.get("lag_threshold")
+
+        def done(r: dict[str, Any]) -> bool:
+            return ((not members_wait or r["member_count"] > 0)
+                    and (not lag_wait or threshold is None or r["max_partition_lag"] < threshold))
+
+        start = time.monotonic()
+        first = result = self._measure()
+        checks = 1
+        with self.ctx.progress(f"Waiting for {self.args['group']}", total=None) as bar:
+            while wait and not done(result) and time.monotonic() - start < wait:
+                self.ctx.sleep(min(WAIT_INTERVAL, max(0.0, wait - (time.monotonic() - start))))
+                try:
+                    result = self._measure()
+                except BackendError:
+                    raise  # the cluster stopped answering: no point in waiting out the window
+                except ActionError as e:  # a rebalancing group, a coordinator moving: look again
+                    if isinstance(e, StepTimeout | ArgumentError):
+                        raise
+                    bar.update(last_answer=f"error: {e}"[:100])
+                    continue
+                checks += 1
+                bar.update(last_answer=f"lag {result['total_lag']}, {result['member_count']} member(s)")
+        elapsed = time.monotonic() - start
+        extra: dict[str, Any] = {"waited_s": round(elapsed, 1), "checks": checks,
+                                 "lag_before": first["total_lag"]}
+        if checks > 1 and elapsed > 0:
+            rate = (first["total_lag"] - result["total_lag"]) / elapsed
+            lag = result["total_lag"]
+            eta = 0.0 if lag == 0 else (lag / rate if rate > 0 else None)
+            window = self.args.get("drain_window")
+            extra.update({"drain_rate_per_s": round(rate, 3),
+                          "eta_seconds": round(eta, 1) if eta is not None else None,
+                          "clears_within_window": ((eta is not None and eta <= window)
+                                                   if window is not None else None)})
+        else:
+            extra.update({"drain_rate_per_s": None, "eta_seconds": 0.0 if result["total_lag"] == 0
+                          else None, "clears_within_window": result["total_lag"] == 0})
+        return {**result, **extra}
+
+    def _measure(self) -> dict[str, Any]:
         k = Cluster(self.ctx)
         group, topic = self.args["group"], self.args.get("topic") or None
         info = k.group(group)
