@@ -33,7 +33,8 @@ def build_lag(broker: Broker) -> tuple[str, str]:
 
 def run(opsctl: Callable[..., Result], broker: Broker, topic: str, group: str, *extra: str) -> Result:
     return opsctl("run", RUNBOOK, "-o", "json", "-p", f"group={group}", "-p", f"topic={topic}",
-                  "-p", "lag_threshold=60", "-p", "trend_interval=0.5s", *extra, env=broker.env)
+                  "-p", "lag_threshold=60", "-p", "trend_interval=0.5s", "-p", "verify_window=3s", *extra,
+                  env=broker.env)
 
 
 def step(result: Result, step_id: str) -> dict:
@@ -132,7 +133,7 @@ def test_verify_accepts_a_backlog_that_drains_in_time_and_fails_a_stuck_one(
     try:
         draining = opsctl("run", RUNBOOK, "-o", "json", "-p", f"group={group}", "-p", f"topic={topic}",
                           "-p", "lag_threshold=10", "-p", "trend_interval=2s", "-p", "drain_window=1h",
-                          "--phase", "verify", env=noida_broker.env)
+                          "-p", "verify_window=4s", "--phase", "verify", env=noida_broker.env)
     finally:
         done.set()
         worker.join()
@@ -192,3 +193,60 @@ def test_dry_run_without_a_topic_plans_what_it_can(opsctl: Callable[..., Result]
     chosen = opsctl(*base, "--yes", "--option", "skip-to-latest", env=noida_broker.env)
     assert chosen.code == 2, chosen.output
     assert noida_broker.committed(group, topic) == before
+
+
+# ---- issue 9: verify waits for convergence, and fails after the window when nothing converges ---------
+
+def test_verify_waits_for_a_slowly_converging_fix(opsctl: Callable[..., Result], opsctl_env: dict[str, str],
+                                                  noida_broker: Broker) -> None:
+    """Converges -> 0: the lag falls under the threshold a few seconds into verify (drain_window=0:
+    only convergence within the window can pass)."""
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    topic, group = build_lag(noida_broker)
+    done = threading.Event()
+
+    def verify_started() -> bool:  # the run log says lag_after started: the fix "lands" after that
+        runs = Path(opsctl_env["OPSCTL_STATE_DIR"]) / "runs"
+        return any('"step_start"' in line and '"lag_after"' in line
+                   for f in runs.glob("*.jsonl") for line in f.read_text().splitlines())
+
+    def consumer_catching_up() -> None:  # 8 records per partition every 0.25 s until caught up
+        while not done.wait(0.05) and not verify_started():
+            pass
+        time.sleep(1)
+        admin = noida_broker.admin()
+        offsets = noida_broker.committed(group, topic)
+        try:
+            while not done.wait(0.25) and min(offsets.get(p, 0) for p in range(3)) < PER_PARTITION:
+                offsets = {p: min(PER_PARTITION, offsets.get(p, 0) + 8) for p in range(3)}
+                admin.alter_group_offsets(group, {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1)
+                                                  for p, o in offsets.items()})
+        finally:
+            admin.close()
+
+    worker = threading.Thread(target=consumer_catching_up)
+    worker.start()
+    try:
+        result = run(opsctl, noida_broker, topic, group, "--phase", "verify", "-p", "verify_window=60s",
+                     "-p", "drain_window=0s")
+    finally:
+        done.set()
+        worker.join()
+    assert result.code == 0, result.output
+    lag = step(result, "lag_after")["result"]
+    assert lag["max_partition_lag"] < 60 and lag["checks"] > 1 and lag["lag_before"] > lag["total_lag"]
+
+
+def test_verify_fails_after_the_window_when_nothing_converges(opsctl: Callable[..., Result],
+                                                              noida_broker: Broker) -> None:
+    """Does not work -> 1, after the window (not before it, not forever)."""
+    topic, group = build_lag(noida_broker)
+    started = time.monotonic()
+    result = run(opsctl, noida_broker, topic, group, "--phase", "verify", "-p", "verify_window=4s")
+    assert result.code == 1, result.output
+    lag = step(result, "lag_after")["result"]
+    assert lag["waited_s"] >= 3.5 and lag["checks"] >= 2 and lag["clears_within_window"] is False
+    assert time.monotonic() - started < 120
+    assert "verification failed: after" in json.loads(result.stdout)["message"]

@@ -65,12 +65,13 @@ class Brokers(Action):
         targets = self._targets()
         wait = 0.0 if self.ctx.dry_run else float(self.args.get("wait_until_healthy", 0))
         start = time.monotonic()
+        end = start + wait
+        left = self.ctx.remaining()
+        if left is not None:  # the last probe must end before the step's deadline, with its verdict
+            end = min(end, start + left - float(self.args.get("timeout", 3)) - 1.0)
         result = self._once(targets)
-        while result["unhealthy_count"] and time.monotonic() - start < wait:
-            left = wait - (time.monotonic() - start)
-            self.ctx.sleep(min(2.0, max(0.0, left)))
-            if time.monotonic() - start >= wait:
-                break
+        while result["unhealthy_count"] and time.monotonic() + 2.0 < end:
+            self.ctx.sleep(2.0)
             result = self._once(targets)
         return {**result, "waited_s": round(time.monotonic() - start, 1) if wait else 0.0}
 

@@ -216,8 +216,13 @@ class Redrive(Action):
                             "recording where the redrive begins")
         moved, per_partition = self._copy(k, d)
         skipped = sum(len(r.get("skip", [])) for r in d["ranges"])
+        planned = d.get("planned", moved + skipped)
+        if moved + skipped != planned:  # compaction gaps in the DLQ, or a truncated log
+            raise ActionError(f"kafka: planned {planned} record(s), redrove {moved} and found {skipped} "
+                              f"already there: {planned - moved - skipped} not accounted for (was "
+                              f"{d['dlq_topic']} compacted or truncated during the redrive?)")
         return {"dlq_topic": d["dlq_topic"], "topic": d["topic"], "group": d["group"],
-                "planned": d.get("planned", moved + skipped), "redriven": moved,
+                "planned": planned, "redriven": moved,
                 "already_there": skipped, "remaining": d.get("remaining", 0),
                 "duplicates_found": d.get("duplicates", 0), "per_partition": per_partition}
 
