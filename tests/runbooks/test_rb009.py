@@ -293,3 +293,71 @@ def test_duplicates_already_on_the_target_are_reported_and_fail_verify(opsctl: C
     exact = step(again, "exact")["result"]
     assert exact["duplicates"] == 1 and exact["duplicate_examples"] == [f"{dlq}/1/3 x2"]
     assert "1 duplicate(s)" in json.loads(again.stdout)["message"]
+
+
+def test_hung_broker_exits_4_within_the_connect_deadline(opsctl: Callable[..., Result],
+                                                         silent_server: Any) -> None:
+    started = time.monotonic()
+    result = opsctl("run", RUNBOOK, "--dry-run", "-p", "dlq_topic=a.dlq", "-p", "topic=a",
+                    env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{silent_server.port}"})
+    assert result.code == 4, result.output
+    assert "Traceback" not in result.output and f"127.0.0.1:{silent_server.port}" in result.output
+    assert time.monotonic() - started < 60  # one connect deadline (3 s) per client, not minutes
+
+
+def test_slow_bootstrap_still_redrives_exactly_once(opsctl: Callable[..., Result],
+                                                    noida_broker: Broker) -> None:
+    from tests.fixtures.kafka import DelayProxy
+
+    names = build_dlq(noida_broker)
+    source, dlq, group = names
+    slow = DelayProxy(noida_broker.bootstrap, 0.7)
+    try:
+        result = opsctl("run", RUNBOOK, "-o", "json", "--yes", "-p", f"dlq_topic={dlq}",
+                        "-p", f"topic={source}", "-p", f"group={group}",
+                        env={"KAFKA_BOOTSTRAP_SERVERS": slow.address})
+    finally:
+        slow.close()
+    assert result.code == 0, result.output
+    assert origins(noida_broker.read_all(source)) == sorted(
+        f"{dlq}/{p}/{o}" for p in range(2) for o in range(PER_PARTITION))
+
+
+FAULT_MATRIX: dict[str, tuple[str, Any]] = {
+    "dead": ("exit 4 within seconds, no traceback, no secret", [
+        "test_unreachable_broker_exits_4_without_leaking_the_password"]),
+    "hung": ("exit 4 within one connect deadline, naming the broker", [
+        "test_hung_broker_exits_4_within_the_connect_deadline"]),
+    "slow": ("a broker answering late through a delaying proxy (bootstrap; kafka-python then follows the "
+             "advertised address) still gives an exact redrive", [
+        "test_slow_bootstrap_still_redrives_exactly_once"]),
+    "permission_denied_optional": ("n/a", "neither broker of the suite (noida-db 0.2.3, Tansu 0.6.0) "
+                                   "enforces ACLs, so no probe can be denied for real; rb-009 has no "
+                                   "optional probe either (every step feeds the plan or verify)"),
+    "permission_denied_required": ("n/a", "no authorizer in noida-db / Tansu to inject it for real; "
+                                   "kafka-python's AuthorizationError maps to exit 4 'refused us: check "
+                                   "the SASL/SSL settings and ACLs' (backends/kafka.translate_errors)"),
+    "ordinary_role": ("n/a", "Kafka has no superuser role to fall back from: opsctl needs Describe/Read "
+                      "on the DLQ and its groups and Write on the source topic, and the suite's brokers "
+                      "grant every principal everything"),
+    "scope": ("only the named DLQ's records between the redrive group's commit and the plan's end "
+              "are produced (max_messages bounds them; the rest is reported as remaining)", [
+        "test_blast_radius_refuses_a_larger_dlq",
+        "test_partial_redrive_says_how_many_remain_and_is_never_verified"]),
+    "converges_slowly": ("n/a", "a redrive converges inside its own step (acknowledged, then committed, "
+                         "batch by batch); verify counts what is on the broker after it, there is no "
+                         "later drain to wait for"),
+    "does_not_work": ("duplicates, missing records or records left in the DLQ fail verify (exit 1) "
+                      "with exact counts, never 'at least'", [
+        "test_duplicates_already_on_the_target_are_reported_and_fail_verify",
+        "test_partial_redrive_says_how_many_remain_and_is_never_verified"]),
+    "interrupted_resume": ("SIGINT or SIGKILL at random points, then --resume: every record exactly "
+                           "once, the interrupted run's count equals what is on the broker", [
+        "test_interrupted_at_a_random_point_and_resumed_redrives_each_record_exactly_once"]),
+}
+
+
+def test_fault_matrix_every_cell_is_tested_or_explained() -> None:
+    from tests.fixtures.kafka import check_fault_matrix
+
+    check_fault_matrix(FAULT_MATRIX, sys.modules[__name__])

@@ -299,3 +299,91 @@ def test_one_dead_broker_in_the_bootstrap_list_still_diagnoses_the_group(opsctl:
     group = step(out, "group")
     assert group["status"] == "ok", group
     assert group["result"]["member_count"] == 1
+
+
+# ---- issue 9: a hung broker (accepts TCP, never answers), a slow one, Kafka outside Kubernetes --------
+
+def test_hung_broker_is_critical_and_restarting_consumers_is_never_chosen(
+        opsctl: Callable[..., Result], cluster: Incident, silent_server: Any) -> None:
+    """Defect 1: the only broker accepts TCP and never answers.  TCP-level checks called it up and
+    --yes rolled two healthy consumer deployments.  Defect 7: verify then polled the group 61 times
+    for 3 min 51 s despite recovery_timeout=20s; now verify costs recovery_timeout, once."""
+    import time
+
+    hung = f"127.0.0.1:{silent_server.port}"
+    env = {**cluster.env, "KAFKA_BOOTSTRAP_SERVERS": hung}
+    before = cluster.snapshot()["deployments"]
+    started = time.monotonic()
+    result = opsctl(*cluster.run_args("--yes", "-p", "recovery_timeout=5s", "-p", "broker_timeout=2s"),
+                    env=env)
+    took = time.monotonic() - started
+    assert result.code == 1, result.output
+    out = report(result)
+    brokers = step(out, "brokers")["result"]
+    assert brokers["hung"] == [hung] and brokers["unhealthy_count"] == 1
+    critical = [f["message"] for f in out["findings"]
+                if f["step"] == "brokers" and f["severity"] == "critical"]
+    assert critical and hung in critical[0] and "did not answer ApiVersions" in critical[0]
+    assert out["option"] == ["restart-kafka"]  # the recommendation: the brokers, never the consumers
+    assert step(out, "restart_consumers")["status"] == "skipped"
+    assert cluster.snapshot()["deployments"] == before  # no consumer deployment touched
+    after = step(out, "brokers_after")
+    assert after["result"]["hung"] == [hung] and after["result"]["waited_s"] <= 5.5
+    assert step(out, "members_after")["status"] == "skipped" and step(out, "group")["status"] == "skipped"
+    assert took < 120  # the whole run, rollout included, on a loaded machine; was 3 min 51 s of verify
+
+
+def test_hung_broker_beside_a_live_one_refuses_restart_consumers(opsctl: Callable[..., Result],
+                                                                 consumers_stuck: Incident,
+                                                                 silent_server: Any) -> None:
+    """The consumers are disconnected AND a broker hangs: restart-consumers is not recommended, and
+    chosen explicitly it is refused before anything changes (the cluster is not healthy)."""
+    inc = consumers_stuck
+    hung = f"127.0.0.1:{silent_server.port}"
+    env = {**inc.env, "KAFKA_BOOTSTRAP_SERVERS": f"{inc.proxy.address},{hung}"}
+    before = inc.snapshot()
+    dry = opsctl(*inc.run_args("--dry-run", "-p", "broker_timeout=2s"), env=env)
+    assert dry.code == 0, dry.output
+    out = report(dry)
+    assert step(out, "brokers")["result"]["hung"] == [hung]
+    assert step(out, "brokers")["result"]["healthy_count"] == 1
+    forced = opsctl(*inc.run_args("--yes", "--option", "restart-consumers", "-p", "broker_timeout=2s"),
+                    env=env)
+    assert forced.code == 1, forced.output
+    guard = step(report(forced), "cluster_healthy")
+    assert guard["status"] == "failed" and "not healthy" in guard["reason"] and hung in guard["reason"]
+    assert step(report(forced), "restart_consumers")["status"] != "applied"
+    assert inc.snapshot() == before
+
+
+def test_a_slow_broker_is_a_warning_not_an_outage(opsctl: Callable[..., Result], cluster: Incident) -> None:
+    from tests.fixtures.kafka import DelayProxy
+
+    slow = DelayProxy(cluster.proxy.address, 0.7)  # ~1.4 s of a 2 s deadline
+    try:
+        env = {**cluster.env, "KAFKA_BOOTSTRAP_SERVERS": slow.address}
+        result = opsctl(*cluster.run_args("--dry-run", "-p", "broker_timeout=2s"), env=env)
+    finally:
+        slow.close()
+    assert result.code == 0, result.output
+    out = report(result)
+    brokers = step(out, "brokers")["result"]
+    assert brokers["slow"] == [slow.address] and brokers["unhealthy_count"] == 0
+    severities = {f["severity"] for f in out["findings"] if f["step"] == "brokers"}
+    assert "warning" in severities and "critical" not in severities
+
+
+def test_kafka_outside_kubernetes_is_a_finding_not_a_failure(opsctl: Callable[..., Result],
+                                                             cluster: Incident) -> None:
+    """Issue 14: no Kafka statefulset (the brokers run elsewhere): exit 1 before; now a finding."""
+    result = opsctl(*cluster.run_args("--dry-run", "-p", "statefulset=kafka-not-here"), env=cluster.env)
+    assert result.code == 0, result.output
+    out = report(result)
+    assert step(out, "kafka")["status"] == "failed"
+    warned = [f["message"] for f in out["findings"] if f["step"] == "kafka_outside_k8s"]
+    assert warned and "no readable statefulset kafka-not-here" in warned[0]
+    assert step(out, "brokers")["result"]["healthy_count"] == 1  # the protocol checks still judge
+    assert step(out, "group")["result"]["member_count"] == 1
+    skipped = opsctl(*cluster.run_args("--dry-run", "-p", "statefulset="), env=cluster.env)
+    assert skipped.code == 0, skipped.output
+    assert step(report(skipped), "kafka")["status"] == "skipped"

@@ -100,9 +100,13 @@ class ResetOffsets(Action):
         if total > limit:
             raise ActionError(f"kafka: resetting {group} on {topic} would skip {total} messages, more "
                               f"than max_skipped={limit}")
+        # scope: only this group on this topic; say what the group also consumes and keeps as it is
+        others = sorted({tp.topic for tp in k.committed(group)} - {topic})
+        warnings = [f"out of scope, unchanged: {group}'s offsets on {', '.join(others)}"] if others else []
         return Plan(summary=f"reset {group} on {topic} to {self.args['to']}: {len(rows)} partition(s), "
-                            f"{total} message(s) skipped", changes=changes,
-                    data={"group": group, "topic": topic, "partitions": rows, "skipped": total})
+                            f"{total} message(s) skipped", changes=changes, warnings=warnings,
+                    data={"group": group, "topic": topic, "partitions": rows, "skipped": total,
+                          "excluded_topics": others})
 
     def apply(self, plan: Plan) -> dict[str, Any]:
         from kafka import TopicPartition
