@@ -68,10 +68,11 @@ class Brokers(Action):
         end = start + wait
         left = self.ctx.remaining()
         if left is not None:  # the last probe must end before the step's deadline, with its verdict
-            end = min(end, start + left - float(self.args.get("timeout", 3)) - 1.0)
+            end = min(end, start + left - 1.0)
+        probe = float(self.args.get("timeout", 3))
         result = self._once(targets)
-        while result["unhealthy_count"] and time.monotonic() + 2.0 < end:
-            self.ctx.sleep(2.0)
+        while result["unhealthy_count"] and time.monotonic() + probe < end:
+            self.ctx.sleep(min(2.0, max(0.0, end - time.monotonic() - probe)))  # the last probe ends by `end`
             result = self._once(targets)
         return {**result, "waited_s": round(time.monotonic() - start, 1) if wait else 0.0}
 
