@@ -382,3 +382,13 @@ def test_lag_convergence_window_both_sides(noida_broker: Broker) -> None:
                  "drain_window": 60}, ctx(noida_broker)).run()
     assert stuck["max_partition_lag"] == 5 and 2.0 <= stuck["waited_s"] < 10
     assert stuck["drain_rate_per_s"] == 0 and stuck["clears_within_window"] is False
+
+
+def test_a_hung_broker_in_the_bootstrap_list_does_not_fail_the_lookups(noida_broker: Broker,
+                                                                        silent_server: Any) -> None:
+    """kafka-python bootstraps from a random server: with a hung one in the list, half the lookups
+    failed after the connect timeout.  Now they bootstrap from the brokers that answer."""
+    topic, group = lagged(noida_broker, partitions=1, per_partition=10, consumed=4)
+    servers = f"127.0.0.1:{silent_server.port},{noida_broker.bootstrap}"
+    for _ in range(6):  # fresh context each time: a fresh random pick
+        assert Lag({"group": group, "topic": topic}, ctx(servers, connect_timeout=1)).run()["total_lag"] == 6

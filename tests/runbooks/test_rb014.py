@@ -347,6 +347,8 @@ def test_hung_broker_beside_a_live_one_refuses_restart_consumers(opsctl: Callabl
     out = report(dry)
     assert step(out, "brokers")["result"]["hung"] == [hung]
     assert step(out, "brokers")["result"]["healthy_count"] == 1
+    group = step(out, "group")  # bootstrapped from the broker that answers, not the hung one
+    assert group["status"] == "ok" and group["result"]["member_count"] == 0, group
     forced = opsctl(*inc.run_args("--yes", "--option", "restart-consumers", "-p", "broker_timeout=2s"),
                     env=env)
     assert forced.code == 1, forced.output

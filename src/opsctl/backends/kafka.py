@@ -160,7 +160,30 @@ def _admin_or_error(conf: dict[str, Any]) -> Any:
     try:
         return make_admin(conf)
     except BackendError as e:
-        return _Failure(e)
+        return _bootstrap_from_answering(conf, e)
+
+
+def _bootstrap_from_answering(conf: dict[str, Any], error: BackendError) -> Any:
+    """kafka-python bootstraps from one server picked at random: a hung one (accepts TCP, never
+    answers) among live ones fails the whole client.  Probe them all at the protocol level (one
+    deadline, concurrently) and bootstrap again from those that answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    servers = list(conf.get("bootstrap_servers") or [])
+    if len(servers) < 2:
+        return _Failure(error)
+    timeout = float(conf.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+    with ThreadPoolExecutor(max_workers=min(16, len(servers))) as pool:
+        checks = list(pool.map(lambda t: probe_broker(t, timeout, conf), servers))
+    alive = [c["target"] for c in checks if c["answered"]]
+    if not alive or len(alive) == len(servers):
+        return _Failure(error)
+    try:
+        admin = make_admin({**conf, "bootstrap_servers": alive})
+    except BackendError as again:
+        return _Failure(again)
+    admin.opsctl_bootstrap = alive  # the consumers and producers of the run bootstrap from these too
+    return admin
 
 
 class Cluster:
@@ -177,6 +200,8 @@ class Cluster:
         if isinstance(admin, _Failure):
             raise BackendError(admin.error.backend, admin.error.message[len("kafka: "):])
         self.admin = admin
+        if getattr(admin, "opsctl_bootstrap", None):  # bootstrapped from the brokers that answer
+            self.conf["bootstrap_servers"] = list(admin.opsctl_bootstrap)
         if ctx.read_only:  # a guard per Cluster: the shared admin client itself stays unwrapped
             self.admin = readonly.ReadOnlyAdmin(admin)
             self.conf = readonly.KafkaReadOnlyConf(self.conf)
