@@ -14,6 +14,7 @@ import pytest
 
 from opsctl.actions.base import ActionContext
 from opsctl.actions.kafka import (
+    Brokers,
     DescribeTopic,
     DlqDepth,
     Lag,
@@ -218,8 +219,10 @@ def test_redrive_blast_radius_and_stale_plan(kafka_broker: Broker) -> None:
         Redrive(args, ctx(kafka_broker)).plan()
     partial = Redrive({**args, "allow_partial": True}, ctx(kafka_broker))
     plan = partial.plan()
-    assert plan.data["ranges"] == [{"partition": 0, "start": 0, "end": 3, "committed": None}]
-    assert partial.apply(plan)["redriven"] == 3
+    assert plan.data["ranges"] == [{"partition": 0, "start": 0, "end": 3, "committed": None, "skip": []}]
+    assert plan.data["remaining"] == 2 and "2 remain" in plan.summary  # a partial redrive says so
+    applied = partial.apply(plan)
+    assert (applied["redriven"], applied["planned"], applied["remaining"]) == (3, 3, 2)
     assert len(kafka_broker.read_all(source)) == 3 and kafka_broker.committed(group, dlq) == {0: 3}
     with pytest.raises(ActionError, match="moved .* since the plan"):
         partial.apply(plan)  # the same plan again: the group has moved, nothing is sent twice
@@ -297,3 +300,95 @@ def test_end_offsets_count_every_record_of_a_batch(kafka_broker: Broker) -> None
     producer.flush(timeout=10)
     producer.close()
     assert DlqDepth({"topic": topic}, ctx(kafka_broker)).run()["depth"] == 50
+
+
+# ---- issue 9: brokers judged at the protocol level; waits that honour their deadline -----------------
+
+def test_brokers_are_judged_by_a_kafka_answer_not_a_tcp_connect(kafka_broker: Broker,
+                                                                silent_server: Any) -> None:
+    hung, dead = f"127.0.0.1:{silent_server.port}", f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = Brokers({"targets": [kafka_broker.bootstrap, hung, dead], "timeout": 1.5},
+                     ctx(kafka_broker)).run()
+    took = time.monotonic() - started
+    assert result["healthy_count"] == 1 and result["unhealthy"] == [hung, dead]
+    assert result["hung"] == [hung] and result["dead"] == [dead]
+    checks = {c["target"]: c for c in result["checks"]}
+    assert checks[hung]["tcp"] is True and checks[hung]["answered"] is False  # TCP alone is not "up"
+    assert "did not answer ApiVersions within 1.5s" in checks[hung]["error"]
+    assert checks[kafka_broker.bootstrap]["state"] == "up"
+    assert checks[kafka_broker.bootstrap]["brokers"]  # the Metadata round trip named the cluster
+    assert took < 10  # probed concurrently: one deadline, not one per broker (loaded-machine margin)
+
+
+def test_three_hung_brokers_cost_one_deadline(silent_server: Any) -> None:
+    target = f"127.0.0.1:{silent_server.port}"
+    started = time.monotonic()
+    result = Brokers({"targets": [target] * 3, "timeout": 2}, ctx(target)).run()
+    assert result["hung"] == [target] * 3
+    assert time.monotonic() - started < 5.5  # 3 x 2 s in sequence would be 6 s
+
+
+def test_a_slow_broker_answers_and_is_reported_slow(slow_broker: Any) -> None:
+    result = Brokers({"targets": [slow_broker.address], "timeout": 2}, ctx(slow_broker.address)).run()
+    assert result["healthy_count"] == 1 and result["slow"] == [slow_broker.address]
+    hung = Brokers({"targets": [slow_broker.address], "timeout": 0.6}, ctx(slow_broker.address)).run()
+    assert hung["hung"] == [slow_broker.address]  # the same answer past the deadline: not answering
+
+
+def test_wait_until_healthy_stops_at_the_steps_deadline(silent_server: Any) -> None:
+    target = f"127.0.0.1:{silent_server.port}"
+    c = ctx(target)
+    c.deadline = time.monotonic() + 4
+    started = time.monotonic()
+    result = Brokers({"targets": [target], "timeout": 1, "wait_until_healthy": 600}, c).run()
+    assert result["hung"] == [target] and time.monotonic() - started < 6
+
+
+def test_lag_waiting_for_members_on_a_hung_broker_costs_one_deadline(silent_server: Any) -> None:
+    """Defect 7: 61 attempts for 3 min 51 s.  A cluster that does not answer fails the wait at once."""
+    target = f"127.0.0.1:{silent_server.port}"
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="no answer|cannot reach"):
+        Lag({"group": "g", "topic": "t", "wait_until_members": 120}, ctx(target, connect_timeout=1)).run()
+    assert time.monotonic() - started < 15
+
+
+def test_lag_convergence_window_both_sides(noida_broker: Broker) -> None:
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    topic, group = lagged(noida_broker, partitions=1, per_partition=100, consumed=10)
+
+    def drain() -> None:  # a consumer catching up over ~2 s
+        admin = noida_broker.admin()
+        try:
+            for committed in (30, 50, 70, 95):
+                time.sleep(0.5)
+                admin.alter_group_offsets(group, {TopicPartition(topic, 0):
+                                                  OffsetAndMetadata(committed, "", -1)})
+        finally:
+            admin.close()
+
+    worker = threading.Thread(target=drain)
+    worker.start()
+    converged = Lag({"group": group, "topic": topic, "lag_threshold": 10,
+                     "wait_until_below_threshold": 60}, ctx(noida_broker)).run()
+    worker.join()
+    assert converged["max_partition_lag"] < 10 and converged["checks"] > 1
+    assert converged["lag_before"] == 90 and converged["waited_s"] < 60
+
+    stuck = Lag({"group": group, "topic": topic, "lag_threshold": 1, "wait_until_below_threshold": 2.5,
+                 "drain_window": 60}, ctx(noida_broker)).run()
+    assert stuck["max_partition_lag"] == 5 and 2.0 <= stuck["waited_s"] < 10
+    assert stuck["drain_rate_per_s"] == 0 and stuck["clears_within_window"] is False
+
+
+def test_a_hung_broker_in_the_bootstrap_list_does_not_fail_the_lookups(noida_broker: Broker,
+                                                                        silent_server: Any) -> None:
+    """kafka-python bootstraps from a random server: with a hung one in the list, half the lookups
+    failed after the connect timeout.  Now they bootstrap from the brokers that answer."""
+    topic, group = lagged(noida_broker, partitions=1, per_partition=10, consumed=4)
+    servers = f"127.0.0.1:{silent_server.port},{noida_broker.bootstrap}"
+    for _ in range(6):  # fresh context each time: a fresh random pick
+        assert Lag({"group": group, "topic": topic}, ctx(servers, connect_timeout=1)).run()["total_lag"] == 6

@@ -65,7 +65,7 @@ def make_lag(k8s_cluster: K8sCluster, k8s_ns: str, noida_broker: Any) -> Iterato
         replicas = 0 if fault == "scaled_to_zero" else 1
         apps.create_namespaced_deployment(k8s_ns, deployment("order-service", replicas))
         wait_ready(apps, k8s_ns, "order-service")
-        if fault == "stuck":  # running but not consuming (not ready, disconnected)
+        if fault == "stuck":  # running but not consuming (not ready, disconnected); "healthy": no fault
             annotate_pods(core, k8s_ns, "app=order-service", STUCK)
             assert eventually(lambda: _ready_pods(apps, k8s_ns) == 0)
         assert noida_broker.consume_with_group(topic, group, 10) == 10  # a committed position: lag 290
@@ -179,3 +179,21 @@ def test_a_kubernetes_option_without_a_deployment_is_bad_input(opsctl: Callable[
     assert result.code == 2, result.output
     assert "name" in result.output and "non-empty" in result.output
     assert lag.snapshot() == before
+
+
+def test_restart_consumers_never_restarts_healthy_consumers(opsctl: Callable[..., Result],
+                                                            make_lag: Callable[[str], Lag]) -> None:
+    """Only the guilty are touched: consumers that are ready, in the group and keeping up are not
+    restarted even when restart-consumers is chosen explicitly with --yes."""
+    lag = make_lag("healthy")
+    assert eventually(lambda: sum(lag.broker.committed(lag.group, lag.topic).values())
+                      == PARTITIONS * PER_PARTITION, timeout=60), "the consumer never caught up"
+    before = lag.snapshot()
+    result = opsctl(*lag.run_args("--yes", "--option", "restart-consumers"), env=lag.env)
+    assert result.code == 1, result.output
+    out = report(result)
+    guard = step(out, "consumers_guilty")
+    assert guard["status"] == "failed" and "its consumers are healthy" in guard["reason"]
+    assert step(out, "restart_consumers")["status"] != "applied"
+    after = lag.snapshot()
+    assert (after["rv"], after["pods"]) == (before["rv"], before["pods"])

@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -74,7 +75,8 @@ def test_redrive_with_yes_moves_every_record_exactly_once(opsctl: Callable[..., 
     assert origins(moved) == expected  # counts conserved: none lost, none twice
     assert {(r.key, r.value) for r in moved} == {(r.key, r.value) for r in kafka_broker.read_all(dlq)}
     assert kafka_broker.committed(group, dlq) == {0: PER_PARTITION, 1: PER_PARTITION}
-    assert step(result, "on_source")["result"]["matched"] == 2 * PER_PARTITION
+    exact = step(result, "exact")["result"]
+    assert (exact["expected"], exact["moved"], exact["duplicates"], exact["remaining"]) == (20, 20, 0, 0)
 
     again = run(opsctl, kafka_broker, names, "--yes")  # nothing left: nothing sent again
     assert again.code == 0, again.output
@@ -154,7 +156,208 @@ def test_verify_finds_the_redriven_records_on_a_busy_source_topic(opsctl: Callab
         kafka_broker.produce(source, 40, partition=p, prefix="live-")  # the application's own traffic
     result = run(opsctl, kafka_broker, names, "--yes", "-p", "max_scan=60")
     assert result.code == 0, result.output
-    on_source = step(result, "on_source")["result"]
-    assert on_source["matched"] == 2 * PER_PARTITION and on_source["scanned"] <= 60
+    exact = step(result, "exact")["result"]  # scanned from where the redrive began, not the start
+    assert exact["moved"] == exact["expected"] == 2 * PER_PARTITION and exact["scanned"] <= 60
     redriven = [r for r in kafka_broker.read_all(source) if "x-opsctl-redriven" in dict(r.headers)]
     assert len(redriven) == 2 * PER_PARTITION  # and they really are there, from the broker's view
+
+
+# ---- exactly once across interruptions (issue 9, defect 3) -------------------------------------------
+
+BIG = 1500  # records per DLQ partition: a redrive of several hundred batches, long enough to cut
+
+
+def big_dlq(broker: Broker) -> tuple[str, str, str]:
+    source = broker.create_topic(unique("orders"), 3)
+    dlq = broker.create_topic(f"{source}.dlq", 2)
+    for p in range(2):
+        broker.produce(dlq, BIG, partition=p, headers=[("error", b"timeout")], prefix=f"p{p}-")
+    return source, dlq, unique("redrive")
+
+
+def end_total(admin: Any, topic: str) -> int:
+    from kafka import TopicPartition
+    from kafka.admin import OffsetSpec
+
+    parts = admin.describe_topics([topic])[0]["partitions"]
+    ends = admin.list_partition_offsets({TopicPartition(topic, p["partition_index"]): OffsetSpec.LATEST
+                                        for p in parts})
+    return sum(o.offset for o in ends.values())
+
+
+def interrupt_mid_redrive(opsctl_env: dict[str, str], broker: Broker, names: tuple[str, str, str],
+                          cwd: Path, at: int, sig: int) -> tuple[int, str]:
+    """Start `run --yes` in a subprocess and send `sig` once `at` records reached the source topic."""
+    source, dlq, group = names
+    args = [sys.executable, "-m", "opsctl", "run", RUNBOOK, "--yes", "-o", "json", "-p", f"dlq_topic={dlq}",
+            "-p", f"topic={source}", "-p", f"group={group}", "-p", "max_messages=5000"]
+    proc = subprocess.Popen(args, env={**opsctl_env, **broker.env}, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    admin = broker.admin()  # one connection, polled as fast as it answers
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and end_total(admin, source) < at and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig) if sig == signal.SIGKILL else proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        admin.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out + err
+
+
+def last_run_id(opsctl: Callable[..., Result]) -> str:
+    runs = opsctl("runs", "-o", "json")
+    return str(json.loads(runs.stdout)[0]["run_id"])
+
+
+@pytest.mark.parametrize("seed,sig", [(1, signal.SIGINT), (2, signal.SIGINT), (3, signal.SIGINT),
+                                      (4, signal.SIGKILL), (5, signal.SIGKILL)])
+def test_interrupted_at_a_random_point_and_resumed_redrives_each_record_exactly_once(
+        opsctl: Callable[..., Result], opsctl_env: dict[str, str], noida_broker: Broker, tmp_path: Path,
+        seed: int, sig: int) -> None:
+    """Ctrl-C (SIGINT: the batch in flight is finished and committed) or a crash (SIGKILL: records
+    sent, not committed) at a random point, then --resume: every DLQ record exactly once on the
+    source topic, the counts reported exact, nothing "at least"."""
+    import random
+
+    names = big_dlq(noida_broker)
+    source, dlq, group = names
+    at = random.Random(seed).randint(1, 2 * BIG * 3 // 4)
+    code, output = interrupt_mid_redrive(opsctl_env, noida_broker, names, tmp_path, at, sig)
+    on_target = len(noida_broker.read_all(source))
+    committed = sum(noida_broker.committed(group, dlq).values())
+    if code == 0:
+        pytest.fail(f"the redrive finished before the interruption at {at} records: make it longer")
+    if sig == signal.SIGINT:
+        assert code == 130, output
+        steps = json.loads(output[:output.rindex("}") + 1])["steps"]
+        redrive = next(s for s in steps if s["id"] == "redrive")
+        assert redrive["status"] == "interrupted"
+        # what it says it did is what the broker holds: no batch half-sent, none sent and not committed
+        assert redrive["result"]["redriven"] == on_target == committed, (redrive, on_target, committed)
+        assert f"{on_target} record(s) redriven and committed" in redrive["reason"]
+        report = opsctl("report", json.loads(output[:output.rindex("}") + 1])["run_id"])
+        assert f"{on_target} record(s) redriven and committed" in report.stdout, report.output
+    else:
+        assert on_target >= committed  # a crash may leave the last batch sent but not committed
+
+    run_id = last_run_id(opsctl)
+    resumed = opsctl("run", RUNBOOK, "--resume", run_id, "--yes", "-o", "json", "-p", f"dlq_topic={dlq}",
+                     "-p", f"topic={source}", "-p", f"group={group}", "-p", "max_messages=5000",
+                     env=noida_broker.env)
+    assert resumed.code == 0, resumed.output
+    assert json.loads(resumed.stdout)["message"] == "verified"
+    redrive = step(resumed, "redrive")["result"]
+    assert redrive["already_there"] == on_target - committed  # the crash's uncommitted batch: skipped
+    assert redrive["redriven"] + redrive["already_there"] == redrive["planned"] == 2 * BIG - committed
+    expected = sorted(f"{dlq}/{p}/{o}" for p in range(2) for o in range(BIG))
+    assert origins(noida_broker.read_all(source)) == expected  # none lost, none twice
+    exact = step(resumed, "exact")["result"]
+    assert (exact["moved"], exact["duplicates"], exact["missing"], exact["remaining"]) == \
+        (exact["expected"], 0, 0, 0)
+    assert exact["expected"] >= 2 * BIG - committed
+
+
+def test_partial_redrive_says_how_many_remain_and_is_never_verified(opsctl: Callable[..., Result],
+                                                                    kafka_broker: Broker) -> None:
+    names = build_dlq(kafka_broker)
+    source, dlq, group = names
+    result = run(opsctl, kafka_broker, names, "--yes", "-p", "max_messages=12", "-p", "allow_partial=true")
+    assert result.code == 1, result.output
+    out = json.loads(result.stdout)
+    assert out["message"].startswith("verification failed") and "8 record(s) remain" in out["message"]
+    assert "8 remain" in step(result, "redrive")["plan"]["summary"]
+    exact = step(result, "exact")["result"]
+    assert (exact["expected"], exact["moved"], exact["remaining"], exact["duplicates"]) == (12, 12, 8, 0)
+    assert len(kafka_broker.read_all(source)) == 12
+    again = run(opsctl, kafka_broker, names, "--yes", "-p", "max_messages=12", "-p", "allow_partial=true")
+    assert again.code == 0, again.output  # the 8 others: the campaign is complete, exactly once
+    assert origins(kafka_broker.read_all(source)) == sorted(
+        f"{dlq}/{p}/{o}" for p in range(2) for o in range(PER_PARTITION))
+
+
+def test_duplicates_already_on_the_target_are_reported_and_fail_verify(opsctl: Callable[..., Result],
+                                                                       noida_broker: Broker) -> None:
+    """A record redriven twice (by hand, or by an older opsctl) is not hidden by an 'at least' count."""
+    names = build_dlq(noida_broker)
+    source, dlq, group = names
+    first = run(opsctl, noida_broker, names, "--yes")
+    assert first.code == 0, first.output
+    noida_broker.produce(source, 1, partition=0, headers=[("x-opsctl-redriven", f"{dlq}/1/3".encode())])
+    again = run(opsctl, noida_broker, names, "--yes")
+    assert again.code == 1, again.output
+    exact = step(again, "exact")["result"]
+    assert exact["duplicates"] == 1 and exact["duplicate_examples"] == [f"{dlq}/1/3 x2"]
+    assert "1 duplicate(s)" in json.loads(again.stdout)["message"]
+
+
+def test_hung_broker_exits_4_within_the_connect_deadline(opsctl: Callable[..., Result],
+                                                         silent_server: Any) -> None:
+    started = time.monotonic()
+    result = opsctl("run", RUNBOOK, "--dry-run", "-p", "dlq_topic=a.dlq", "-p", "topic=a",
+                    env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{silent_server.port}"})
+    assert result.code == 4, result.output
+    assert "Traceback" not in result.output and f"127.0.0.1:{silent_server.port}" in result.output
+    assert time.monotonic() - started < 60  # one connect deadline (3 s) per client, not minutes
+
+
+def test_slow_bootstrap_still_redrives_exactly_once(opsctl: Callable[..., Result],
+                                                    noida_broker: Broker) -> None:
+    from tests.fixtures.kafka import DelayProxy
+
+    names = build_dlq(noida_broker)
+    source, dlq, group = names
+    slow = DelayProxy(noida_broker.bootstrap, 0.7)
+    try:
+        result = opsctl("run", RUNBOOK, "-o", "json", "--yes", "-p", f"dlq_topic={dlq}",
+                        "-p", f"topic={source}", "-p", f"group={group}",
+                        env={"KAFKA_BOOTSTRAP_SERVERS": slow.address})
+    finally:
+        slow.close()
+    assert result.code == 0, result.output
+    assert origins(noida_broker.read_all(source)) == sorted(
+        f"{dlq}/{p}/{o}" for p in range(2) for o in range(PER_PARTITION))
+
+
+FAULT_MATRIX: dict[str, tuple[str, Any]] = {
+    "dead": ("exit 4 within seconds, no traceback, no secret", [
+        "test_unreachable_broker_exits_4_without_leaking_the_password"]),
+    "hung": ("exit 4 within one connect deadline, naming the broker", [
+        "test_hung_broker_exits_4_within_the_connect_deadline"]),
+    "slow": ("a broker answering late through a delaying proxy (bootstrap; kafka-python then follows the "
+             "advertised address) still gives an exact redrive", [
+        "test_slow_bootstrap_still_redrives_exactly_once"]),
+    "permission_denied_optional": ("n/a", "neither broker of the suite (noida-db 0.2.3, Tansu 0.6.0) "
+                                   "enforces ACLs, so no probe can be denied for real; rb-009 has no "
+                                   "optional probe either (every step feeds the plan or verify)"),
+    "permission_denied_required": ("n/a", "no authorizer in noida-db / Tansu to inject it for real; "
+                                   "kafka-python's AuthorizationError maps to exit 4 'refused us: check "
+                                   "the SASL/SSL settings and ACLs' (backends/kafka.translate_errors)"),
+    "ordinary_role": ("n/a", "Kafka has no superuser role to fall back from: opsctl needs Describe/Read "
+                      "on the DLQ and its groups and Write on the source topic, and the suite's brokers "
+                      "grant every principal everything"),
+    "scope": ("only the named DLQ's records between the redrive group's commit and the plan's end "
+              "are produced (max_messages bounds them; the rest is reported as remaining)", [
+        "test_blast_radius_refuses_a_larger_dlq",
+        "test_partial_redrive_says_how_many_remain_and_is_never_verified"]),
+    "converges_slowly": ("n/a", "a redrive converges inside its own step (acknowledged, then committed, "
+                         "batch by batch); verify counts what is on the broker after it, there is no "
+                         "later drain to wait for"),
+    "does_not_work": ("duplicates, missing records or records left in the DLQ fail verify (exit 1) "
+                      "with exact counts, never 'at least'", [
+        "test_duplicates_already_on_the_target_are_reported_and_fail_verify",
+        "test_partial_redrive_says_how_many_remain_and_is_never_verified"]),
+    "interrupted_resume": ("SIGINT or SIGKILL at random points, then --resume: every record exactly "
+                           "once, the interrupted run's count equals what is on the broker", [
+        "test_interrupted_at_a_random_point_and_resumed_redrives_each_record_exactly_once"]),
+}
+
+
+def test_fault_matrix_every_cell_is_tested_or_explained() -> None:
+    from tests.fixtures.kafka import check_fault_matrix
+
+    check_fault_matrix(FAULT_MATRIX, sys.modules[__name__])

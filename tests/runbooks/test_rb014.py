@@ -299,3 +299,157 @@ def test_one_dead_broker_in_the_bootstrap_list_still_diagnoses_the_group(opsctl:
     group = step(out, "group")
     assert group["status"] == "ok", group
     assert group["result"]["member_count"] == 1
+
+
+# ---- issue 9: a hung broker (accepts TCP, never answers), a slow one, Kafka outside Kubernetes --------
+
+def test_hung_broker_is_critical_and_restarting_consumers_is_never_chosen(
+        opsctl: Callable[..., Result], cluster: Incident, silent_server: Any) -> None:
+    """Defect 1: the only broker accepts TCP and never answers.  TCP-level checks called it up and
+    --yes rolled two healthy consumer deployments.  Defect 7: verify then polled the group 61 times
+    for 3 min 51 s despite recovery_timeout=20s; now verify costs recovery_timeout, once."""
+    import time
+
+    hung = f"127.0.0.1:{silent_server.port}"
+    env = {**cluster.env, "KAFKA_BOOTSTRAP_SERVERS": hung}
+    before = cluster.snapshot()["deployments"]
+    started = time.monotonic()
+    result = opsctl(*cluster.run_args("--yes", "-p", "recovery_timeout=5s", "-p", "broker_timeout=2s"),
+                    env=env)
+    took = time.monotonic() - started
+    assert result.code == 1, result.output
+    out = report(result)
+    brokers = step(out, "brokers")["result"]
+    assert brokers["hung"] == [hung] and brokers["unhealthy_count"] == 1
+    critical = [f["message"] for f in out["findings"]
+                if f["step"] == "brokers" and f["severity"] == "critical"]
+    assert critical and hung in critical[0] and "did not answer ApiVersions" in critical[0]
+    assert out["option"] == ["restart-kafka"]  # the recommendation: the brokers, never the consumers
+    assert step(out, "restart_consumers")["status"] == "skipped"
+    assert cluster.snapshot()["deployments"] == before  # no consumer deployment touched
+    after = step(out, "brokers_after")
+    assert after["result"]["hung"] == [hung] and after["result"]["waited_s"] <= 5.5  # recovery_timeout
+    assert step(out, "members_after")["status"] == "skipped" and step(out, "group")["status"] == "skipped"
+    assert took < 120  # the whole run, rollout included, on a loaded machine; was 3 min 51 s of verify
+
+
+def test_hung_broker_beside_a_live_one_refuses_restart_consumers(opsctl: Callable[..., Result],
+                                                                 consumers_stuck: Incident,
+                                                                 silent_server: Any) -> None:
+    """The consumers are disconnected AND a broker hangs: restart-consumers is not recommended, and
+    chosen explicitly it is refused before anything changes (the cluster is not healthy)."""
+    inc = consumers_stuck
+    hung = f"127.0.0.1:{silent_server.port}"
+    env = {**inc.env, "KAFKA_BOOTSTRAP_SERVERS": f"{inc.proxy.address},{hung}"}
+    before = inc.snapshot()
+    dry = opsctl(*inc.run_args("--dry-run", "-p", "broker_timeout=2s"), env=env)
+    assert dry.code == 0, dry.output
+    out = report(dry)
+    assert step(out, "brokers")["result"]["hung"] == [hung]
+    assert step(out, "brokers")["result"]["healthy_count"] == 1
+    group = step(out, "group")  # bootstrapped from the broker that answers, not the hung one
+    assert group["status"] == "ok" and group["result"]["member_count"] == 0, group
+    forced = opsctl(*inc.run_args("--yes", "--option", "restart-consumers", "-p", "broker_timeout=2s"),
+                    env=env)
+    assert forced.code == 1, forced.output
+    guard = step(report(forced), "cluster_healthy")
+    assert guard["status"] == "failed" and "not healthy" in guard["reason"] and hung in guard["reason"]
+    assert step(report(forced), "restart_consumers")["status"] != "applied"
+    assert inc.snapshot() == before
+
+
+def test_a_slow_broker_is_a_warning_not_an_outage(opsctl: Callable[..., Result], cluster: Incident) -> None:
+    from tests.fixtures.kafka import DelayProxy
+
+    slow = DelayProxy(cluster.proxy.address, 0.7)  # ~1.4 s of a 2 s deadline
+    try:
+        env = {**cluster.env, "KAFKA_BOOTSTRAP_SERVERS": slow.address}
+        result = opsctl(*cluster.run_args("--dry-run", "-p", "broker_timeout=2s"), env=env)
+    finally:
+        slow.close()
+    assert result.code == 0, result.output
+    out = report(result)
+    brokers = step(out, "brokers")["result"]
+    assert brokers["slow"] == [slow.address] and brokers["unhealthy_count"] == 0
+    severities = {f["severity"] for f in out["findings"] if f["step"] == "brokers"}
+    assert "warning" in severities and "critical" not in severities
+
+
+def test_kafka_outside_kubernetes_is_a_finding_not_a_failure(opsctl: Callable[..., Result],
+                                                             cluster: Incident) -> None:
+    """Issue 14: no Kafka statefulset (the brokers run elsewhere): exit 1 before; now a finding."""
+    result = opsctl(*cluster.run_args("--dry-run", "-p", "statefulset=kafka-not-here"), env=cluster.env)
+    assert result.code == 0, result.output
+    out = report(result)
+    assert step(out, "kafka")["status"] == "skipped"
+    warned = [f["message"] for f in out["findings"]
+              if f["step"] == "kafka_in_k8s" and f["severity"] == "warning"]
+    assert warned and "no statefulset kafka-not-here" in warned[0]
+    assert step(out, "brokers")["result"]["healthy_count"] == 1  # the protocol checks still judge
+    assert step(out, "group")["result"]["member_count"] == 1
+    skipped = opsctl(*cluster.run_args("--dry-run", "-p", "statefulset="), env=cluster.env)
+    assert skipped.code == 0, skipped.output
+    assert step(report(skipped), "kafka")["status"] == "skipped"
+    assert step(report(skipped), "kafka_in_k8s")["status"] == "skipped"
+
+
+def test_restart_consumers_touches_only_the_deployments_in_scope(opsctl: Callable[..., Result],
+                                                                 consumers_stuck: Incident) -> None:
+    """A deployment of the namespace outside consumer_selector is never a target."""
+    inc = consumers_stuck
+    inc.apps.create_namespaced_deployment(inc.ns, deployment("web", 1, labels={"app": "web",
+                                                                               "role": "frontend"}))
+    wait_ready(inc.apps, inc.ns, "web")
+    web_before = inc.snapshot()["deployments"]["web"]
+    result = opsctl(*inc.run_args("--yes"), env=inc.env)
+    assert result.code == 0, result.output
+    out = report(result)
+    targets = [c["target"] for c in step(out, "restart_consumers")["plan"]["changes"]]
+    assert sorted(targets) == sorted(f"deployment {inc.ns}/{n}" for n in CONSUMERS)
+    assert sorted(step(out, "restart_consumers")["result"]["restarted"]) == sorted(CONSUMERS)
+    assert inc.snapshot()["deployments"]["web"] == web_before
+
+
+FAULT_MATRIX: dict[str, tuple[str, Any]] = {
+    "dead": ("a closed port is a critical finding naming it; verify fails after recovery_timeout without "
+             "polling the group; a dead broker beside a live one still lets the group be diagnosed", [
+        "test_dry_run_finds_the_brokers_down_and_changes_nothing",
+        "test_brokers_still_unreachable_fails_verify_without_polling_the_group",
+        "test_one_dead_broker_in_the_bootstrap_list_still_diagnoses_the_group"]),
+    "hung": ("accepts TCP, never answers: critical finding naming it, restart-consumers neither "
+             "recommended nor allowed, verify costs recovery_timeout once (defects 1 and 7)", [
+        "test_hung_broker_is_critical_and_restarting_consumers_is_never_chosen",
+        "test_hung_broker_beside_a_live_one_refuses_restart_consumers"]),
+    "slow": ("answers after most of the probe deadline: a warning naming it, not an outage", [
+        "test_a_slow_broker_is_a_warning_not_an_outage"]),
+    "permission_denied_optional": ("n/a", "neither broker of the suite (noida-db 0.2.3, Tansu 0.6.0) "
+                                   "enforces ACLs; the probes (ApiVersions, Metadata) need no ACL in "
+                                   "Kafka either, and the group lookup already continues on error"),
+    "permission_denied_required": ("n/a", "no authorizer in noida-db / Tansu to inject it for real; "
+                                   "kafka-python's AuthorizationError maps to exit 4 (translate_errors); "
+                                   "Kubernetes RBAC denials belong to the k8s action tests"),
+    "ordinary_role": ("n/a", "Kafka has no superuser role to fall back from, and the suite's brokers "
+                      "grant every principal everything; the Kubernetes identity is the kubeconfig's"),
+    "scope": ("restart-consumers restarts only consumer_selector's deployments in the namespace; a "
+              "statefulset that is not there is a finding and is never a target (Kafka outside "
+              "Kubernetes)", [
+        "test_restart_consumers_touches_only_the_deployments_in_scope",
+        "test_kafka_outside_kubernetes_is_a_finding_not_a_failure"]),
+    "converges_slowly": ("the group's members rejoin some seconds after the restart: verify waits for "
+                         "them (within recovery_timeout) and passes", [
+        "test_yes_restart_kafka_reconnects_the_group", "test_yes_restart_consumers_rejoins_the_group"]),
+    "does_not_work": ("the restart does not bring the brokers back: exit 1 after recovery_timeout", [
+        "test_brokers_still_unreachable_fails_verify_without_polling_the_group",
+        "test_hung_broker_is_critical_and_restarting_consumers_is_never_chosen"]),
+    "interrupted_resume": ("n/a", "rb-014's mutations are rollout restarts: one PATCH of a pod-template "
+                           "annotation per workload, then a wait; nothing is counted or moved, and "
+                           "an interrupted wait is the k8s actions' concern (not rehearsed here)"),
+}
+
+
+def test_fault_matrix_every_cell_is_tested_or_explained() -> None:
+    import sys
+
+    from tests.fixtures.kafka import check_fault_matrix
+
+    check_fault_matrix(FAULT_MATRIX, sys.modules[__name__])

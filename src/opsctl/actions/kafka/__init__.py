@@ -1,0 +1,20 @@
+"""Kafka actions, split by concern: ``lag`` (consumer lag, lag trend), ``topics`` (description, DLQ
+depth, peek), ``connectivity`` (brokers judged at the protocol level), ``redrive`` (DLQ -> source,
+exactly-once across interruptions, and its status) and ``offsets`` (consumer-group offset reset).
+
+Every lookup is batched: one OffsetFetch for all of a group's partitions and one ListOffsets per
+partition leader, never a request per partition (see bench/kafka_lag_1000_partitions.py).
+opsctl never joins the groups it inspects or changes: it reads with group-less consumers and
+commits through the admin API, which Kafka only accepts while the group has no active members.
+"""
+
+from opsctl.actions.kafka import connectivity, lag, offsets, redrive, topics  # noqa: F401 - registers
+from opsctl.actions.kafka.common import REDRIVEN_HEADER
+from opsctl.actions.kafka.connectivity import Brokers
+from opsctl.actions.kafka.lag import Lag, LagTrend
+from opsctl.actions.kafka.offsets import ResetOffsets
+from opsctl.actions.kafka.redrive import Redrive, RedriveStatus
+from opsctl.actions.kafka.topics import DescribeTopic, DlqDepth, Peek
+
+__all__ = ["REDRIVEN_HEADER", "Brokers", "DescribeTopic", "DlqDepth", "Lag", "LagTrend", "Peek", "Redrive",
+           "RedriveStatus", "ResetOffsets"]

@@ -1,0 +1,396 @@
+"""DLQ topic -> source topic redrive (mutating), exactly-once from the operator's point of view, and
+its status (read-only, what verify judges).
+
+How "exactly once" holds across a Ctrl-C, a timeout or a killed process:
+
+* every redriven record carries ``x-opsctl-redriven: <dlq>/<partition>/<offset>``;
+* the DLQ group (``group``) is committed after the broker acknowledged each batch; on Ctrl-C the
+  batch in flight is finished (acknowledged, committed) before the step stops, so the count it
+  reports is what is on the target;
+* a *campaign marker* (the group ``<group>.campaign``, plain committed offsets, which every
+  Kafka-protocol broker keeps) records where the current redrive began: the DLQ offsets it started
+  from and the target's end offsets at that moment.  Every plan scans the target from there: a
+  record that a killed run produced but never committed is found by its header and skipped, and
+  duplicates are reported.  ``kafka.redrive_status`` compares exact counts from the same marker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from opsctl.actions import register
+from opsctl.actions.base import Action, is_template, type_schema
+from opsctl.actions.kafka.common import REDRIVEN_HEADER, TOPIC
+from opsctl.backends.kafka import Cluster, make_consumer, make_producer, translate_errors
+from opsctl.errors import ActionError, Cancelled, StepTimeout
+from opsctl.records import Change, Plan
+
+MARKER_SUFFIX = ".campaign"
+MAX_SCAN = {"type": "integer", "minimum": 1, "default": 1_000_000,
+            "description": "records of the target topic read (from the campaign marker) to find what "
+                           "was already redriven"}
+
+
+def marker_group(group: str) -> str:
+    return group + MARKER_SUFFIX
+
+
+def read_marker(k: Cluster, group: str, dlq: str, topic: str) -> dict[str, dict[int, int]] | None:
+    """The campaign marker: DLQ start offsets and target offsets, or None when there is none."""
+    offsets = k.committed(marker_group(group))
+    dlq_start = {tp.partition: o for tp, o in offsets.items() if tp.topic == dlq and o is not None}
+    since = {tp.partition: o for tp, o in offsets.items() if tp.topic == topic and o is not None}
+    if not dlq_start:
+        return None
+    return {"dlq": dlq_start, "target": since}
+
+
+def scan_redriven(k: Cluster, topic: str, dlq: str, since: dict[int, int], max_scan: int
+                  ) -> dict[str, Any]:
+    """Read `topic` from `since` (partition -> offset; others from their start) and count the
+    records redriven from `dlq`, by origin (dlq partition, offset)."""
+    found: Counter[tuple[int, int]] = Counter()
+    tps = k.partitions(topic)
+    scanned = empty = 0
+    prefix = f"{dlq}/"
+    consumer = make_consumer(k.conf, fetch_max_wait_ms=100, max_poll_records=2000)
+    try:
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            if tp.partition in since:
+                consumer.seek(tp, since[tp.partition])
+        # stop on two empty polls, not at the end offsets: some brokers under-report them
+        while scanned < max_scan and empty < 2:
+            batch = k.call(consumer.poll, timeout_ms=300)
+            empty = 0 if batch else empty + 1
+            for rec in (r for recs in batch.values() for r in recs):
+                scanned += 1
+                for name, value in rec.headers or []:
+                    origin = (value or b"").decode(errors="replace")
+                    if name != REDRIVEN_HEADER or not origin.startswith(prefix):
+                        continue
+                    part, _, offset = origin[len(prefix):].partition("/")
+                    if part.isdigit() and offset.isdigit():
+                        found[(int(part), int(offset))] += 1
+    finally:
+        consumer.close()
+    return {"found": found, "scanned": scanned, "complete": scanned < max_scan}
+
+
+@register
+class Redrive(Action):
+    """Move records from a dead-letter topic back to its source topic, exactly once.
+
+    The records between the DLQ group's committed offset and the DLQ's end (as planned, at most
+    `max_messages`) are produced to `topic` by an idempotent producer with acks=all, keeping key,
+    value and headers and adding an `x-opsctl-redriven: <dlq>/<partition>/<offset>` header.  The
+    DLQ group's offset is committed after the broker acknowledged each batch; a Ctrl-C finishes the
+    batch in flight first.  Records already on the target (sent by a run that was killed before it
+    could commit) are found by their header and skipped, never sent twice; duplicates already there
+    are reported.  A partial redrive (`allow_partial`) says how many records remain.
+
+    ```yaml
+    - id: redrive
+      action: kafka.redrive
+      with: {dlq_topic: order.events.dlq, topic: order.events, group: opsctl-redrive, max_messages: 1000}
+    ```
+    """
+
+    name = "kafka.redrive"
+    backend = "kafka"
+    read_only = False
+    summary = ("DLQ topic -> source topic, exactly once across interruptions (skips what is already "
+               "there), commit after ack (blast radius: max_messages)")
+    schema = type_schema({"dlq_topic": TOPIC, "topic": TOPIC,
+                          "group": {"type": "string", "minLength": 1, "default": "opsctl-redrive"},
+                          "max_messages": {"type": "integer", "minimum": 1, "default": 1000},
+                          "allow_partial": {"type": "boolean", "default": False},
+                          "max_scan": MAX_SCAN},
+                         required=["dlq_topic", "topic"])
+
+    @classmethod
+    def validate_args(cls, args: dict[str, Any]) -> list[tuple[str, str]]:
+        dlq, topic = args.get("dlq_topic"), args.get("topic")
+        if dlq and dlq == topic and not is_template(dlq):
+            return [("topic", "the source topic must differ from the DLQ topic")]
+        return []
+
+    def plan(self) -> Plan:
+        k = Cluster(self.ctx)
+        dlq, topic = self.args["dlq_topic"], self.args["topic"]
+        group = self.args.get("group", "opsctl-redrive")
+        k.require_empty_group(group, "another consumer is reading the DLQ with it")
+        k.require_empty_group(marker_group(group), "it is opsctl's redrive marker: nobody consumes with it")
+        k.partitions(topic)  # the source topic must exist
+        tps = k.partitions(dlq)
+        committed = k.committed(group, dlq)
+        lows, highs = k.offsets(tps, "earliest"), k.offsets(tps, "latest")
+        starts = {tp.partition: max(committed.get(tp) or 0, lows[tp]) for tp in tps}
+
+        marker = read_marker(k, group, dlq, topic)
+        present: dict[int, list[int]] = {}
+        duplicates = earlier = 0
+        warnings: list[str] = []
+        if marker is not None:
+            scan = scan_redriven(k, topic, dlq, marker["target"], int(self.args.get("max_scan", 1_000_000)))
+            if not scan["complete"]:
+                raise ActionError(f"kafka: more than max_scan={self.args.get('max_scan', 1_000_000)} records "
+                                  f"on {topic} since this redrive began; cannot tell what is already there "
+                                  "(raise max_scan)")
+            found: Counter[tuple[int, int]] = scan["found"]
+            for (p, o), n in sorted(found.items()):
+                duplicates += n - 1
+                if o >= starts.get(p, 0):
+                    present.setdefault(p, []).append(o)
+                else:
+                    earlier += 1
+            if present:
+                warnings.append(f"{sum(map(len, present.values()))} record(s) are already on {topic} but "
+                                f"not committed in {group} (an interrupted run sent them): they are "
+                                "skipped, not sent again")
+            if duplicates:
+                warnings.append(f"{duplicates} duplicate(s) already on {topic} (a record redriven more "
+                                "than once before this run): verify will fail, deduplicate downstream")
+        # a new campaign once the previous one is clean up to its commit: nothing in flight, no duplicate
+        new_campaign = marker is None or (not present and not duplicates)
+
+        waiting = sum(highs[tp] - starts[tp.partition] for tp in tps if highs[tp] > starts[tp.partition])
+        budget = self.args.get("max_messages", 1000)
+        if waiting > budget and not self.args.get("allow_partial", False):
+            raise ActionError(f"kafka: {waiting} records wait in {dlq}, more than max_messages={budget}; "
+                              "raise max_messages or set allow_partial to redrive the first ones")
+        ranges, changes = [], []
+        for tp in tps:
+            start = starts[tp.partition]
+            end = min(highs[tp], start + budget)
+            budget -= max(0, end - start)
+            if end <= start:
+                continue
+            skip = [o for o in present.get(tp.partition, []) if start <= o < end]
+            ranges.append({"partition": tp.partition, "start": start, "end": end,
+                           "committed": committed.get(tp), "skip": skip})
+            after = f"produced to {topic}; {group} committed at {end}"
+            changes.append(Change(target=f"{dlq}[{tp.partition}]", operation="redrive",
+                                  before=f"offsets {start}..{end - 1} ({end - start} records)",
+                                  after=after + (f" ({len(skip)} already there: skipped)" if skip else "")))
+        count = sum(r["end"] - r["start"] for r in ranges)
+        skipped = sum(len(r["skip"]) for r in ranges)
+        remaining = waiting - count
+        if remaining:
+            warnings.append(f"partial redrive: {remaining} record(s) remain in {dlq} after this one "
+                            f"(max_messages={self.args.get('max_messages', 1000)}); verify will say so")
+        summary = f"redrive {count - skipped} record(s) from {dlq} to {topic}"
+        if skipped:
+            summary += f" ({skipped} already there, skipped)"
+        if remaining:
+            summary += f"; {remaining} remain"
+        return Plan(summary=summary, changes=changes, warnings=warnings,
+                    data={"dlq_topic": dlq, "topic": topic, "group": group, "ranges": ranges,
+                          "planned": count, "remaining": remaining, "duplicates": duplicates,
+                          "earlier": earlier, "new_campaign": new_campaign})
+
+    def apply(self, plan: Plan) -> dict[str, Any]:
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        k, d = Cluster(self.ctx), plan.data
+        k.require_empty_group(d["group"], "another consumer is reading the DLQ with it")
+        now = k.committed(d["group"], d["dlq_topic"])
+        for r in d["ranges"]:
+            if now.get(TopicPartition(d["dlq_topic"], r["partition"])) != r["committed"]:
+                raise ActionError(f"kafka: {d['group']} moved on {d['dlq_topic']}[{r['partition']}] since "
+                                  "the plan was made (someone else is redriving?); plan again")
+        if d.get("new_campaign"):
+            # where this redrive begins, before anything is sent: what later plans and verify scan from
+            dlq_tps = k.partitions(d["dlq_topic"])
+            target_tps = k.partitions(d["topic"])
+            begin = {TopicPartition(d["dlq_topic"], r["partition"]): r["start"] for r in d["ranges"]}
+            for tp, low in k.offsets(dlq_tps, "earliest").items():
+                begin.setdefault(tp, max(low, (now.get(tp) or 0)))
+            begin.update(k.offsets(target_tps, "latest"))
+            k.alter_offsets(marker_group(d["group"]),
+                            {tp: OffsetAndMetadata(o, "", -1) for tp, o in begin.items()},
+                            "recording where the redrive begins")
+        moved, per_partition = self._copy(k, d)
+        skipped = sum(len(r.get("skip", [])) for r in d["ranges"])
+        planned = d.get("planned", moved + skipped)
+        if moved + skipped != planned:  # compaction gaps in the DLQ, or a truncated log
+            raise ActionError(f"kafka: planned {planned} record(s), redrove {moved} and found {skipped} "
+                              f"already there: {planned - moved - skipped} not accounted for (was "
+                              f"{d['dlq_topic']} compacted or truncated during the redrive?)")
+        return {"dlq_topic": d["dlq_topic"], "topic": d["topic"], "group": d["group"],
+                "planned": planned, "redriven": moved,
+                "already_there": skipped, "remaining": d.get("remaining", 0),
+                "duplicates_found": d.get("duplicates", 0), "per_partition": per_partition}
+
+    def _copy(self, k: Cluster, d: dict[str, Any]) -> tuple[int, dict[str, int]]:
+        from kafka import TopicPartition
+
+        ends = {TopicPartition(d["dlq_topic"], r["partition"]): r["end"] for r in d["ranges"]}
+        skip = {(r["partition"], o) for r in d["ranges"] for o in r.get("skip", [])}
+        consumer = make_consumer(k.conf, fetch_max_wait_ms=100, max_poll_records=200)
+        producer = make_producer(k.conf)
+        moved, per_partition, idle = 0, {str(tp.partition): 0 for tp in ends}, 0
+        try:
+            consumer.assign(list(ends))
+            for r in d["ranges"]:
+                consumer.seek(TopicPartition(d["dlq_topic"], r["partition"]), r["start"])
+            total = sum(r["end"] - r["start"] for r in d["ranges"]) - len(skip)
+            with self.ctx.progress(f"Redriving {d['dlq_topic']} -> {d['topic']}", total=total) as bar:
+                while ends:
+                    # stop between batches: what was sent is acknowledged and committed by now
+                    self.ctx.check_cancelled()
+                    batch = k.call(consumer.poll, timeout_ms=500)
+                    sent, commit = self._send_batch(k, producer, batch, ends, d["topic"], skip)
+                    for tp in list(ends):
+                        with translate_errors(k.conf):
+                            position = consumer.position(tp)
+                        if tp not in commit and position >= ends[tp]:
+                            commit[tp] = ends.pop(tp)  # finished, compaction gaps included
+                        elif commit.get(tp, -1) >= ends[tp]:
+                            ends.pop(tp)
+                    self._commit(k, d, commit)
+                    for p, n in sent.items():
+                        per_partition[str(p)] += n
+                    moved += sum(sent.values())
+                    bar.advance(sum(sent.values()))
+                    idle = 0 if batch else idle + 1
+                    if idle > 20:
+                        raise ActionError(f"kafka: no records from {d['dlq_topic']} for 10 s before the "
+                                          f"planned end; {moved} redriven and committed so far")
+        except (Cancelled, StepTimeout) as e:
+            raise e.with_partial({"dlq_topic": d["dlq_topic"], "topic": d["topic"], "group": d["group"],
+                                  "planned": d.get("planned"), "redriven": moved,
+                                  "per_partition": per_partition},
+                                 f"{moved} record(s) redriven and committed (acknowledged by the broker); "
+                                 "--resume continues after them") from None
+        finally:
+            consumer.close()
+            producer.close(timeout=5)
+        return moved, per_partition
+
+    def _send_batch(self, k: Cluster, producer: Any, batch: dict[Any, list[Any]], ends: dict[Any, int],
+                    topic: str, skip: set[tuple[int, int]]) -> tuple[dict[int, int], dict[Any, int]]:
+        """Produce one poll's records and wait for every ack; returns counts and offsets to commit.
+
+        Not interruptible in the middle: a batch (at most 200 records) is sent and acknowledged
+        whole, so that the commit that follows matches what is on the target."""
+        futures: list[Any] = []
+        commit: dict[Any, int] = {}
+        sent: dict[int, int] = {}
+        for tp, recs in batch.items():
+            for rec in recs:
+                if tp not in ends or rec.offset >= ends[tp]:
+                    break
+                commit[tp] = rec.offset + 1
+                if (tp.partition, rec.offset) in skip:
+                    continue  # an interrupted run already put it there
+                origin = f"{tp.topic}/{tp.partition}/{rec.offset}".encode()
+                headers = [*(rec.headers or []), (REDRIVEN_HEADER, origin)]
+                futures.append(producer.send(topic, key=rec.key, value=rec.value, headers=headers))
+                sent[tp.partition] = sent.get(tp.partition, 0) + 1
+        deadline = time.monotonic() + max(10.0, self.ctx.remaining(30) or 30)
+        with translate_errors(k.conf):
+            for fut in futures:  # the DLQ offset moves only past records the broker has acknowledged
+                fut.get(timeout=max(0.1, deadline - time.monotonic()))
+        return sent, commit
+
+    @staticmethod
+    def _commit(k: Cluster, d: dict[str, Any], commit: dict[Any, int]) -> None:
+        from kafka.structs import OffsetAndMetadata
+
+        if commit:
+            offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in commit.items()}
+            # no cancellation check here: the batch is on the target, its commit must follow
+            with translate_errors(k.conf):
+                result = k.admin.alter_group_offsets(d["group"], offsets)
+            bad = {f"{tp.topic}[{tp.partition}]": err.__name__ for tp, err in result.items()
+                   if err.__name__ != "NoError"}
+            if bad:
+                raise ActionError(f"kafka: committing {d['group']} on {d['dlq_topic']} failed for {bad}")
+
+    @classmethod
+    def summarize(cls, result: Any) -> str:
+        text = f"redriven {result['redriven']} record(s) {result['dlq_topic']} -> {result['topic']}"
+        if result.get("already_there"):
+            text += f", {result['already_there']} already there (skipped)"
+        if result.get("remaining"):
+            text += f"; {result['remaining']} remain in the DLQ"
+        return text
+
+
+@register
+class RedriveStatus(Action):
+    """Exact counts of the current redrive campaign, from the target topic's point of view.
+
+    For every DLQ offset between where the redrive began (its marker) and the redrive group's
+    commit, the target must hold exactly one record with that origin: `moved == expected`,
+    `missing == 0`, `duplicates == 0`; `remaining` counts the DLQ records not redriven yet.
+
+    ```yaml
+    - id: exact
+      action: kafka.redrive_status
+      with: {dlq_topic: order.events.dlq, topic: order.events, group: opsctl-redrive}
+      expect:
+        - that: "result.exact and result.remaining == 0"
+    ```
+    """
+
+    name = "kafka.redrive_status"
+    backend = "kafka"
+    summary = "redrive campaign counts: expected / moved / missing / duplicates on the target, remaining"
+    schema = type_schema({"dlq_topic": TOPIC, "topic": TOPIC,
+                          "group": {"type": "string", "minLength": 1, "default": "opsctl-redrive"},
+                          "max_scan": MAX_SCAN}, required=["dlq_topic", "topic"])
+
+    def run(self) -> dict[str, Any]:
+        k = Cluster(self.ctx)
+        dlq, topic = self.args["dlq_topic"], self.args["topic"]
+        group = self.args.get("group", "opsctl-redrive")
+        tps = k.partitions(dlq)
+        committed = k.committed(group, dlq)
+        lows, highs = k.offsets(tps, "earliest"), k.offsets(tps, "latest")
+        marker = read_marker(k, group, dlq, topic)
+        remaining = sum(max(0, highs[tp] - max(committed.get(tp) or 0, lows[tp])) for tp in tps)
+        out: dict[str, Any] = {"dlq_topic": dlq, "topic": topic, "group": group,
+                               "campaign": marker is not None, "remaining": remaining, "expected": 0,
+                               "moved": 0, "missing": 0,
+                               "duplicates": 0, "outside": 0, "scanned": 0, "complete": True,
+                               "missing_examples": [], "duplicate_examples": []}
+        if marker is None:
+            out["exact"] = True
+            return out
+        scan = scan_redriven(k, topic, dlq, marker["target"], int(self.args.get("max_scan", 1_000_000)))
+        found: Counter[tuple[int, int]] = scan["found"]
+        expected = moved = 0
+        missing: list[str] = []
+        for tp in tps:
+            begin = marker["dlq"].get(tp.partition)
+            upto = committed.get(tp)
+            if begin is None or upto is None or upto <= begin:
+                continue
+            for o in range(max(begin, lows[tp]), upto):
+                expected += 1
+                if found.get((tp.partition, o)):
+                    moved += 1
+                elif len(missing) < 5:
+                    missing.append(f"{dlq}/{tp.partition}/{o}")
+        dups = {key: n for key, n in found.items() if n > 1}
+        inside = {(tp.partition, o) for tp in tps for o in range(marker["dlq"].get(tp.partition, 0),
+                                                                  committed.get(tp) or 0)}
+        out.update({"expected": expected, "moved": moved, "missing": expected - moved,
+                    "duplicates": sum(n - 1 for n in dups.values()),
+                    "outside": sum(1 for key in found if key not in inside),
+                    "scanned": scan["scanned"], "complete": scan["complete"],
+                    "missing_examples": missing,
+                    "duplicate_examples": [f"{dlq}/{p}/{o} x{n}" for (p, o), n in sorted(dups.items())[:5]]})
+        out["exact"] = out["complete"] and out["missing"] == 0 and out["duplicates"] == 0
+        return out
+
+    @classmethod
+    def summarize(cls, r: Any) -> str:
+        return (f"{r['moved']}/{r['expected']} redriven record(s) on {r['topic']}, {r['duplicates']} "
+                f"duplicate(s), {r['missing']} missing; {r['remaining']} remain in {r['dlq_topic']}")
