@@ -97,6 +97,20 @@ OPTION = {
     "additionalProperties": False,
 }
 
+# A trigger: an alert name, or a binding of an alert's labels/annotations to parameters (see alerts.py)
+TRIGGER = {"oneOf": [
+    {"type": "string", "minLength": 1},
+    {"type": "object",
+     "properties": {"alert": {"type": "string", "minLength": 1},
+                    "params": {"type": "object", "propertyNames": IDENT,
+                               "additionalProperties": {"type": ["string", "number", "boolean"]}},
+                    "when": EXPRESSION,
+                    # the server the alert is about (host:port), over the environment's address
+                    "connect": {"type": "object", "properties": {"redis": {"type": "string"}},
+                                "additionalProperties": False}},
+     "required": ["alert"], "additionalProperties": False},
+]}
+
 ESCALATION = {
     "type": "object",
     "properties": {"after": DURATION, "to": {"type": "string"}, "contact": {"type": "string"},
@@ -118,7 +132,7 @@ def base_schema() -> dict[str, Any]:
             "title": {"type": "string", "minLength": 1},
             "severity": {"enum": ["P0", "P1", "P2", "P3", "P4"]},
             "summary": {"type": "string", "minLength": 1},
-            "triggers": {"type": "array", "items": {"type": "string"}},
+            "triggers": {"type": "array", "items": TRIGGER},
             "params": {"type": "object", "propertyNames": IDENT,
                        "additionalProperties": {"$ref": "#/$defs/param"}},
             "options": {"type": "array", "items": {"$ref": "#/$defs/option"}},
