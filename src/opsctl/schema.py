@@ -207,7 +207,8 @@ def _describe(err: ValidationError) -> list[tuple[PathT, str, bool]]:
         return [((), "expected a duration (30s, 5m, 1h30m) or a number of seconds, got "
                  f"{short_repr(inst)}", False)]
     if v in ("oneOf", "anyOf") and err.context:
-        best = min(err.context, key=lambda e: len(e.path))
+        # the branch of the instance's own type says more than "is not of type 'string'"
+        best = min(err.context, key=lambda e: (e.validator == "type", len(e.path)))
         return [(tuple(best.path), best.message, False)]
     if v == "propertyNames":
         return [((), f"invalid name {short_repr(inst)}: use lowercase letters, digits and _", True)]
