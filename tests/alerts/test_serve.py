@@ -263,3 +263,22 @@ def test_help_does_not_import_the_web_stack() -> None:
     assert out.stdout.strip() == "[]"
 
 
+
+
+def test_a_restarted_receiver_does_not_run_an_episode_again(opsctl_env: dict[str, str], tmp_path: Path,
+                                                            burst_runbooks: Path) -> None:
+    env = {"OPSCTL_RUNBOOK_PATH": str(burst_runbooks)}
+    first = start(opsctl_env, tmp_path, None, **env)
+    try:
+        assert first.post("/alertmanager", payload([burst_alert(1)]), AUTH)[1]["accepted"] == 1
+        wait_for(lambda: first.health()["processed"] == 1, 60, "the first run")
+    finally:
+        first.stop()
+    second = start(opsctl_env, tmp_path, None, **env)  # same state dir: the run log is there
+    try:
+        code, doc = second.post("/alertmanager", payload([burst_alert(1), burst_alert(2)]), AUTH)
+        assert code == 202 and doc["duplicates"] == 1 and doc["accepted"] == 1
+        wait_for(lambda: second.health()["processed"] == 1, 60, "the new episode's run")
+        assert len(list((tmp_path / "state" / "runs").glob("*.jsonl"))) == 2
+    finally:
+        second.stop()

@@ -18,12 +18,14 @@ SECTION_LIMIT = 2900  # Slack's limit for a section's text is 3000 characters
 _ICON = {"critical": ":red_circle:", "warning": ":large_orange_circle:"}
 
 
-def apply_command(runbook: Any, given: dict[str, str], option: str) -> str:
+def apply_command(runbook: Any, given: dict[str, str], option: str, environment: str = "default") -> str:
     """The exact command that applies ``option`` with the alert's parameters.
 
     One function on purpose: once plan files exist (`opsctl plan` / `opsctl apply PLAN`), this is
     the one place that switches to them."""
     parts = ["opsctl", "run", runbook.id]
+    if environment != "default":
+        parts += ["--env", shlex.quote(environment)]
     for key, value in given.items():
         secret = key in runbook.params and runbook.params[key].secret
         parts += ["-p", f"{key}=${{{key.upper()}}}" if secret else shlex.quote(f"{key}={value}")]
@@ -100,7 +102,9 @@ def _recommendation(result: RunResult) -> list[dict[str, Any]]:
             lines.append(f"• … {len(changes) - MAX_CHANGES} more")
     failed = [r for r in result.outcome.records if r.phase == "mitigate" and r.status == "failed"]
     lines += [f"planning {r.id} failed: {r.reason}" for r in failed]
-    command = apply_command(result.runbook, result.match.given, option.name)
+    command = apply_command(result.runbook, result.match.given, option.name, result.environment)
+    lines += [f"(diagnosed against the {k} at {v}: point {k.upper()}_URL or --env there to apply)"
+              for k, v in result.match.connect.items()]
     return [{"type": "section", "text": {"type": "mrkdwn", "text": _clip("\n".join(lines))}},
             {"type": "section", "text": {"type": "mrkdwn",
                                          "text": _clip(f"*Apply* (after review):\n```{command}```")}}]

@@ -40,6 +40,7 @@ class RunResult:
     recommended: Option | None = None
     recommendation_note: str = ""
     secrets: tuple[str, ...] = ()
+    environment: str = "default"
 
     @property
     def plan_steps(self) -> list[StepRecord]:
@@ -127,7 +128,7 @@ def diagnose(rb: Runbook, alert: Alert, match: Match, environment: Environment,
     outcome = ex.execute()
     log.end(outcome)
     return RunResult(rb, alert, match, "diagnose", log.run_id, outcome, ex.recommended_option,
-                     ex.recommendation_note, log.secrets)
+                     ex.recommendation_note, log.secrets, environment.name)
 
 
 def verify(rb: Runbook, alert: Alert, match: Match, environment: Environment,
@@ -150,7 +151,8 @@ def verify(rb: Runbook, alert: Alert, match: Match, environment: Environment,
     outcome = Executor(rb, match.params, environment_for(environment, match), settings, renderer, log,
                        previous).execute()
     log.end(outcome)
-    return RunResult(rb, alert, match, "verify", log.run_id, outcome, secrets=log.secrets)
+    return RunResult(rb, alert, match, "verify", log.run_id, outcome, secrets=log.secrets,
+                     environment=environment.name)
 
 
 def _read_only(action: str) -> bool:

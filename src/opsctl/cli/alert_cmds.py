@@ -92,7 +92,8 @@ def _run(catalogue: Any, mappings: list[Any], env: str | None,
             result = runner.diagnose(rb, m.alert, match, environment)
         doc = runner.summary(result)
         if result.recommended:
-            doc["command"] = message.apply_command(rb, match.given, result.recommended.name)
+            doc["command"] = message.apply_command(rb, match.given, result.recommended.name,
+                                                   environment.name)
         runs[i].append(doc)
         codes.append(result.outcome.exit_code)
     return codes

@@ -29,6 +29,7 @@ from opsctl.serve.slack import SlackSender
 
 MAX_REMEMBERED = 100_000  # alert episodes remembered for de-duplication
 RESOLVE_WAIT = 900.0  # how long a resolved alert waits for its firing run to end
+REMEMBER_SECONDS = 7 * 86400.0  # episodes found in run logs this recent are not run again
 
 
 @dataclass
@@ -63,6 +64,7 @@ class AlertService:
         self.running = 0
         self.max_running = 0
         self.processed = 0
+        self.past = remembered_episodes()  # key -> run id, from the run logs of earlier processes
         self.workers = [threading.Thread(target=self._work, name=f"run-{i}", daemon=True)
                         for i in range(concurrency)]
         for w in self.workers:
@@ -77,7 +79,7 @@ class AlertService:
             self.metrics.alerts.labels(alert.source, alert.status).inc()
             key = alert.key + ("#resolved" if alert.status == "resolved" else "")
             with self.lock:
-                if key in self.jobs:
+                if key in self.jobs or key in self.past:
                     out.duplicates += 1
                     self.metrics.duplicates.inc()
                     continue
@@ -149,8 +151,9 @@ class AlertService:
                     firing = self.jobs.get(alert.key)
                 if firing is not None:
                     firing.done.wait(RESOLVE_WAIT)
-                result = runner.verify(rb, alert, match, self.environment,
-                                       previous_run=firing.run_id if firing else None, argv=argv)
+                previous = firing.run_id if firing else self.past.get(alert.key)
+                result = runner.verify(rb, alert, match, self.environment, previous_run=previous,
+                                       argv=argv)
             job.run_id = result.run_id
             verdict = result.outcome.status
             _log(f"{alert.describe()} -> {rb.id} {phase}: {verdict} ({result.outcome.message}); "
@@ -159,6 +162,32 @@ class AlertService:
         finally:
             self.metrics.finished.labels(rb.id, phase, verdict).inc()
             self.metrics.duration.labels(rb.id, phase).observe(time.monotonic() - t0)
+
+
+def remembered_episodes(max_age: float = REMEMBER_SECONDS) -> dict[str, str]:
+    """Alert episodes that already have a run (a restarted receiver must not run them again):
+    the ``alert`` event of the recent run logs (their second line)."""
+    import json
+
+    from opsctl.audit import state_dir
+
+    out: dict[str, str] = {}
+    runs = state_dir() / "runs"
+    cutoff = time.time() - max_age
+    for path in sorted(runs.glob("*.jsonl")) if runs.is_dir() else []:
+        try:
+            if path.stat().st_mtime < cutoff:
+                continue
+            with open(path, encoding="utf-8") as fh:
+                head = [json.loads(fh.readline() or "{}") for _ in range(2)]
+        except (OSError, ValueError):
+            continue
+        start, event = head
+        if event.get("event") != "alert" or not event.get("fingerprint"):
+            continue
+        key = f"{event['fingerprint']}@{event.get('startsAt', '')}"
+        out[key + ("#resolved" if start.get("phase") == "verify" else "")] = path.stem
+    return out
 
 
 def _log(text: str) -> None:
