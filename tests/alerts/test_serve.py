@@ -250,6 +250,14 @@ def test_serve_refuses_to_start_without_a_token(opsctl: Any) -> None:
     result = opsctl("serve", "--port", str(free_port()))
     assert result.code == 2 and "OPSCTL_SERVE_TOKEN" in result.output
     assert "Traceback" not in result.output
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = opsctl("serve", "--port", str(port), env={"OPSCTL_SERVE_TOKEN": TOKEN})
+    assert result.code == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
 def test_help_does_not_import_the_web_stack() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 from opsctl.errors import UsageError
@@ -41,10 +42,25 @@ def run(*, host: str, port: int, env: str | None, concurrency: int, queue_size: 
                            queue_size=queue_size)
     app = create_app(service, metrics, Security(None if no_auth else token, pd_secret or None,
                                                 max_body))
+    sock = _listen(host, port)
     print(f"opsctl serve: listening on http://{host}:{port} ({len(catalogue.runbooks)} runbooks, "
           f"{len(catalogue.alert_names)} alert names bound; PagerDuty "
           f"{'on' if pd_secret else 'off'}; Slack {'on' if slack.url else 'off'}; "
           f"{concurrency} runs at once)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    server.run(sockets=[sock])
     slack.close()
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind before anything starts, so a port in use is one sentence and exit 2."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
