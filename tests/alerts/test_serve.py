@@ -247,7 +247,7 @@ def test_unmapped_alert_starts_nothing(serve: Serve) -> None:
 
 
 def test_serve_refuses_to_start_without_a_token(opsctl: Any) -> None:
-    result = opsctl("serve", "--port", str(free_port()))
+    result = opsctl("serve", "--host", "0.0.0.0", "--port", str(free_port()))
     assert result.code == 2 and "OPSCTL_SERVE_TOKEN" in result.output
     assert "Traceback" not in result.output
     import socket
@@ -271,6 +271,19 @@ def test_help_does_not_import_the_web_stack() -> None:
     assert out.stdout.strip() == "[]"
 
 
+
+
+def test_without_a_token_only_loopback_is_served(opsctl_env: dict[str, str], tmp_path: Path,
+                                                 burst_runbooks: Path) -> None:
+    env = serve_env(opsctl_env, None, OPSCTL_RUNBOOK_PATH=str(burst_runbooks))
+    del env["OPSCTL_SERVE_TOKEN"]
+    server = Serve(env, tmp_path)
+    try:
+        code, doc = server.post("/alertmanager", payload([burst_alert(3)]))
+        assert code == 202 and doc["accepted"] == 1
+        assert "accepts unauthenticated posts" in server.output()
+    finally:
+        server.stop()
 
 
 def test_a_restarted_receiver_does_not_run_an_episode_again(opsctl_env: dict[str, str], tmp_path: Path,

@@ -110,7 +110,8 @@ def serve(
     max_body: Annotated[int, typer.Option("--max-body", min=1024,
                                           help="Largest request body accepted, in bytes.")] = 1 << 20,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept Alertmanager posts without a "
-                                          "bearer token (local testing only).")] = False,
+                                          "bearer token (the default on a loopback address when "
+                                          "no token is set).")] = False,
 ) -> int:
     """Receive Alertmanager (POST /alertmanager) and PagerDuty v3 (POST /pagerduty) webhooks and run
     the bound runbook's diagnosis for each firing alert (never a mutation); findings go to Slack."""
