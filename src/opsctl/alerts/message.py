@@ -33,6 +33,12 @@ def apply_command(runbook: Any, given: dict[str, str], option: str, environment:
     return " ".join(parts)
 
 
+def _esc(text: object) -> str:
+    """Slack mrkdwn control characters in text that comes from the alert or the systems
+    (a label value must not become a link or a mention)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _clip(text: str, limit: int = SECTION_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -40,11 +46,12 @@ def _clip(text: str, limit: int = SECTION_LIMIT) -> str:
 def text_summary(result: RunResult) -> str:
     """The notification's plain-text fallback (and what phones show)."""
     a, o = result.alert, result.outcome
+    name = _esc(a.name)
     if result.phase == "verify":
-        return f"{a.name} resolved: {result.runbook.id} verify {o.status} ({o.message})"
+        return f"{name} resolved: {result.runbook.id} verify {o.status} ({o.message})"
     crit = sum(1 for f in o.findings() if f.severity == "critical")
     warn = sum(1 for f in o.findings() if f.severity == "warning")
-    return (f"{a.name} firing: {result.runbook.id} diagnosis {o.status}, {crit} critical / "
+    return (f"{name} firing: {result.runbook.id} diagnosis {o.status}, {crit} critical / "
             f"{warn} warning finding(s)"
             + (f"; recommended: {result.recommended.name}" if result.recommended else ""))
 
@@ -53,22 +60,25 @@ def blocks(result: RunResult) -> dict[str, Any]:
     """``{"text": ..., "blocks": [...]}`` for an incoming webhook."""
     a, o, rb = result.alert, result.outcome, result.runbook
     title = f"{a.name} {a.status}: {rb.id} {rb.title}"
-    labels = ", ".join(f"{k}={v}" for k, v in sorted(a.labels.items()) if k != "alertname")
-    links = " · ".join(f"<{url}|{name}>" for name, url in (("source", a.generator_url),
-                                                          ("runbook", a.runbook_url)) if url)
+    labels = ", ".join(f"{_esc(k)}={_esc(v)}" for k, v in sorted(a.labels.items()) if k != "alertname")
+    links = " · ".join(f"<{url.replace('|', '%7C').replace('>', '%3E')}|{name}>"
+                       for name, url in (("source", a.generator_url), ("runbook", a.runbook_url))
+                       if url.startswith(("http://", "https://")))
     out: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": _clip(title, 150)}},
         {"type": "section", "text": {"type": "mrkdwn", "text": _clip(
-            f"*Alert* `{a.name}` ({a.source}) since {a.starts_at or '?'}\n*Labels* {labels or '-'}"
+            f"*Alert* `{_esc(a.name)}` ({a.source}) since {_esc(a.starts_at or '?')}\n"
+            f"*Labels* {labels or '-'}"
             + (f"\n{links}" if links else "")
             + f"\n*{result.phase.capitalize()}* `{rb.id}` with "
-            + (" ".join(f"`{k}={v}`" for k, v in result.match.given.items()) or "default parameters")
-            + f" → *{o.status}*: {o.message}")}},
+            + (" ".join(f"`{_esc(k)}={_esc(v)}`" for k, v in result.match.given.items())
+               or "default parameters")
+            + f" → *{o.status}*: {_esc(o.message)}")}},
     ]
     findings = [f for f in o.findings() if f.severity != "ok"]
     findings.sort(key=lambda f: f.severity != "critical")
     if findings:
-        lines = [f"{_ICON.get(f.severity, '')} *{f.severity}* ({f.step}) {f.message}"
+        lines = [f"{_ICON.get(f.severity, '')} *{f.severity}* ({f.step}) {_esc(f.message)}"
                  for f in findings[:MAX_FINDINGS]]
         if len(findings) > MAX_FINDINGS:
             lines.append(f"… and {len(findings) - MAX_FINDINGS} more (`opsctl report {result.run_id}`)")
@@ -86,25 +96,25 @@ def blocks(result: RunResult) -> dict[str, Any]:
 def _recommendation(result: RunResult) -> list[dict[str, Any]]:
     option = result.recommended
     if option is None:
-        note = result.recommendation_note or "no recommendation"
+        note = _esc(result.recommendation_note or "no recommendation")
         return [{"type": "section", "text": {"type": "mrkdwn", "text": f"*Recommended* {note}"}}]
-    lines = [f"*Recommended* `{option.name}`: {option.title}"]
+    lines = [f"*Recommended* `{option.name}`: {_esc(option.title)}"]
     if result.recommendation_note:
-        lines.append(result.recommendation_note)
+        lines.append(_esc(result.recommendation_note))
     for rec in result.plan_steps:
         plan = rec.plan or {}
-        lines.append(f"*Plan* ({rec.id}): {plan.get('summary', '')}")
+        lines.append(f"*Plan* ({rec.id}): {_esc(plan.get('summary', ''))}")
         changes = plan.get("changes") or []
-        lines += [f"• {c.get('operation')} {c.get('target')}" + (f" ({c['detail']})" if c.get("detail")
-                                                                  else "")
+        lines += [_esc(f"• {c.get('operation')} {c.get('target')}"
+                       + (f" ({c['detail']})" if c.get("detail") else ""))
                   for c in changes[:MAX_CHANGES]]
         if len(changes) > MAX_CHANGES:
             lines.append(f"• … {len(changes) - MAX_CHANGES} more")
     failed = [r for r in result.outcome.records if r.phase == "mitigate" and r.status == "failed"]
-    lines += [f"planning {r.id} failed: {r.reason}" for r in failed]
+    lines += [f"planning {r.id} failed: {_esc(r.reason)}" for r in failed]
     command = apply_command(result.runbook, result.match.given, option.name, result.environment)
-    lines += [f"(diagnosed against the {k} at {v}: point {k.upper()}_URL or --env there to apply)"
+    lines += [f"(diagnosed against the {k} at {_esc(v)}: point {k.upper()}_URL or --env there to apply)"
               for k, v in result.match.connect.items()]
     return [{"type": "section", "text": {"type": "mrkdwn", "text": _clip("\n".join(lines))}},
             {"type": "section", "text": {"type": "mrkdwn",
-                                         "text": _clip(f"*Apply* (after review):\n```{command}```")}}]
+                                         "text": _clip(f"*Apply* (after review):\n```{_esc(command)}```")}}]
