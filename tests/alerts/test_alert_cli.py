@@ -42,41 +42,66 @@ def test_text_output_and_stdin(opsctl: Callable[..., Result]) -> None:
     assert "rb-008-kafka-consumer-lag.yaml:14:5" in result.stdout  # which trigger bound it
 
 
-def test_pagerduty_annotation_and_when(opsctl: Callable[..., Result]) -> None:
-    pd = alert_json(opsctl, str(FIXTURES / "pagerduty-incident-triggered.json"))["alerts"][0]
+@pytest.fixture(scope="module")
+def catalogue() -> Any:
+    """The shipped runbooks, in-process (the CLI tests above cover the command itself)."""
+    from opsctl.alerts import load_catalogue
+
+    cat, errors = load_catalogue([str(REPO / "runbooks")])
+    assert errors == []
+    return cat
+
+
+def mapped(catalogue: Any, name: str) -> list[dict[str, Any]]:
+    from opsctl.alerts import payloads
+
+    batch = payloads.parse((FIXTURES / name).read_bytes(), catalogue.alert_names)
+    return [catalogue.map(a).as_dict() for a in batch.alerts]
+
+
+def test_pagerduty_annotation_and_when(catalogue: Any) -> None:
+    pd = mapped(catalogue, "pagerduty-incident-triggered.json")[0]
     assert pd["alert"]["source"] == "pagerduty" and pd["alert"]["fingerprint"] == "pd-Q2K4MS6D1WFRYQ"
     assert pd["matches"][0]["runbook"] == "rb-006"
     assert pd["matches"][0]["params"] == {"database": "app", "namespace": "shop"}
-    rule = alert_json(opsctl, str(FIXTURES / "alertmanager-rule-names-runbook.json"))["alerts"][0]
+    rule = mapped(catalogue, "alertmanager-rule-names-runbook.json")[0]
     assert rule["matches"][0] == {**rule["matches"][0], "runbook": "rb-013",
                                   "via": "annotation opsctl_runbook",
                                   "params": {"database": "app", "long_query_seconds": "30"}}
-    dlq = alert_json(opsctl, str(FIXTURES / "alertmanager-dlq-queue-and-lambda.json"))["alerts"]
+    dlq = mapped(catalogue, "alertmanager-dlq-queue-and-lambda.json")
     assert [a["matches"][0]["runbook"] for a in dlq] == ["rb-007", "rb-012"]  # split by `when`
     assert dlq[1]["matches"][0]["params"] == {"function": "jobs-worker", "queue": "jobs-queue"}
-    redis = alert_json(opsctl, str(FIXTURES / "alertmanager-redis-memory.json"))["alerts"][0]
+    redis = mapped(catalogue, "alertmanager-redis-memory.json")[0]
     assert redis["matches"][0]["connect"] == {"redis": "redis.cache:6379"}
+    bad = mapped(catalogue, "bad/alertmanager-invalid-params.json")[0]
+    assert bad["status"] == "invalid" and "group" in bad["problem"]
 
 
 def test_truncated_alerts_are_warned(opsctl: Callable[..., Result]) -> None:
-    doc = alert_json(opsctl, str(FIXTURES / "alertmanager-truncated.json"))
-    assert doc["truncated"] == 3 and "3 alert(s)" in doc["warnings"][0]
     result = opsctl("alert", str(FIXTURES / "alertmanager-truncated.json"), env=ENV)
     assert "warning: 3 alert(s)" in result.stderr and result.code == 0
 
 
-def test_unmapped_invalid_and_malformed(opsctl: Callable[..., Result], tmp_path: Path) -> None:
+def test_malformed_payloads(tmp_path: Path) -> None:
+    from opsctl.alerts import payloads
+
+    for body, reason in ((b"{", "not JSON"), (b'{"version": "4", "alerts": {}}', "must be a list"),
+                         (b'{"hello": 1}', "neither an Alertmanager"),
+                         (b'{"version": "4", "alerts": [{"status": "firing", "labels": {}}]}', "alertname"),
+                         (b'{"version": "4", "alerts": [{"status": "odd", "labels": {"alertname": "A"}}]}',
+                          "firing or resolved"),
+                         (b'{"event": {"event_type": "incident.triggered", "data": {"id": "P1"}}}',
+                          "no title")):
+        with pytest.raises(payloads.PayloadError, match=reason):
+            payloads.parse(body)
+
+
+def test_unmapped_and_unreadable_exit_2(opsctl: Callable[..., Result], tmp_path: Path) -> None:
     doc = alert_json(opsctl, str(FIXTURES / "bad" / "alertmanager-unbound-alert.json"), code=2)
     assert doc["alerts"][0]["status"] == "unmapped"
-    doc = alert_json(opsctl, str(FIXTURES / "bad" / "alertmanager-invalid-params.json"), code=2)
-    assert doc["alerts"][0]["status"] == "invalid" and "group" in doc["alerts"][0]["problem"]
-    for body, reason in ((b"{", "not JSON"), (b'{"version": "4", "alerts": {}}', "must be a list"),
-                         (b'{"hello": 1}', "neither an Alertmanager")):
-        (tmp_path / "p.json").write_bytes(body)
-        result = opsctl("alert", str(tmp_path / "p.json"), env=ENV)
-        assert result.code == 2 and reason in result.stderr and "Traceback" not in result.output
-    result = opsctl("alert", str(tmp_path / "missing.json"), env=ENV)
-    assert result.code == 2 and "cannot read" in result.stderr
+    (tmp_path / "p.json").write_bytes(b'{"version": "4", "alerts": {}}')
+    result = opsctl("alert", str(tmp_path / "p.json"), env=ENV)
+    assert result.code == 2 and "must be a list" in result.stderr and "Traceback" not in result.output
 
 
 def test_validate_alerts_replays_stored_payloads(opsctl: Callable[..., Result]) -> None:
