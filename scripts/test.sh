@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/setup.sh
 bash scripts/k8s-cluster.sh install
 bash scripts/prometheus-install.sh >/dev/null
+bash scripts/alertmanager-install.sh >/dev/null
 .venv/bin/ruff check src tests bench scripts
 # mypy (about 10 s cold) runs beside pytest instead of before it; both must pass
 mypy_log=$(mktemp)

@@ -29,7 +29,8 @@ from typing import Any
 
 from opsctl.errors import ConfigError, UsageError
 
-BACKENDS = ("postgres", "redis", "kafka", "aws", "kubernetes", "http", "prometheus", "notify")
+BACKENDS = ("postgres", "redis", "kafka", "aws", "kubernetes", "http", "prometheus", "notify",
+            "serve")  # serve: {token: ...} for `opsctl serve`
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

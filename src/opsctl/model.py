@@ -192,7 +192,8 @@ class Runbook:
     summary: str
     path: str
     sha256: str
-    triggers: tuple[str, ...] = ()
+    triggers: tuple[str, ...] = ()  # alert names
+    bindings: tuple[dict[str, Any], ...] = ()  # every trigger as {alert, params, when, index}
     params: dict[str, Param] = field(default_factory=dict)
     options: tuple[Option, ...] = ()
     phases: dict[str, tuple[Step, ...]] = field(default_factory=dict)
@@ -255,7 +256,11 @@ def build(doc: Document, deps: dict[str, frozenset[str]], text: bytes) -> Runboo
     return Runbook(
         id=d["id"], title=d["title"], severity=d["severity"], summary=d["summary"].strip(),
         path=doc.source.file, sha256=hashlib.sha256(text).hexdigest(),
-        triggers=tuple(d.get("triggers") or ()), params=params,
+        triggers=tuple(t if isinstance(t, str) else t["alert"] for t in d.get("triggers") or ()),
+        bindings=tuple({"alert": t, "params": {}, "when": None, "connect": {}, "index": i}
+                       if isinstance(t, str) else {"params": {}, "when": None, "connect": {}, **t, "index": i}
+                       for i, t in enumerate(d.get("triggers") or ())),
+        params=params,
         options=tuple(Option(name=o["name"], title=o["title"], description=o.get("description", ""),
                              recommended_when=o.get("recommended_when"),
                              explicit=o.get("explicit", False),

@@ -19,6 +19,13 @@ def _describe(e: dict[str, Any]) -> str | None:
         mode = "dry-run" if e.get("dry_run") else ("--yes" if e.get("yes") else "interactive")
         return (f"`{e.get('user')}@{e.get('host')}` started **{e['runbook']}** {e.get('title', '')} "
                 f"({mode}, env `{e.get('environment')}`)")
+    if kind == "alert":  # stamped with the alert's startsAt: the timeline starts there
+        links = " ".join(f"[{name}]({e[key]})" for name, key in (("source", "generatorURL"),
+                                                                 ("runbook", "runbook_url")) if e.get(key))
+        labels = ", ".join(f"{k}={v}" for k, v in sorted((e.get("labels") or {}).items())
+                           if k != "alertname")
+        return (f"alert **{e.get('alertname')}** {e.get('status')} ({e.get('source')}; {labels}) "
+                f"since {e.get('startsAt')} {links}").rstrip()
     if kind == "option":
         return f"mitigation option chosen: **{e.get('chosen') or 'none'}**" + \
                (f" (by {e['by']})" if e.get("by") else "")
@@ -61,7 +68,7 @@ def markdown(run_id: str) -> str:
              f"- Outcome: **{s['status']}**"
              + ("" if s["exit_code"] is None else f" (exit {s['exit_code']})"),
              "", "## Timeline (UTC)", "", "| time | event |", "|---|---|"]
-    for e in events:
+    for e in sorted(events, key=lambda e: str(e.get("ts") or "")):  # an alert's startsAt comes first
         text = _describe(e)
         if text:
             lines.append(f"| {_time(e['ts'])} | {text.replace('|', '/')} |")

@@ -98,6 +98,20 @@ OPTION = {
     "additionalProperties": False,
 }
 
+# A trigger: an alert name, or a binding of an alert's labels/annotations to parameters (see alerts.py)
+TRIGGER = {"oneOf": [
+    {"type": "string", "minLength": 1},
+    {"type": "object",
+     "properties": {"alert": {"type": "string", "minLength": 1},
+                    "params": {"type": "object", "propertyNames": IDENT,
+                               "additionalProperties": {"type": ["string", "number", "boolean"]}},
+                    "when": EXPRESSION,
+                    # the server the alert is about (host:port), over the environment's address
+                    "connect": {"type": "object", "properties": {"redis": {"type": "string"}},
+                                "additionalProperties": False}},
+     "required": ["alert"], "additionalProperties": False},
+]}
+
 ESCALATION = {
     "type": "object",
     "properties": {"after": DURATION, "to": {"type": "string"}, "contact": {"type": "string"},
@@ -119,7 +133,7 @@ def base_schema() -> dict[str, Any]:
             "title": {"type": "string", "minLength": 1},
             "severity": {"enum": ["P0", "P1", "P2", "P3", "P4"]},
             "summary": {"type": "string", "minLength": 1},
-            "triggers": {"type": "array", "items": {"type": "string"}},
+            "triggers": {"type": "array", "items": TRIGGER},
             "params": {"type": "object", "propertyNames": IDENT,
                        "additionalProperties": {"$ref": "#/$defs/param"}},
             "options": {"type": "array", "items": {"$ref": "#/$defs/option"}},
@@ -194,7 +208,8 @@ def _describe(err: ValidationError) -> list[tuple[PathT, str, bool]]:
         return [((), "expected a duration (30s, 5m, 1h30m) or a number of seconds, got "
                  f"{short_repr(inst)}", False)]
     if v in ("oneOf", "anyOf") and err.context:
-        best = min(err.context, key=lambda e: len(e.path))
+        # the branch of the instance's own type says more than "is not of type 'string'"
+        best = min(err.context, key=lambda e: (e.validator == "type", len(e.path)))
         return [(tuple(best.path), best.message, False)]
     if v == "propertyNames":
         return [((), f"invalid name {short_repr(inst)}: use lowercase letters, digits and _", True)]

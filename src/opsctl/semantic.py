@@ -245,7 +245,10 @@ def _templates(value: Any, path: PathT) -> list[tuple[PathT, str]]:
 
 def check(doc: Document) -> tuple[list[RunbookError], dict[str, frozenset[str]]]:
     """Every semantic error of a document that loaded (its structure may be wrong: see above)."""
+    from opsctl.alerts.bindings import check_document  # the triggers' alert bindings
+
     checker = Checker(doc)
     if isinstance(doc.data, dict):
         checker.run()
+        checker.errors += check_document(doc)
     return checker.errors, {k: frozenset(v) for k, v in checker.deps.items()}

@@ -48,13 +48,7 @@ class Slack(Action):
                           "username": {"type": "string"}}, required=["text"])
 
     def _webhook(self) -> str | None:
-        url = self.ctx.backend_config("notify").get("slack_webhook_url") or os.environ.get(WEBHOOK_ENV)
-        if url and urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-            # urllib would say "unknown url type: '<the whole URL>'": the URL is the secret
-            raise BackendError("notify", "the Slack webhook URL is not an http(s) URL (it must start "
-                                         "with https://); it is a secret, so it is not shown: check "
-                                         f"notify.slack_webhook_url in opsctl.yaml or {WEBHOOK_ENV}")
-        return url
+        return webhook_url(self.ctx.backend_config("notify"))
 
     def plan(self) -> Plan:
         channel = self.args.get("channel") or "(webhook default channel)"
@@ -74,15 +68,33 @@ class Slack(Action):
         if not url:
             raise BackendError("notify", f"no Slack webhook configured ({WEBHOOK_ENV})")
         body = {k: v for k, v in plan.data.items() if v}
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
-        host = urllib.parse.urlsplit(url).netloc
-        try:
-            with urllib.request.urlopen(request, timeout=self.ctx.remaining(10.0)) as resp:
-                status = resp.status
-        except urllib.error.HTTPError as e:
-            raise BackendError("notify", f"Slack webhook at {host} answered HTTP {e.code}") from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise BackendError("notify", f"cannot reach the Slack webhook at {host}: {reason}") from None
+        left = self.ctx.remaining(10.0)
+        status = post(url, body, timeout=10.0 if left is None else max(left, 0.1))
         return {"posted": True, "status": status, "channel": plan.data.get("channel")}
+
+
+def webhook_url(notify_config: dict[str, Any]) -> str | None:
+    """The environment's `notify.slack_webhook_url`, else OPSCTL_SLACK_WEBHOOK_URL (a secret)."""
+    url = notify_config.get("slack_webhook_url") or os.environ.get(WEBHOOK_ENV) or None
+    if url and urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        # urllib would say "unknown url type: '<the whole URL>'": the URL is the secret
+        raise BackendError("notify", "the Slack webhook URL is not an http(s) URL (it must start "
+                                     "with https://); it is a secret, so it is not shown: check "
+                                     f"notify.slack_webhook_url in opsctl.yaml or {WEBHOOK_ENV}")
+    return url
+
+
+def post(url: str, body: dict[str, Any], timeout: float = 10.0) -> int:
+    """POST one message (``text`` and/or Block Kit ``blocks``) to an incoming webhook; the HTTP
+    status, or BackendError naming the host only (the URL's path is the secret)."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    host = urllib.parse.urlsplit(url).netloc
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as e:
+        raise BackendError("notify", f"Slack webhook at {host} answered HTTP {e.code}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise BackendError("notify", f"cannot reach the Slack webhook at {host}: {reason}") from None

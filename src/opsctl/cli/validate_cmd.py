@@ -21,8 +21,15 @@ def validate(
                                         help="Reuse the verdicts on unchanged files "
                                              "(keyed by content, opsctl and its action registry).")
                      ] = True,
+    alerts: Annotated[str | None, typer.Option("--alerts", metavar="DIR", help="Replay the stored "
+                                               "alert payloads of DIR through the runbooks' triggers."
+                                               )] = None,
 ) -> int:
     """Validate runbooks (schema + semantic checks); exit 0 when clean, 2 on any error."""
+    if alerts:
+        from opsctl.cli.alert_cmds import validate_alerts
+
+        return validate_alerts(paths, alerts, output)
     from opsctl.catalog import expand_paths
     from opsctl.errors import UsageError
     from opsctl.validation import validate_files
@@ -35,6 +42,10 @@ def validate(
     if not files:
         raise UsageError(f"no runbook files (*.yaml) in {', '.join(targets)}")
     errors = validate_files(files, jobs=jobs, use_cache=cache)
+    from opsctl.alerts.bindings import claim_errors_in_files
+
+    broken = {e.location.file for e in errors}
+    errors += claim_errors_in_files([f for f in files if f not in broken])  # one alert, two runbooks
     if output == Output.json:
         typer.echo(json.dumps([e.as_dict() for e in errors], indent=2))
     else:

@@ -1,0 +1,2 @@
+"""`opsctl serve`: the HTTP receiver for Alertmanager and PagerDuty webhooks (the only importer of
+Starlette, Uvicorn and prometheus-client; installed with the `serve` extra)."""

@@ -1,0 +1,67 @@
+"""Slack posts from a thread of their own: an outage is retried with backoff and never holds up a
+diagnosis (runs only enqueue their message)."""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from typing import Any
+
+from opsctl.actions import notify
+from opsctl.errors import BackendError
+from opsctl.serve.metrics import Metrics
+
+
+class SlackSender:
+    def __init__(self, url: str | None, metrics: Metrics, *, attempts: int = 8, first_delay: float = 0.5,
+                 max_delay: float = 30.0, max_pending: int = 10000) -> None:
+        self.url, self.metrics = url, metrics
+        self.attempts, self.first_delay, self.max_delay = attempts, first_delay, max_delay
+        self.pending: queue.Queue[dict[str, Any]] = queue.Queue(max_pending)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="slack-sender", daemon=True)
+        if url:
+            self.thread.start()
+
+    def send(self, body: dict[str, Any]) -> None:
+        if not self.url:
+            self.metrics.slack.labels("skipped").inc()
+            return
+        try:
+            self.pending.put_nowait(body)
+        except queue.Full:
+            self.metrics.slack.labels("dropped").inc()
+            print("opsctl serve: Slack backlog full, message dropped", file=sys.stderr)
+
+    def _loop(self) -> None:
+        assert self.url
+        while not self.stop.is_set():
+            try:
+                body = self.pending.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            delay = self.first_delay
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    notify.post(self.url, body, timeout=10.0)
+                    self.metrics.slack.labels("ok").inc()
+                    break
+                except BackendError as e:  # the message names the host only, never the URL
+                    if attempt == self.attempts:
+                        self.metrics.slack.labels("dropped").inc()
+                        print(f"opsctl serve: Slack post dropped after {attempt} attempts: {e}",
+                              file=sys.stderr)
+                        break
+                    self.metrics.slack.labels("retried").inc()
+                    if self.stop.wait(delay):
+                        return
+                    delay = min(delay * 2, self.max_delay)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Give queued posts a moment to go out, then stop."""
+        deadline = time.monotonic() + timeout
+        while self.url and not self.pending.empty() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.stop.set()

@@ -1,0 +1,59 @@
+"""The Slack message of an alert-triggered run, built in-process from a real (core-action) run:
+alert text cannot inject links or mentions, secret parameters never appear, the apply command is
+exact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.alerts.test_serve import BURST_RUNBOOK
+
+
+@pytest.fixture
+def catalogue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    from opsctl.alerts import load_catalogue
+
+    monkeypatch.setenv("OPSCTL_STATE_DIR", str(tmp_path / "state"))
+    d = tmp_path / "rb"
+    d.mkdir()
+    secret = '  token: {type: string, secret: true, default: ""}\n'
+    text = BURST_RUNBOOK.replace("FLAG", str(tmp_path / "flag")).replace(
+        "  flag: {type: string", secret + "  flag: {type: string")
+    (d / "rb-901-burst.yaml").write_text(text)
+    catalogue, errors = load_catalogue([str(d)])
+    assert errors == []
+    return catalogue
+
+
+def test_message_escapes_alert_text_and_hides_secrets(catalogue, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from opsctl.alerts import message, runner
+    from opsctl.alerts.payloads import Alert
+    from opsctl.config import Environment
+
+    labels = {"alertname": "BurstTest", "item": "<!channel> <http://evil|x> & co"}
+    alert = Alert("BurstTest", "firing", labels,
+                  {"opsctl_params": "token=s3cr3t-t0ken-value pause=0.01",
+                   "runbook_url": "javascript:alert(1)"},
+                  "2026-11-29T03:00:00.000Z", generator_url="http://prom.example/graph?a=1&b=2")
+    mapping = catalogue.map(alert)
+    match = mapping.matches[0]
+    assert "token is a secret parameter: ignored" in match.warnings[0]
+    assert "token" not in match.given
+    # a secret given another way (the run's own secrets) is redacted from the message too
+    match.given["token"] = "s3cr3t-t0ken-value"
+    assert match.params is not None
+    match.params["token"] = "s3cr3t-t0ken-value"
+    result = runner.diagnose(catalogue.runbooks["rb-901"], alert, match, Environment("prod"))
+    doc = message.blocks(result)
+    text = json.dumps(doc)
+    assert "s3cr3t-t0ken-value" not in text
+    assert "<!channel>" not in text and "<http://evil" not in text
+    assert "&lt;!channel&gt; &lt;http://evil|x&gt; &amp; co" in text
+    assert "javascript:" not in text  # only http(s) links
+    assert "<http://prom.example/graph?a=1&b=2|source>" in text
+    assert "opsctl run rb-901 --env prod -p 'item=&lt;!channel&gt;" in text
+    assert "-p token=${TOKEN} --option write-flag" in text
+    assert not (tmp_path / "flag").exists()
