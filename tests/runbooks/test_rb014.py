@@ -30,6 +30,7 @@ from tests.fixtures.k8s import (
     wait_settled,
 )
 from tests.k8s.sim import PodConsumers
+from tests.timing import budget
 
 pytestmark = [pytest.mark.k8s, pytest.mark.kafka]
 CONSUMERS = ("order-service", "billing-service")
@@ -277,7 +278,7 @@ def test_brokers_still_unreachable_fails_verify_without_polling_the_group(opsctl
     result = opsctl(*cluster.run_args("--yes", "--option", "restart-kafka", "-p", "recovery_timeout=3s"),
                     env=env)
     assert result.code == 1, result.output
-    assert time.monotonic() - start < 60
+    assert time.monotonic() - start < budget(60)
     out = report(result)
     assert step(out, "restart_kafka")["status"] == "applied"
     assert step(out, "brokers_after")["result"]["unreachable_count"] == 1
@@ -330,7 +331,7 @@ def test_hung_broker_is_critical_and_restarting_consumers_is_never_chosen(
     after = step(out, "brokers_after")
     assert after["result"]["hung"] == [hung] and after["result"]["waited_s"] <= 5.5  # recovery_timeout
     assert step(out, "members_after")["status"] == "skipped" and step(out, "group")["status"] == "skipped"
-    assert took < 120  # the whole run, rollout included, on a loaded machine; was 3 min 51 s of verify
+    assert took < budget(120)  # the whole run, rollout included; was 3 min 51 s of verify
 
 
 def test_hung_broker_beside_a_live_one_refuses_restart_consumers(opsctl: Callable[..., Result],
