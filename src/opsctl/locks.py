@@ -87,7 +87,7 @@ class ApplyGate:
         self._acquire(lock, step, ctx)
         try:
             self.audit.event("lock", step=step.id, lock=lock.describe(), held=True)
-            fresh = cls(args, ctx).plan()
+            fresh = cls(args, ctx.as_read_only()).plan()  # plan() is read-only code: guarded
             if self.replay is not None:
                 final: Plan | None = self.replay.check(step.id, fresh)
                 self.replay.claim(self.run_id)

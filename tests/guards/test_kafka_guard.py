@@ -22,11 +22,13 @@ from tests.guards.helpers import assert_covers, extra_actions, record, run_engin
 pytestmark = pytest.mark.kafka
 
 READ_ONLY: dict[str, dict[str, Any]] = {
+    "kafka.brokers": {},
     "kafka.describe_topic": {"topic": "{topic}"},
     "kafka.dlq_depth": {"topic": "{dlq}"},
     "kafka.lag": {"group": "{group}", "topic": "{topic}"},
     "kafka.lag_trend": {"group": "{group}", "topic": "{topic}", "interval": 0.2},
     "kafka.peek": {"topic": "{dlq}", "limit": 3},
+    "kafka.redrive_status": {"dlq_topic": "{dlq}", "topic": "{topic}"},
 }
 PLANS: dict[str, dict[str, Any]] = {
     "kafka.redrive": {"dlq_topic": "{dlq}", "topic": "{topic}"},

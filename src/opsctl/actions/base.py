@@ -15,6 +15,7 @@ module import time, so ``opsctl --help`` and ``opsctl validate`` stay fast.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -77,6 +78,13 @@ class ActionContext:
         self.deadline = deadline  # time.monotonic() value or None
         self._reporter = reporter
         self.timed_out = False
+
+    def as_read_only(self) -> ActionContext:
+        """This call's context (same clients, deadline, cancellation) with guarded clients: for a
+        plan() made from apply()'s side, e.g. the re-plan under an apply lock."""
+        view = copy.copy(self)
+        view.read_only = True
+        return view
 
     # ---- configuration and clients -------------------------------------------------------------
     def backend_config(self, name: str) -> dict[str, Any]:
