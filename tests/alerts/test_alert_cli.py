@@ -231,8 +231,9 @@ def test_alert_run_diagnoses_and_changes_nothing(opsctl: Callable[..., Result], 
     assert run["phase"] == "diagnose" and run["status"] == "ok", run
     assert any("16 sessions idle in transaction" in f["message"] for f in run["findings"])
     assert run["recommended"] == "kill-long-queries"
-    assert run["command"] == ("opsctl run rb-006 -p database=app -p namespace=shop "
-                              "-p idle_in_transaction_seconds=1 --option kill-long-queries")
+    assert run["command"] == f"opsctl apply {run['plan_file']}"
+    plan = json.loads(Path(run["plan_file"]).read_text())
+    assert plan["option"] == "kill-long-queries" and plan["params"]["database"] == "app"
     assert len(run["plans"][0]["changes"]) == 16
     assert sessions(pg) == before  # planned, never applied
     assert PASSWORDS["ops"] not in json.dumps(doc)
