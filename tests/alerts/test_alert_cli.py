@@ -4,6 +4,7 @@ trigger bindings' validation, and `opsctl alert --run` against a real pool exhau
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +40,7 @@ def test_text_output_and_stdin(opsctl: Callable[..., Result]) -> None:
     result = opsctl("alert", "-", env=ENV, input=payload)
     assert result.code == 0, result.output
     assert "-> rb-008 group=order-service-group topic=order.events" in result.stdout
-    assert "rb-008-kafka-consumer-lag.yaml:14:5" in result.stdout  # which trigger bound it
+    assert re.search(r"rb-008-kafka-consumer-lag\.yaml:\d+:5\]", result.stdout)  # which trigger bound it
 
 
 @pytest.fixture(scope="module")
