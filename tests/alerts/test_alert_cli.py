@@ -4,6 +4,7 @@ trigger bindings' validation, and `opsctl alert --run` against a real pool exhau
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +40,7 @@ def test_text_output_and_stdin(opsctl: Callable[..., Result]) -> None:
     result = opsctl("alert", "-", env=ENV, input=payload)
     assert result.code == 0, result.output
     assert "-> rb-008 group=order-service-group topic=order.events" in result.stdout
-    assert "rb-008-kafka-consumer-lag.yaml:14:5" in result.stdout  # which trigger bound it
+    assert re.search(r"rb-008-kafka-consumer-lag\.yaml:\d+:5\]", result.stdout)  # which trigger bound it
 
 
 @pytest.fixture(scope="module")
@@ -231,8 +232,9 @@ def test_alert_run_diagnoses_and_changes_nothing(opsctl: Callable[..., Result], 
     assert run["phase"] == "diagnose" and run["status"] == "ok", run
     assert any("16 sessions idle in transaction" in f["message"] for f in run["findings"])
     assert run["recommended"] == "kill-long-queries"
-    assert run["command"] == ("opsctl run rb-006 -p database=app -p namespace=shop "
-                              "-p idle_in_transaction_seconds=1 --option kill-long-queries")
+    assert run["command"] == f"opsctl apply {run['plan_file']}"
+    plan = json.loads(Path(run["plan_file"]).read_text())
+    assert plan["option"] == "kill-long-queries" and plan["params"]["database"] == "app"
     assert len(run["plans"][0]["changes"]) == 16
     assert sessions(pg) == before  # planned, never applied
     assert PASSWORDS["ops"] not in json.dumps(doc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -143,8 +144,8 @@ def test_real_alertmanager_pool_exhaustion(alertmanager_binary: str, pg: PgServe
         assert "16 sessions idle in transaction" in text and "critical" in text
         assert "`database=app`" in text
         assert "kill-long-queries" in text and "terminate" in text
-        assert ("opsctl run rb-006 -p database=app -p idle_in_transaction_seconds=1 "
-                "--option kill-long-queries") in text
+        plan_file = re.search(r"opsctl apply (\S+?\.json)", text).group(1)  # type: ignore[union-attr]
+        assert Path(plan_file).parent == tmp_path / "state" / "plans"
         for secret in (*PASSWORDS.values(), TOKEN, "sekrit-path"):
             assert secret not in text
         # Alertmanager re-sends the group (repeat_interval 2s): the episode runs once
@@ -168,7 +169,14 @@ def test_real_alertmanager_pool_exhaustion(alertmanager_binary: str, pg: PgServe
         assert report.code == 0, report.output
         rows = [line for line in report.stdout.splitlines() if line.startswith("| ") and ":" in line[:12]]
         assert "alert **DatabaseConnectionPoolCritical** firing" in rows[0], rows[:3]
-        # the incident ends; Alertmanager sends the resolved notification: verify runs, once
+        # the engineer reviews and applies the ready plan; the incident ends
+        shown = opsctl("show-plan", plan_file, env=pg_env)
+        assert shown.code == 0 and "kill-long-queries" in shown.stdout, shown.output
+        applied = opsctl("apply", plan_file, "--yes", env=pg_env)
+        assert applied.code == 0, applied.output
+        assert pg.count("application_name = 'checkout-api'") == 0
+        assert pg.count("application_name = 'worker'") == 2  # not offending: untouched
+        # Alertmanager sends the resolved notification: verify runs, once
         pg.clear_faults()
         prometheus.resolve()
         wait_for(lambda: serve.metric("opsctl_runs_finished_total", phase="verify") == 1, 120,
@@ -177,7 +185,8 @@ def test_real_alertmanager_pool_exhaustion(alertmanager_binary: str, pg: PgServe
         resolved = json.loads(wait_for(lambda: len(slack.texts()) == 2 and slack.texts(), 60,
                                        "the verify post")[1])
         assert "resolved" in resolved["text"] and "verify ok" in resolved["text"]
-        verify_run = next(r for r in (tmp_path / "state" / "runs").glob("*.jsonl") if r != runs[0])
+        verify_run = next(r for r in (tmp_path / "state" / "runs").glob("*.jsonl")
+                          if r != runs[0] and '"event": "alert"' in r.read_text())
         start = json.loads(verify_run.read_text().splitlines()[0])
         assert start["phase"] == "verify" and start["resumed_from"] == runs[0].stem
         print(f"\nalert posted -> Slack diagnosis in {seconds:.1f}s")

@@ -54,6 +54,11 @@ def test_message_escapes_alert_text_and_hides_secrets(catalogue, tmp_path: Path)
     assert "&lt;!channel&gt; &lt;http://evil|x&gt; &amp; co" in text
     assert "javascript:" not in text  # only http(s) links
     assert "<http://prom.example/graph?a=1&b=2|source>" in text
-    assert "opsctl run rb-901 --env prod -p 'item=&lt;!channel&gt;" in text
-    assert "-p token=${TOKEN} --option write-flag" in text
+    assert result.plan_file and f"opsctl apply {result.plan_file}" in text
+    assert f"opsctl show-plan {result.plan_file}" in text
+    assert "s3cr3t-t0ken-value" not in Path(result.plan_file).read_text()
     assert not (tmp_path / "flag").exists()
+    # without a plan file, the run line (shell-quoted, secrets as variables)
+    line = message.apply_command(catalogue.runbooks["rb-901"], match.given, "write-flag", "prod")
+    assert line == ("opsctl run rb-901 --env prod -p 'item=<!channel> <http://evil|x> & co' "
+                    "-p pause=0.01 -p token=${TOKEN} --option write-flag")

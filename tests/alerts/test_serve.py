@@ -180,7 +180,8 @@ def test_burst_of_500_alerts(serve: Serve, slack: SlackReceiver, tmp_path: Path)
              for t in texts}
     assert items == {str(i) for i in range(500)}  # none lost
     # every run planned the recommended write, none applied it
-    assert "write-flag" in texts[0] and "opsctl run rb-901 -p item=" in texts[0]
+    assert "write-flag" in texts[0] and "opsctl apply " in texts[0]
+    assert len(list((tmp_path / "state" / "plans").glob("*.json"))) == 501  # one plan file per run
     assert not (tmp_path / "flag-written-by-a-mutation").exists()
     runs = list((tmp_path / "state" / "runs").glob("*.jsonl"))
     assert len(runs) == 501

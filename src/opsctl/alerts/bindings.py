@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import meta, nodes
+from jinja2 import nodes
 
 from opsctl import templating
 from opsctl.alerts.payloads import Alert
@@ -61,7 +61,7 @@ def context(alert: Alert, missing: set[str] | None = None) -> dict[str, Any]:
 
 def _label_refs(ast: nodes.Template) -> tuple[set[str], set[str]]:
     """Root names used, and the label names read (``labels.x`` / ``labels['x']`` / ``.get('x')``)."""
-    roots = set(meta.find_undeclared_variables(ast))
+    roots = templating.references(ast)[0]  # static: no compilation (an unknown test is no crash)
     used: set[str] = set()
     for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Call)):
         if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr) \

@@ -18,11 +18,12 @@ SECTION_LIMIT = 2900  # Slack's limit for a section's text is 3000 characters
 _ICON = {"critical": ":red_circle:", "warning": ":large_orange_circle:"}
 
 
-def apply_command(runbook: Any, given: dict[str, str], option: str, environment: str = "default") -> str:
-    """The exact command that applies ``option`` with the alert's parameters.
-
-    One function on purpose: once plan files exist (`opsctl plan` / `opsctl apply PLAN`), this is
-    the one place that switches to them."""
+def apply_command(runbook: Any, given: dict[str, str], option: str, environment: str = "default",
+                  plan_file: str | None = None) -> str:
+    """The exact command that applies ``option`` with the alert's parameters: ``opsctl apply`` of
+    the plan file the diagnosis wrote, else the ``opsctl run ... --option`` line."""
+    if plan_file:
+        return f"opsctl apply {shlex.quote(plan_file)}"
     parts = ["opsctl", "run", runbook.id]
     if environment != "default":
         parts += ["--env", shlex.quote(environment)]
@@ -112,7 +113,10 @@ def _recommendation(result: RunResult) -> list[dict[str, Any]]:
             lines.append(f"• … {len(changes) - MAX_CHANGES} more")
     failed = [r for r in result.outcome.records if r.phase == "mitigate" and r.status == "failed"]
     lines += [f"planning {r.id} failed: {_esc(r.reason)}" for r in failed]
-    command = apply_command(result.runbook, result.match.given, option.name, result.environment)
+    command = apply_command(result.runbook, result.match.given, option.name, result.environment,
+                            result.plan_file)
+    if result.plan_file:
+        command = f"opsctl show-plan {shlex.quote(result.plan_file)}\n{command}"
     lines += [f"(diagnosed against the {k} at {_esc(v)}: point {k.upper()}_URL or --env there to apply)"
               for k, v in result.match.connect.items()]
     return [{"type": "section", "text": {"type": "mrkdwn", "text": _clip("\n".join(lines))}},

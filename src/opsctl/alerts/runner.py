@@ -1,8 +1,9 @@
 """Running what an alert maps to, read-only, through the one executor.
 
 - a firing alert: the diagnosis, then the plan of the option the diagnosis recommends, in dry-run
-  (``plan()`` does read-only lookups; the executor never calls ``apply()`` in a dry-run).  No
-  verify phase: verify waits for a mitigation that was not applied.
+  (``plan()`` does read-only lookups; the executor never calls ``apply()`` in a dry-run), written
+  as a plan file (``$OPSCTL_STATE_DIR/plans/RUN_ID.json``) for ``opsctl apply``.  No verify phase:
+  verify waits for a mitigation that was not applied.
 - a resolved alert: the verify phase only, reusing the results of the firing episode's run when
   there is one (like ``--phase verify --resume RUN``), and the outcome recorded.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ class RunResult:
     recommendation_note: str = ""
     secrets: tuple[str, ...] = ()
     environment: str = "default"
+    plan_file: str | None = None  # the recommended option's plan file (`opsctl apply PLAN_FILE`)
 
     @property
     def plan_steps(self) -> list[StepRecord]:
@@ -73,16 +74,9 @@ class _DiagnosisExecutor(Executor):
         return {option.name}
 
 
-_LOCK = threading.Lock()  # RunLog ids come from the clock + 2 random bytes: serialise creation
-
-
 def _log(rb: Runbook, alert: Alert, match: Match, environment: Environment, settings: RunSettings,
          resumed_from: str | None, argv: list[str]) -> audit.RunLog:
-    with _LOCK:
-        log = audit.RunLog(audit.new_run_id(rb.id), resumed_from=resumed_from)
-        while log.path.exists():
-            log = audit.RunLog(audit.new_run_id(rb.id), resumed_from=resumed_from)
-        log.path.touch()
+    log = audit.RunLog(audit.new_run_id(rb.id), resumed_from=resumed_from)  # claims a unique id
     assert match.params is not None
     log.start(rb, match.params, environment.name, settings, argv)
     # ts = the alert's startsAt: `opsctl report` sorts by time, so the timeline starts at the alert
@@ -114,7 +108,7 @@ def environment_for(environment: Environment, match: Match) -> Environment:
 
 
 def diagnose(rb: Runbook, alert: Alert, match: Match, environment: Environment,
-             argv: list[str] | None = None) -> RunResult:
+             argv: list[str] | None = None, plan_ttl: float = 3600.0) -> RunResult:
     """The diagnosis + the recommended option's plan (dry-run): nothing is ever changed."""
     assert match.params is not None
     diag_only = dataclasses.replace(
@@ -127,8 +121,30 @@ def diagnose(rb: Runbook, alert: Alert, match: Match, environment: Environment,
                             renderer, log)
     outcome = ex.execute()
     log.end(outcome)
-    return RunResult(rb, alert, match, "diagnose", log.run_id, outcome, ex.recommended_option,
-                     ex.recommendation_note, log.secrets, environment.name)
+    result = RunResult(rb, alert, match, "diagnose", log.run_id, outcome, ex.recommended_option,
+                       ex.recommendation_note, log.secrets, environment.name)
+    if ex.recommended_option and outcome.exit_code == 0 and outcome.option:
+        result.plan_file = _write_plan(result, environment_for(environment, match), plan_ttl)
+    return result
+
+
+def _write_plan(result: RunResult, environment: Environment, ttl: float) -> str | None:
+    """The plan file of the recommended option, beside the run log (plans/RUN_ID.json)."""
+    from opsctl import planfile
+    from opsctl.errors import OpsctlError
+
+    assert result.match.params is not None
+    try:
+        doc = planfile.build(result.runbook, result.runbook.id, result.match.params, environment,
+                             result.outcome, result.secrets, ttl)
+        directory = audit.state_dir() / "plans"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{result.run_id}.json"
+        planfile.write(doc, str(path))
+    except (OpsctlError, OSError) as e:
+        result.recommendation_note = f"no plan file written: {e}"
+        return None
+    return str(path)
 
 
 def verify(rb: Runbook, alert: Alert, match: Match, environment: Environment,
@@ -172,4 +188,5 @@ def summary(result: RunResult) -> dict[str, Any]:
         "recommended": result.recommended.name if result.recommended else None,
         "recommendation_note": result.recommendation_note,
         "plans": [{"step": r.id, "option": r.option, **(r.plan or {})} for r in result.plan_steps],
+        "plan_file": result.plan_file,
     }, result.secrets)

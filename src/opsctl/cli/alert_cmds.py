@@ -93,7 +93,7 @@ def _run(catalogue: Any, mappings: list[Any], env: str | None,
         doc = runner.summary(result)
         if result.recommended:
             doc["command"] = message.apply_command(rb, match.given, result.recommended.name,
-                                                   environment.name)
+                                                   environment.name, result.plan_file)
         runs[i].append(doc)
         codes.append(result.outcome.exit_code)
     return codes
