@@ -107,7 +107,8 @@ def test_lambda_function_alias_rollback_and_concurrency(moto: Moto, aws_ctx: Act
     with pytest.raises(ActionError, match="no published version 9"):
         RollbackAlias({"function": "w", "alias": "LIVE", "version": "9"}, aws_ctx).plan()
     rollback = RollbackAlias({"function": "w", "alias": "LIVE"}, aws_ctx)
-    assert rollback.apply(rollback.plan()) == {"previous_version": "3", "version": "2"}
+    assert rollback.apply(rollback.plan()) == {"previous_version": "3", "previous_weights": {},
+                                               "version": "2", "weights": {}, "reaches": ["2"]}
     throttle = Concurrency({"function": "w", "reserved": 0}, aws_ctx)
     assert throttle.plan().changes[0].after == 0
     throttle.apply(throttle.plan())

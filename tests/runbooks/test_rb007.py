@@ -8,13 +8,14 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.fixtures.aws import Moto, depth, drain_bodies, fill, make_queue_with_dlq
+from tests.fixtures.aws import Moto, check_matrix, depth, drain_bodies, fill, make_queue_with_dlq
 from tests.fixtures.core import REPO, Result
 
 pytestmark = pytest.mark.aws
@@ -296,3 +297,87 @@ def test_dlq_shared_with_another_queue_is_refused_unless_asked(opsctl: Callable[
     forced = opsctl("run", RUNBOOK, "--yes", "-p", "queue=orders", "-p", "shared_dlq=true", env=moto.env)
     assert forced.code == 0, forced.output
     assert (depth(moto, queue), depth(moto, dlq)) == (20, 0)
+
+
+# ---- fault matrix ---------------------------------------------------------------------------------
+# fault -> ("test", the test that rehearses it end to end through the CLI) or ("n/a", why not)
+FAULT_MATRIX: dict[str, tuple[str, str]] = {
+    "dead": ("test", "test_unreachable_endpoint_exits_4_without_traceback"),
+    "hung": ("test", "test_hung_endpoint_exits_4_within_the_step_deadline"),
+    "slow": ("test", "test_slow_endpoint_still_redrives_exactly"),
+    "denied_optional": ("test", "test_denied_optional_probe_degrades_to_a_failed_optional_step"),
+    "denied_required": ("test", "test_invalid_credentials_exit_4"),
+    "ordinary_role": ("n/a", "AWS has no superuser role to drop: the runbook's identity is an IAM "
+                             "principal, whose limits are the two denied cells"),
+    "scope": ("test", "test_dlq_shared_with_another_queue_is_refused_unless_asked"),
+    "converges_slowly": ("n/a", "the redrive's counts are exact when it returns; the only slow part, "
+                                "messages of an earlier stopped run hidden in the DLQ, is waited for "
+                                "inside the action (rehearsed by the killed-run test)"),
+    "fix_fails": ("test", "test_messages_failing_again_fail_verify"),
+    "interrupt_resume": ("test",
+                         "test_interrupted_and_resumed_at_random_points_moves_each_message_exactly_once"),
+}
+
+
+def test_fault_matrix_cells_are_tested_or_explained() -> None:
+    check_matrix(FAULT_MATRIX, globals())
+
+
+def test_hung_endpoint_exits_4_within_the_step_deadline(opsctl: Callable[..., Result], moto: Moto,
+                                                        silent_server: Any) -> None:
+    # accepts TCP, never answers: every AWS call is bounded by the 30 s step deadline (no knob)
+    env = {**moto.env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent_server.port}"}
+    result = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", "-p", "queue=plooral-queue", env=env,
+                    timeout=200)
+    assert result.code == 4, result.output
+    depth_step = step(result, "depth")
+    assert depth_step["status"] == "failed" and depth_step["error_kind"] == "backend"
+    assert "accepted the connection but did not answer in time" in depth_step["reason"]
+    assert "abandoned" not in result.output and "Traceback" not in result.output
+
+
+def test_slow_endpoint_still_redrives_exactly(opsctl: Callable[..., Result],
+                                              slow_moto: tuple[Moto, Any], moto: Moto) -> None:
+    slow, proxy = slow_moto
+    proxy.delay = 0.3
+    queue, dlq = make_queue_with_dlq(moto, "plooral-queue")
+    sent = fill(moto, dlq, 30)
+    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=plooral-queue", env=slow.env)
+    assert result.code == 0, result.output
+    got = step(result, "redrive")["result"]
+    assert (got["planned"], got["moved"], got["duplicates"]) == (30, 30, 0)
+    assert sorted(drain_bodies(moto, queue)) == sent
+
+
+def test_denied_optional_probe_degrades_to_a_failed_optional_step(opsctl: Callable[..., Result],
+                                                                  moto: Moto, moto_iam: Moto) -> None:
+    # Lambda (the consumer probe) answers with moto's IAM enforcement: access denied; SQS works
+    make_queue_with_dlq(moto, "plooral-queue")
+    env = {**moto.env, "AWS_ENDPOINT_URL_LAMBDA": moto_iam.endpoint}
+    result = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", "-p", "queue=plooral-queue", env=env,
+                    timeout=200)
+    assert result.code == 0, result.output
+    consumer = step(result, "consumer")
+    assert consumer["status"] == "failed" and "access denied" in consumer["reason"]
+    assert step(result, "depth")["status"] == "ok"
+
+
+def test_messages_failing_again_fail_verify(opsctl_env: dict[str, str], moto: Moto,
+                                            opsctl: Callable[..., Result]) -> None:
+    # the worker is still broken: redriven messages come back to the DLQ during verify
+    queue, dlq = make_queue_with_dlq(moto, "plooral-queue")
+    fill(moto, dlq, 40)
+
+    def fail_again() -> None:
+        end = time.monotonic() + 200
+        while depth(moto, queue) < 40 and time.monotonic() < end:
+            time.sleep(0.05)
+        fill(moto, dlq, 5)
+
+    threading.Thread(target=fail_again, daemon=True).start()
+    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=plooral-queue", env=moto.env)
+    assert result.code == 1, result.output
+    got = step(result, "redrive")["result"]
+    assert (got["planned"], got["moved"], got["duplicates"]) == (40, 40, 0)
+    assert any("messages are failing again" in f["message"] and f["severity"] == "critical"
+               for f in step(result, "drained")["findings"])

@@ -71,6 +71,10 @@ class Journal(Protocol):
 
     def record(self, op: str, **fields: Any) -> None: ...
 
+    def pending(self) -> int:
+        """Messages sent whose delete from the DLQ is not recorded (to reconcile)."""
+        ...
+
 
 class _NoJournal:
     def __init__(self) -> None:
@@ -79,6 +83,9 @@ class _NoJournal:
 
     def record(self, op: str, **fields: Any) -> None:
         pass
+
+    def pending(self) -> int:
+        return 0
 
 
 class Budget:
@@ -231,9 +238,11 @@ class Mover:
         empty = 0
         while not self.stop.is_set() and empty < EMPTY_RECEIVES_TO_STOP:
             want = budget.take(10)
-            if not want:
+            # budget spent: receive on only to find messages an earlier run sent but did not delete
+            reconciling = not want
+            if reconciling and not self.journal.pending():
                 return
-            messages = self._receive(want)
+            messages = self._receive(want or 10)
             if not messages:
                 budget.give_back(want)
                 empty += 1
@@ -247,7 +256,13 @@ class Mover:
                     unknown += 1  # may be in the destination: left hidden, reported
                 else:
                     fresh.append(m)
-            budget.give_back(want - len(fresh))
+            if reconciling:
+                if fresh:
+                    self._release(fresh)  # not part of this redrive's budget
+                fresh = []
+                if not again:
+                    empty += 1
+            budget.give_back(max(0, want - len(fresh)))
             if again:
                 to_delete.put(("reconcile", again))
             seen_before = True

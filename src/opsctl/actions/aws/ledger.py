@@ -92,6 +92,11 @@ class Ledger:
         """Copies sent beyond the first (0 by construction; counted, not assumed)."""
         return sum(n - 1 for n in self.session_sent.values())
 
+    def pending(self) -> int:
+        """Sent, but their delete from the DLQ is not recorded: deleted (not re-sent) when seen."""
+        with self._lock:
+            return len(self.sent.keys() - self.deleted)
+
     @property
     def unknown(self) -> set[str]:
         return set(self.sending)
