@@ -1,8 +1,9 @@
 """rb-011 (ECS service recovery) rehearsed through the real CLI against moto in server mode.
 
 moto never starts ECS tasks: a new service reports 0 running (our fault), and only an update of
-desiredCount makes running == desired.  So `scale` is rehearsed end to end with verify; the other two
-options are rehearsed up to the change they make (``--phase mitigate``), see docs/backends/aws.md.
+desiredCount makes running == desired.  The bad-deploy rehearsals (`bad_deploy`) set the count with
+the deploy, so the rollback runs end to end with verify (steady service, error-rate alarm); the
+fixture's moto records the deployment history AWS keeps (see tests/fixtures/aws.py).
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def test_finished_bad_deploy_with_the_alarm_firing_is_never_verified(opsctl: Cal
     result = opsctl("run", RUNBOOK, "--yes", "-o", "json", *P, env=moto.env)
     assert result.code == 1, result.output
     doc = json.loads(result.stdout)
-    assert doc["status"] == "verify_failed" and "verified" not in doc["message"].replace("verification", "")
+    assert doc["status"] in ("failed", "verify_failed") and "verified" not in doc["message"]
     alarm = step(result, "alarm_now")
     assert alarm["attempts"] == 11  # the whole convergence window was given
     assert any("still in ALARM after the convergence window" in f["message"] for f in alarm["findings"])

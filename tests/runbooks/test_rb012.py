@@ -207,7 +207,7 @@ def test_rollback_is_refused_when_the_trigger_does_not_invoke_the_alias(opsctl: 
     uuid = broken_worker(moto, qualifier="")
     dry = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", *P, env=moto.env)
     assert any("not the alias LIVE" in f["message"] for f in step(dry, "trigger")["findings"])
-    assert "rollback-alias" not in (json.loads(dry.stdout).get("option") or [])
+    assert any("changes nothing the worker runs" in f["message"] for f in step(dry, "rollback")["findings"])
     result = opsctl("run", RUNBOOK, "--yes", "-o", "json", *P, "--option", "rollback-alias", env=moto.env)
     assert result.code == 1, result.output
     reason = " ".join(step(result, "rollback")["reason"].split())
@@ -256,7 +256,10 @@ FAULT_MATRIX: dict[str, tuple[str, str]] = {
     "dead": ("test", "test_dead_endpoint_exits_4"),
     "hung": ("test", "test_hung_endpoint_exits_4_not_abandoned"),
     "slow": ("test", "test_slow_endpoint_still_diagnoses_and_plans"),
-    "denied_optional": ("test", "test_denied_alarm_probe_is_optional_in_the_diagnosis"),
+    "denied_optional": ("n/a", "the optional probes (queue depths, diagnosis alarm) share their service "
+                               "with required ones (SQS for the trigger, CloudWatch for the Errors "
+                               "metric the recommendation reads): the endpoint-per-service switch cannot "
+                               "deny one without the other, and moto's IAM has no per-action policy"),
     "denied_required": ("test", "test_denied_lambda_is_exit_4"),
     "ordinary_role": ("n/a", "AWS has no superuser role to drop: the runbook's identity is an IAM "
                              "principal, whose limits are the denied cells"),
@@ -298,19 +301,6 @@ def test_slow_endpoint_still_diagnoses_and_plans(opsctl: Callable[..., Result], 
                     env=slow.env)
     assert result.code == 0, result.output
     assert step(result, "rollback")["plan"]["changes"][0]["after"] == {"version": "2", "routing": {}}
-
-
-def test_denied_alarm_probe_is_optional_in_the_diagnosis(opsctl: Callable[..., Result], moto: Moto,
-                                                         moto_iam: Moto) -> None:
-    # the diagnosis alarm probe is optional; the Errors metric and the verify alarm are not, so the
-    # dry-run (which does not verify) goes on with the alarm step failed
-    broken_worker(moto)
-    env = {**moto.env, "AWS_ENDPOINT_URL_CLOUDWATCH": moto_iam.endpoint}
-    result = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", *P, "--option", "pause-trigger",
-                    env=env, timeout=200)
-    assert "access denied" in step(result, "alarm")["reason"]
-    assert step(result, "worker")["status"] == "ok"
-    assert step(result, "pause")["status"] == "planned"
 
 
 def test_denied_lambda_is_exit_4(opsctl: Callable[..., Result], moto_iam: Moto) -> None:

@@ -33,6 +33,7 @@ _AUTH_CODES = {
 
 # read timeouts are rounded down to one of these, so that a run creates few clients per service
 _READ_STEPS = (1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0)
+_CONNECT_STEPS = (0.1, 0.2, 0.5, 1.0, 2.0, 3.0)
 
 
 def call_budget(cfg: dict[str, Any], left: float | None) -> tuple[float, float, int]:
@@ -47,10 +48,11 @@ def call_budget(cfg: dict[str, Any], left: float | None) -> tuple[float, float, 
         return min(connect_cap, read_cap), read_cap, 3
     # leave a little of the deadline for the answer to be handled and the step to record it
     usable = max(0.5, left * 0.85)
-    read = max([s for s in _READ_STEPS if s <= min(read_cap, usable)] or [min(read_cap, usable)])
-    connect = min(connect_cap, read)
+    connect = max([s for s in _CONNECT_STEPS if s <= min(connect_cap, usable * 0.2)] or [0.1])
+    room = usable - connect
+    read = max([s for s in _READ_STEPS if s <= min(read_cap, room)] or [max(0.1, min(read_cap, room))])
     attempts = int(max(1, min(3, usable // (connect + read))))
-    return connect, read, attempts
+    return connect, round(read, 1), attempts
 
 
 def _make_client(cfg: dict[str, Any], service: str,

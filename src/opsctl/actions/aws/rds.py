@@ -233,8 +233,8 @@ class Failover(_TargetAction):
         healthy = [m for m in readers if m["status"] == "available"]
         if wanted and wanted not in [m["id"] for m in healthy]:
             status = next(m["status"] for m in readers if m["id"] == wanted)
-            raise ActionError(f"target {wanted} is {status}, not available: a failover to it would be "
-                              "refused (InvalidDBClusterStateFault) or promote a broken writer")
+            raise ActionError(f"target {wanted} is {status}, not available: RDS would refuse the "
+                              "failover, or promote a broken writer")
         if not healthy:
             raise ActionError(f"cluster {c['id']} has no healthy reader to fail over to ("
                               + ", ".join(f"{m['id']} is {m['status']}" for m in readers) + ")")
