@@ -1,6 +1,7 @@
-"""SQS DLQ redrive throughput: opsctl's client-side mover (several workers, batches of 10) vs the
+"""SQS DLQ redrive throughput: opsctl's client-side mover (pipelined receive / send / delete stages,
+``workers`` threads each, batches of 10, with its exactly-once ledger written for every batch) vs the
 single-threaded receive -> send -> delete loop a hand-written script would use (also in batches
-of 10, so the difference is the parallelism alone).  One run of each, same message count, same
+of 10, so the difference is the pipelining and parallelism alone).  One run of each, same message count, same
 moto server (started privately in server mode, its SQS made to scale: see tests/fixtures/aws.py).
 
     .venv/bin/python bench/sqs_redrive_throughput.py [MESSAGES] [WORKERS] [RTT_MS]   # 5000, 4, 0
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ def main() -> None:
     from tests.fixtures.aws import Moto, _wait_port, depth, fill, make_queue_with_dlq
     from tests.fixtures.core import free_port
 
+    from opsctl.actions.aws.ledger import Ledger
     from opsctl.backends.sqs_redrive import Mover
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
@@ -67,7 +70,11 @@ def main() -> None:
             if name.startswith("single"):
                 moved = single_threaded(sqs, dlq, queue)
             else:
-                moved = Mover(sqs, dlq, queue, max_messages=n, workers=workers, wait_seconds=0).run().moved
+                ledger = Ledger(Path(tempfile.mkdtemp()) / "ledger.jsonl")
+                ledger.start(n, "bench", dlq, queue)
+                moved = Mover(sqs, dlq, queue, max_messages=n, workers=workers, wait_seconds=0,
+                              journal=ledger).run().moved
+                assert ledger.moved == n and ledger.duplicates == 0, (ledger.moved, ledger.duplicates)
             elapsed = time.perf_counter() - started
             assert moved == n and depth(moto, queue) == n and depth(moto, dlq) == 0, (moved, name)
             results[name] = n / elapsed

@@ -103,3 +103,21 @@ def test_a_non_aws_error_page_is_a_backend_error(moto: Moto) -> None:
         Describe({"cluster": "c"}, bad).run()
     with pytest.raises(BackendError, match=r"did not answer like AWS \(HTTP 500 without an AWS error\)"):
         Metric({"namespace": "AWS/RDS", "metric": "CPUUtilization"}, bad).run()
+
+
+@pytest.mark.parametrize("left", [0.2, 1.0, 5.0, 12.0, 30.0, 60.0, 120.0, 1800.0])
+def test_every_attempt_of_a_call_fits_in_the_step_deadline(left: float) -> None:
+    # a hung endpoint must cost at most the step's deadline: (connect + read) x attempts <= left
+    # (0.5 s is the floor for a step that is already out of time: it fails at once after it)
+    from opsctl.backends.aws import call_budget
+
+    connect, read, attempts = call_budget({}, left)
+    assert attempts >= 1 and connect <= read <= 20.0
+    assert (connect + read) * attempts <= max(left, 0.5 * 2)
+    assert call_budget({"read_timeout": 2}, left)[1] <= 2.0  # aws.read_timeout lowers the cap
+
+
+def test_no_deadline_keeps_the_default_budget() -> None:
+    from opsctl.backends.aws import call_budget
+
+    assert call_budget({}, None) == (3.0, 20.0, 3)

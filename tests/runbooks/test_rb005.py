@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.fixtures.aws import Moto, make_aurora
+from tests.fixtures.aws import Moto, check_matrix, dead_env, fast_windows, make_aurora, short_reads
 from tests.fixtures.core import REPO, Result
 
 pytestmark = pytest.mark.aws
-RUNBOOK = str(REPO / "runbooks" / "rb-005-database-failover.yaml")
+REAL_RUNBOOK = str(REPO / "runbooks" / "rb-005-database-failover.yaml")
+RUNBOOK = REAL_RUNBOOK
+
+
+@pytest.fixture(autouse=True)
+def runbook_path(tmp_path: Any) -> None:
+    """The runbook with its convergence windows at 1 s per attempt (same attempts, same checks)."""
+    global RUNBOOK
+    RUNBOOK = fast_windows(REAL_RUNBOOK, tmp_path)
 
 
 def step(result: Result, step_id: str) -> dict[str, Any]:
@@ -149,3 +159,144 @@ def test_wrong_region_error_page_exits_4_without_internal_error(opsctl: Callable
     assert result.code == 4, result.output
     assert "did not answer like AWS" in result.output
     assert "internal error" not in result.output and "Traceback" not in result.output
+
+
+def db_alarm(moto: Moto, state: str = "ALARM") -> None:
+    cw = moto.client("cloudwatch")
+    cw.put_metric_alarm(AlarmName="AuroraCPUCritical", Namespace="AWS/RDS", MetricName="CPUUtilization",
+                        Statistic="Maximum", Period=60, EvaluationPeriods=1, Threshold=90,
+                        ComparisonOperator="GreaterThanThreshold")
+    cw.set_alarm_state(AlarmName="AuroraCPUCritical", StateValue=state, StateReason="CPU > 90")
+
+
+def test_a_stopped_writer_is_not_described_as_available(opsctl: Callable[..., Result], moto: Moto) -> None:
+    ids = make_aurora(moto, "plooral-aurora")
+    moto.client("rds").stop_db_instance(DBInstanceIdentifier=ids[0])
+    result = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", "-p", "cluster=plooral-aurora", env=moto.env)
+    status = step(result, "status")
+    assert status["result"]["available"] is False
+    messages = [f["message"] for f in status["findings"] if f["severity"] == "critical"]
+    assert f"cluster plooral-aurora says available but its writer {ids[0]} is stopped" in messages
+    assert not any(m.startswith("cluster plooral-aurora is available") for m in messages)
+
+
+def test_the_only_reader_stopped_refuses_the_failover_in_the_dry_run(opsctl: Callable[..., Result],
+                                                                     moto: Moto) -> None:
+    # used to pass the dry-run and fail at --yes with InvalidDBClusterStateFault
+    ids = make_aurora(moto, "plooral-aurora")
+    moto.client("rds").stop_db_instance(DBInstanceIdentifier=ids[1])
+    dry = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", "-p", "cluster=plooral-aurora", env=moto.env)
+    failover = step(dry, "failover")
+    assert failover["status"] == "planned" and failover["plan"] is None
+    assert any(f"no healthy reader to fail over to ({ids[1]} is stopped)" in f["message"]
+               for f in failover["findings"])
+    assert any("no healthy reader to fail over to" in f["message"] for f in step(dry, "status")["findings"])
+    result = opsctl("run", RUNBOOK, "--yes", "-p", "cluster=plooral-aurora",
+                    "-p", f"target_instance={ids[1]}", env=moto.env)
+    assert result.code == 1, result.output
+    assert f"target {ids[1]} is stopped, not available" in " ".join(result.output.split())
+    assert "InvalidDBClusterStateFault" not in result.output
+    assert writer(moto, "plooral-aurora") == ids[0]
+
+
+def test_database_alarm_that_clears_slowly_converges(opsctl: Callable[..., Result], moto: Moto) -> None:
+    ids = make_aurora(moto, "plooral-aurora")
+    db_alarm(moto)
+
+    def heal_after_the_failover() -> None:  # CloudWatch clears the alarm a while after the fix
+        end = time.monotonic() + 200
+        while writer(moto, "plooral-aurora") == ids[0] and time.monotonic() < end:
+            time.sleep(0.1)
+        time.sleep(5)
+        moto.client("cloudwatch").set_alarm_state(AlarmName="AuroraCPUCritical", StateValue="OK",
+                                                  StateReason="CPU back")
+
+    threading.Thread(target=heal_after_the_failover, daemon=True).start()
+    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "cluster=plooral-aurora", env=moto.env)
+    assert result.code == 0, result.output
+    assert step(result, "alarms")["status"] == "ok"
+    assert writer(moto, "plooral-aurora") == ids[1]
+
+
+def test_failover_that_does_not_clear_the_alarm_fails_verify(opsctl: Callable[..., Result],
+                                                             moto: Moto) -> None:
+    make_aurora(moto, "plooral-aurora")
+    db_alarm(moto)
+    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "cluster=plooral-aurora", env=moto.env)
+    assert result.code == 1, result.output
+    alarms = step(result, "alarms")
+    assert alarms["attempts"] == 11
+    assert any("still in ALARM after the convergence window: AuroraCPUCritical" in f["message"]
+               for f in alarms["findings"])
+    assert json.loads(result.stdout)["status"] in ("failed", "verify_failed")
+    assert "verified" not in json.loads(result.stdout)["message"]
+
+
+# ---- fault matrix ---------------------------------------------------------------------------------
+FAULT_MATRIX: dict[str, tuple[str, str]] = {
+    "dead": ("test", "test_dead_endpoint_exits_4"),
+    "hung": ("test", "test_hung_endpoint_exits_4_not_abandoned"),
+    "slow": ("test", "test_slow_endpoint_still_diagnoses_and_plans"),
+    "denied_optional": ("test", "test_denied_cloudwatch_probes_are_optional"),
+    "denied_required": ("test", "test_denied_rds_is_exit_4"),
+    "ordinary_role": ("n/a", "AWS has no superuser role to drop: the runbook's identity is an IAM "
+                             "principal, whose limits are the two denied cells; the optional SELECT 1 "
+                             "uses the application's own DSN"),
+    "scope": ("test", "test_unknown_target_is_refused_before_any_change"),
+    "converges_slowly": ("test", "test_database_alarm_that_clears_slowly_converges"),
+    "fix_fails": ("test", "test_failover_that_does_not_clear_the_alarm_fails_verify"),
+    "interrupt_resume": ("n/a", "moto completes failover_db_cluster within the call, so there is no "
+                                "point between the request and the new writer to interrupt; an "
+                                "interrupted wait records failover_sent in the run log, but a resumed "
+                                "run plans again from the live writer (see the report: not rehearsed)"),
+}
+
+
+def test_fault_matrix_cells_are_tested_or_explained() -> None:
+    check_matrix(FAULT_MATRIX, globals())
+
+
+def test_dead_endpoint_exits_4(opsctl: Callable[..., Result], moto: Moto) -> None:
+    result = opsctl("run", RUNBOOK, "--dry-run", "-p", "cluster=plooral-aurora", env=dead_env(moto),
+                    timeout=200)
+    assert result.code == 4, result.output
+    assert "cannot reach the AWS endpoint" in result.output and "Traceback" not in result.output
+
+
+def test_hung_endpoint_exits_4_not_abandoned(opsctl: Callable[..., Result], moto: Moto,
+                                            silent_server: Any, tmp_path: Any) -> None:
+    short_reads(tmp_path)
+    env = {**moto.env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent_server.port}"}
+    result = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", "-p", "cluster=plooral-aurora", env=env,
+                    timeout=200)
+    assert result.code == 4, result.output
+    assert "did not answer in time" in step(result, "status")["reason"]
+    assert "abandoned" not in result.output
+
+
+def test_slow_endpoint_still_diagnoses_and_plans(opsctl: Callable[..., Result], moto: Moto,
+                                                 slow_moto: tuple[Moto, Any]) -> None:
+    ids = make_aurora(moto, "plooral-aurora")
+    slow, proxy = slow_moto
+    proxy.delay = 0.5
+    result = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", "-p", "cluster=plooral-aurora", env=slow.env)
+    assert result.code == 0, result.output
+    assert step(result, "failover")["plan"]["changes"][0]["after"] == {"writer": ids[1]}
+
+
+def test_denied_cloudwatch_probes_are_optional(opsctl: Callable[..., Result], moto: Moto,
+                                               moto_iam: Moto) -> None:
+    ids = make_aurora(moto, "plooral-aurora")
+    env = {**moto.env, "AWS_ENDPOINT_URL_CLOUDWATCH": moto_iam.endpoint}
+    result = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", "-p", "cluster=plooral-aurora", env=env,
+                    timeout=200)
+    assert result.code == 0, result.output
+    assert "access denied" in step(result, "cpu")["reason"]
+    assert step(result, "failover")["plan"]["changes"][0]["after"] == {"writer": ids[1]}
+
+
+def test_denied_rds_is_exit_4(opsctl: Callable[..., Result], moto_iam: Moto) -> None:
+    result = opsctl("run", RUNBOOK, "--dry-run", "-p", "cluster=plooral-aurora", env=moto_iam.env,
+                    timeout=200)
+    assert result.code == 4, result.output
+    assert "access denied (InvalidClientTokenId)" in result.output

@@ -31,13 +31,39 @@ _AUTH_CODES = {
 }
 
 
-def _make_client(cfg: dict[str, Any], service: str) -> Any:
+# read timeouts are rounded down to one of these, so that a run creates few clients per service
+_READ_STEPS = (1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0)
+_CONNECT_STEPS = (0.1, 0.2, 0.5, 1.0, 2.0, 3.0)
+
+
+def call_budget(cfg: dict[str, Any], left: float | None) -> tuple[float, float, int]:
+    """(connect timeout, read timeout, total attempts) for calls made with ``left`` seconds before
+    the step's deadline: every attempt, retries included, fits in that time, so a hung endpoint
+    (accepts TCP, never answers) costs at most the step's deadline and ends as "did not answer in
+    time" (exit 4), never as a step abandoned by the watchdog.  ``aws.read_timeout`` and
+    ``aws.connect_timeout`` in the environment lower the caps (never raise them past the deadline)."""
+    read_cap = float(cfg.get("read_timeout") or READ_TIMEOUT)
+    connect_cap = float(cfg.get("connect_timeout") or CONNECT_TIMEOUT)
+    if left is None:
+        return min(connect_cap, read_cap), read_cap, 3
+    # leave a little of the deadline for the answer to be handled and the step to record it
+    usable = max(0.5, left * 0.85)
+    connect = max([s for s in _CONNECT_STEPS if s <= min(connect_cap, usable * 0.2)] or [0.1])
+    room = usable - connect
+    read = max([s for s in _READ_STEPS if s <= min(read_cap, room)] or [max(0.1, min(read_cap, room))])
+    attempts = int(max(1, min(3, usable // (connect + read))))
+    return connect, round(read, 1), attempts
+
+
+def _make_client(cfg: dict[str, Any], service: str,
+                 budget: tuple[float, float, int] | None = None) -> Any:
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, NoRegionError, ProfileNotFound
 
-    config = Config(connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
-                    retries={"mode": "adaptive", "max_attempts": 3}, max_pool_connections=32)
+    connect, read, attempts = budget or (CONNECT_TIMEOUT, READ_TIMEOUT, 3)
+    config = Config(connect_timeout=connect, read_timeout=read,
+                    retries={"mode": "adaptive", "total_max_attempts": attempts}, max_pool_connections=32)
     try:
         # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what the other SDKs and Lambda use
         region = cfg.get("region") or os.environ.get("AWS_REGION") or None
@@ -55,17 +81,20 @@ def _make_client(cfg: dict[str, Any], service: str) -> Any:
 
 
 def client(ctx: ActionContext, service: str, *, allow: Mapping[str, AwsRule] | None = None) -> Any:
-    """The run's client for ``service`` (``sqs``, ``rds``...), created once and shared by steps.
+    """The run's client for ``service`` (``sqs``, ``rds``...), shared by steps: one per service and
+    per time budget (timeouts and retries that fit the calling step's deadline, see call_budget).
 
     For read-only code (``ctx.read_only``) it is a separate client guarded by a botocore hook
     (``opsctl.backends.readonly``) that refuses every operation but reads and the operations named
     in ``allow`` (with a check of their parameters); ``allow`` is ignored for apply()."""
     cfg = ctx.backend_config("aws")
-    key = f"aws:{service}:{cfg.get('profile')}:{cfg.get('region')}:{cfg.get('endpoint_url')}"
+    budget = call_budget(cfg, ctx.remaining())
+    key = (f"aws:{service}:{cfg.get('profile')}:{cfg.get('region')}:{cfg.get('endpoint_url')}:"
+           f"{budget[0]:g}/{budget[1]:g}x{budget[2]}")
     if not ctx.read_only:
-        return ctx.client(key, lambda: _make_client(cfg, service))
+        return ctx.client(key, lambda: _make_client(cfg, service, budget))
     key += ":read-only:" + ",".join(sorted(allow or {}))
-    return ctx.client(key, lambda: guard_aws_client(_make_client(cfg, service), allow))
+    return ctx.client(key, lambda: guard_aws_client(_make_client(cfg, service, budget), allow))
 
 
 def error_code(exc: BaseException) -> str:
@@ -123,7 +152,8 @@ def aws_errors(what: str) -> Iterator[None]:
     except ParamValidationError as e:  # e.g. an empty identifier templated from an unset param
         raise ArgumentError(f"{what}: invalid request: {' '.join(str(e).split())}") from None
     except ReadTimeoutError as e:
-        raise BackendError("aws", f"{what}: the AWS endpoint did not answer in time ({e}).") from None
+        raise BackendError("aws", f"{what}: the AWS endpoint accepted the connection but did not answer "
+                                  f"in time ({e}); the step's deadline bounds every wait.") from None
     except ResponseParserError as e:
         status = re.search(r"<title>([^<]*)</title>", str(e))
         raise _not_aws(what, status.group(1) if status else "unparseable response") from None

@@ -1,27 +1,34 @@
-"""Client-side SQS mover: DLQ -> source queue, at-least-once, in batches, with several workers.
+"""Client-side SQS mover: DLQ -> source queue, in batches, pipelined, exactly once with a journal.
 
-Each worker loops: receive up to 10 (hidden for ``visibility_timeout``) -> ``send_message_batch`` to
-the destination -> ``delete_message_batch`` for exactly the entries whose send succeeded.  A message is
-therefore deleted only after a copy exists in the destination: a crash at any point loses nothing
-(unsent messages reappear in the DLQ when their visibility expires; a crash between send and delete
-leaves a duplicate, which consumers must tolerate anyway with SQS).  Messages whose send failed are
-left hidden until their visibility expires so that a poison message is not retried in a tight loop.
+Three stages connected by small queues, ``workers`` threads each: receivers (receive up to 10,
+hidden for ``visibility_timeout``), senders (``send_message_batch`` to the destination) and deleters
+(``delete_message_batch`` of exactly the entries whose send succeeded).  A message is deleted only
+after a copy exists in the destination, so a crash at any point loses nothing; with a journal (see
+``opsctl.actions.aws.ledger``) it is also sent at most once: the journal records ``sending`` before
+and ``sent`` after each send, and a received message already ``sent`` is deleted, not sent again.
+Overlapping the three round trips (and several batches) is what makes the mover several times
+faster than a receive -> send -> delete loop when the network, not the server, is the limit.
+Messages whose send failed are left hidden until their visibility expires so that a poison message
+is not retried in a tight loop.  On stop, batches being sent finish (send, journal, delete) and
+received but unsent batches are made visible again.
 
 FIFO: the group id is kept, and the deduplication id is derived from the DLQ message id, so that a
 re-run after a crash between send and delete is deduplicated by SQS (within its 5-minute window).
-Order inside a group is kept because SQS hands a group to one receiver at a time.
+Order inside a group is kept because SQS hands a group's next messages to nobody until the earlier
+ones are deleted, which happens only after they were sent.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 # consecutive empty receives after which a worker believes the queue is drained; with long polling
 # (wait_seconds > 0) SQS asks all its servers, so one empty answer means nothing visible is left
@@ -34,21 +41,51 @@ BATCH_BYTES = 256 * 1024
 
 @dataclass
 class MoveStats:
-    moved: int = 0
+    moved: int = 0  # sent to the destination by this run
     failed: int = 0  # send failed: message left in the source, visible again later
-    delete_failed: int = 0  # sent but not deleted: will be moved again (duplicate)
+    delete_failed: int = 0  # sent but not deleted: deleted (not re-sent) by the next run
+    reconciled: int = 0  # sent by an earlier run, deleted from the DLQ now without a new copy
+    unknown: int = 0  # receipts of messages whose earlier send has no recorded outcome: left alone
     batches: int = 0
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, moved: int, failed: int, delete_failed: int, error: str = "") -> None:
+    def add(self, moved: int = 0, failed: int = 0, delete_failed: int = 0, error: str = "",
+            reconciled: int = 0, unknown: int = 0) -> None:
         with self.lock:
             self.moved += moved
             self.failed += failed
             self.delete_failed += delete_failed
-            self.batches += 1
+            self.reconciled += reconciled
+            self.unknown += unknown
+            self.batches += 1 if moved or failed else 0
             if error and len(self.errors) < 5:
                 self.errors.append(error)
+
+
+class Journal(Protocol):
+    """Where the mover records its sends (``opsctl.actions.aws.ledger.Ledger``)."""
+
+    sent: dict[str, int]
+    sending: set[str]
+
+    def record(self, op: str, **fields: Any) -> None: ...
+
+    def pending(self) -> int:
+        """Messages sent whose delete from the DLQ is not recorded (to reconcile)."""
+        ...
+
+
+class _NoJournal:
+    def __init__(self) -> None:
+        self.sent: dict[str, int] = {}
+        self.sending: set[str] = set()
+
+    def record(self, op: str, **fields: Any) -> None:
+        pass
+
+    def pending(self) -> int:
+        return 0
 
 
 class Budget:
@@ -134,6 +171,9 @@ def _size_chunks(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return chunks
 
 
+_DONE = object()
+
+
 @dataclass
 class Mover:
     client: Any  # boto3 SQS client (thread-safe for calls)
@@ -145,47 +185,147 @@ class Mover:
     rate: float | None = None
     visibility_timeout: int = 60
     wait_seconds: int = 1
+    journal: Journal = field(default_factory=_NoJournal)
+    resend_unknown: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
     stats: MoveStats = field(default_factory=MoveStats)
+    _unknown: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def run(self, on_tick: Callable[[MoveStats], None] | None = None, tick: float = 0.2) -> MoveStats:
         """Move until drained, budget spent or ``stop`` is set; ``on_tick`` runs in the calling
-        thread (progress, cancellation checks: it may raise, the workers are stopped first)."""
+        thread (progress, cancellation checks: it may raise, the stages are stopped first, and
+        whatever was being sent is finished and recorded before this returns or raises)."""
         budget = Budget(self.max_messages)
         limiter = RateLimiter(self.rate, self.stop)
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="redrive") as pool:
-            futures = [pool.submit(self._worker, budget, limiter) for _ in range(self.workers)]
+        n = self.workers
+        to_send: queue.Queue[Any] = queue.Queue(maxsize=n)
+        to_delete: queue.Queue[Any] = queue.Queue()
+        with ThreadPoolExecutor(max_workers=3 * n, thread_name_prefix="redrive") as pool:
+            receivers = [pool.submit(self._receiver, budget, to_send, to_delete) for _ in range(n)]
+            senders = [pool.submit(self._sender, limiter, to_send, to_delete) for _ in range(n)]
+            deleters = [pool.submit(self._deleter, to_delete) for _ in range(n)]
             try:
-                while not all(f.done() for f in futures):
-                    if on_tick:
-                        on_tick(self.stats)
-                    time.sleep(tick)
+                try:
+                    while not all(f.done() for f in receivers):
+                        if on_tick:
+                            on_tick(self.stats)
+                        time.sleep(tick)
+                finally:
+                    if not all(f.done() for f in receivers):
+                        self.stop.set()  # on any exception from on_tick: stop receiving
+                    for f in receivers:
+                        f.exception()  # wait for them
+                    for _ in senders:
+                        to_send.put(_DONE)
+                    for f in senders:
+                        f.exception()
+                    for _ in deleters:
+                        to_delete.put(_DONE)
             finally:
-                self.stop.set()  # on any exception from on_tick: stop the workers, then re-raise
-            for f in futures:
-                f.result()  # surface a worker's unexpected error
+                self.stop.set()
+                # messages left alone (unknown outcome) are shown in the DLQ again, not hidden
+                held = list(self._unknown.values())
+                for i in range(0, len(held), 10):
+                    self._release(held[i:i + 10])
+            for f in receivers + senders + deleters:
+                f.result()  # surface a stage's unexpected error
         if on_tick:
             on_tick(self.stats)
         return self.stats
 
-    def _worker(self, budget: Budget, limiter: RateLimiter) -> None:
+    # ---- stages --------------------------------------------------------------------------------
+    def _receiver(self, budget: Budget, to_send: queue.Queue[Any], to_delete: queue.Queue[Any]) -> None:
         empty = 0
         while not self.stop.is_set() and empty < EMPTY_RECEIVES_TO_STOP:
             want = budget.take(10)
-            if not want:
+            # budget spent: receive on only to find messages an earlier run sent but did not delete
+            reconciling = not want
+            if reconciling and not self.journal.pending():
                 return
-            messages = self._receive(want)
-            budget.give_back(want - len(messages))
+            messages = self._receive(want or 10)
             if not messages:
+                budget.give_back(want)
                 empty += 1
                 continue
             empty = 0
-            limiter.acquire(len(messages))
-            if self.stop.is_set():  # stopped while waiting for the rate limit: do not send
-                self._release(messages)
-                return
-            self._move(messages)
+            fresh, again, unknown = [], [], 0
+            for m in messages:
+                if m["MessageId"] in self.journal.sent:
+                    again.append(m)  # already in the destination: only the delete is missing
+                elif m["MessageId"] in self.journal.sending and not self.resend_unknown:
+                    unknown += 1  # may be in the destination: left hidden, reported
+                else:
+                    fresh.append(m)
+            if reconciling:
+                if fresh:
+                    self._release(fresh)  # not part of this redrive's budget
+                fresh = []
+                if not again:
+                    empty += 1
+            budget.give_back(max(0, want - len(fresh)))
+            if again:
+                to_delete.put(("reconcile", again))
+            seen_before = True
+            if unknown:
+                held = {m["MessageId"]: m for m in messages if m["MessageId"] in self.journal.sending}
+                with self.stats.lock:
+                    seen_before = held.keys() <= self._unknown.keys()
+                    self._unknown.update(held)
+                    self.stats.unknown = len(self._unknown)
+            if fresh:
+                to_send.put(fresh)
+            elif not again and seen_before:
+                # only messages left alone, and back again after their visibility timeout: the
+                # rest is drained (or this would never end)
+                empty += 1
 
+    def _sender(self, limiter: RateLimiter, to_send: queue.Queue[Any], to_delete: queue.Queue[Any]) -> None:
+        error: BaseException | None = None
+        while True:
+            messages = to_send.get()
+            if messages is _DONE:
+                break
+            if self.stop.is_set() or error:  # stopped before this batch was sent: back to the DLQ
+                self._release(messages)
+                continue
+            limiter.acquire(len(messages))
+            if self.stop.is_set():
+                self._release(messages)
+                continue
+            try:
+                for chunk in _size_chunks(messages):
+                    sent = self._send_chunk(chunk)
+                    if sent:
+                        to_delete.put(("moved", sent))
+            except BaseException as e:  # a bug: stop everything, but keep draining the queue so
+                error = e               # that no receiver blocks on it
+                self.stop.set()
+        if error:
+            raise error
+
+    def _deleter(self, to_delete: queue.Queue[Any]) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        while True:
+            item = to_delete.get()
+            if item is _DONE:
+                return
+            kind, messages = item
+            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+            try:
+                got = self.client.delete_message_batch(QueueUrl=self.source_url, Entries=entries)
+                bad = {f["Id"] for f in got.get("Failed", [])}
+            except (BotoCoreError, ClientError):  # sent but not deleted: the journal knows it
+                bad = {e["Id"] for e in entries}
+            gone = [m["MessageId"] for i, m in enumerate(messages) if str(i) not in bad]
+            if gone:
+                self.journal.record("deleted", ids=gone)
+            if kind == "reconcile":
+                self.stats.add(reconciled=len(gone), delete_failed=len(bad))
+            elif bad:
+                self.stats.add(delete_failed=len(bad))
+
+    # ---- calls ---------------------------------------------------------------------------------
     def _release(self, messages: list[dict[str, Any]]) -> None:
         """Make received, unsent messages visible in the DLQ again at once (best effort: else they
         reappear after visibility_timeout)."""
@@ -203,39 +343,37 @@ class Mover:
             AttributeNames=["All"])
         return list(resp.get("Messages", []))
 
-    def _move(self, messages: list[dict[str, Any]]) -> None:
-        for chunk in _size_chunks(messages):
-            self._move_chunk(chunk)
-
-    def _move_chunk(self, messages: list[dict[str, Any]]) -> None:
+    def _send_chunk(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send one chunk; returns the messages the destination accepted (recorded as sent)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        ids = [m["MessageId"] for m in messages]
+        self.journal.record("sending", ids=ids)
         entries = [_send_entry(m, i, self.fifo) for i, m in enumerate(messages)]
         try:
             sent = self.client.send_message_batch(QueueUrl=self.dest_url, Entries=entries)
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code", ""))
+            self.journal.record("send_failed", ids=ids)  # refused as a whole: nothing was sent
             if code.endswith("BatchRequestTooLong") and len(messages) > 1:
                 # the endpoint counts differently (or has a lower limit): halve until it fits
                 half = len(messages) // 2
-                self._move_chunk(messages[:half])
-                self._move_chunk(messages[half:])
-                return
-            self.stats.add(0, len(messages), 0, f"send: {e}")  # nothing was deleted: count it, go on
-            return
+                return self._send_chunk(messages[:half]) + self._send_chunk(messages[half:])
+            self.stats.add(failed=len(messages), error=f"send: {e}")
+            return []
         except BotoCoreError as e:
-            self.stats.add(0, len(messages), 0, f"send: {e}")
-            return
-        ok = {s["Id"] for s in sent.get("Successful", [])}
+            # no answer: the copies may or may not exist; the journal keeps them as "sending",
+            # so they are never sent again blindly
+            self.stats.add(failed=len(messages), error=f"send: {e}")
+            return []
+        ok = {s["Id"]: s.get("MessageId") for s in sent.get("Successful", [])}
         failed = sent.get("Failed", [])
-        to_delete = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                     for i, m in enumerate(messages) if str(i) in ok]
-        delete_failed = 0
-        if to_delete:
-            try:
-                deleted = self.client.delete_message_batch(QueueUrl=self.source_url, Entries=to_delete)
-                delete_failed = len(deleted.get("Failed", []))
-            except (BotoCoreError, ClientError):  # sent but not deleted: a duplicate, never a loss
-                delete_failed = len(to_delete)
+        accepted = [m for i, m in enumerate(messages) if str(i) in ok]
+        if accepted:
+            self.journal.record("sent", ids=[m["MessageId"] for m in accepted],
+                                copies=[ok[str(i)] for i, m in enumerate(messages) if str(i) in ok])
+        if failed:
+            self.journal.record("send_failed", ids=[messages[int(f["Id"])]["MessageId"] for f in failed])
         error = f"send: {failed[0].get('Code')}: {failed[0].get('Message', '')}" if failed else ""
-        self.stats.add(len(ok), len(failed), delete_failed, error)
+        self.stats.add(moved=len(accepted), failed=len(failed), error=error)
+        return accepted

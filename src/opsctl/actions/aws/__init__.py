@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from opsctl.actions.aws import cloudwatch, ecs, lambda_, rds, sqs
+from opsctl.actions.aws import cloudwatch, ecs, lambda_, rds, redrive, sqs
 
-__all__ = ["cloudwatch", "ecs", "lambda_", "rds", "sqs"]
+__all__ = ["cloudwatch", "ecs", "lambda_", "rds", "redrive", "sqs"]

@@ -35,17 +35,60 @@ def describe_service(ecs: Any, cluster: str, service: str) -> dict[str, Any]:
             and len(deployments) <= 1}
 
 
-def previous_task_definition(ecs: Any, current: str) -> str:
-    """The ACTIVE revision of the same family just before ``current``."""
-    family, revision = current.rsplit("/", 1)[-1].rsplit(":", 1)
-    with aws_errors(f"task definitions of {family}"):
-        pages = ecs.get_paginator("list_task_definitions").paginate(familyPrefix=family, status="ACTIVE")
-        arns = [a for page in pages for a in page.get("taskDefinitionArns", [])
-                if a.rsplit("/", 1)[-1].rsplit(":", 1)[0] == family]
-    older = sorted((int(a.rsplit(":", 1)[1]), a) for a in arns if int(a.rsplit(":", 1)[1]) < int(revision))
-    if not older:
-        raise ActionError(f"no ACTIVE revision of {family} older than {revision}: give task_definition")
-    return older[-1][1]
+def _short(td: str | None) -> str:
+    return (td or "").rsplit("/", 1)[-1]
+
+
+def task_definition(ecs: Any, td: str, given: bool = False) -> dict[str, Any]:
+    """Resolve ``family:revision`` or an ARN: its ARN, status and container images (a target that
+    does not exist fails here, in the plan, not at apply)."""
+    try:
+        with aws_errors(f"task definition {td}"):
+            got = ecs.describe_task_definition(taskDefinition=td)["taskDefinition"]
+    except ActionError as e:
+        error = ArgumentError if given else ActionError  # a wrong -p task_definition is bad input
+        raise error(f"task definition {td!r} does not exist or cannot be read ({e})") from None
+    return {"arn": got["taskDefinitionArn"], "name": _short(got["taskDefinitionArn"]),
+            "status": got.get("status", ""),
+            "images": [c.get("image", "") for c in got.get("containerDefinitions", [])]}
+
+
+def deployment_history(ecs: Any, cluster: str, service: str) -> tuple[list[dict[str, Any]], str]:
+    """What the service actually ran, newest first: [{task_definition, status, created}], and where
+    that came from.  AWS keeps it (ListServiceDeployments + DescribeServiceRevisions); an endpoint
+    without those calls gives an empty history (the caller falls back to the live deployments)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        found = ecs.list_service_deployments(cluster=cluster, service=service)["serviceDeployments"]
+        found = sorted(found, key=lambda d: str(d.get("createdAt", "")), reverse=True)
+        arns = [d["targetServiceRevisionArn"] for d in found if d.get("targetServiceRevisionArn")]
+        revs: dict[str, str] = {}
+        for i in range(0, len(arns), 20):
+            got = ecs.describe_service_revisions(serviceRevisionArns=arns[i:i + 20])
+            revs.update({r["serviceRevisionArn"]: r.get("taskDefinition", "")
+                         for r in got.get("serviceRevisions", [])})
+    except (ClientError, BotoCoreError) as e:
+        code = getattr(e, "response", {}).get("Error", {}).get("Code", type(e).__name__)
+        return [], f"no deployment history from the endpoint ({code})"
+    history = [{"task_definition": revs.get(d.get("targetServiceRevisionArn", ""), ""),
+                "status": d.get("status", ""), "created": str(d.get("createdAt", ""))} for d in found]
+    return [h for h in history if h["task_definition"]], "ListServiceDeployments"
+
+
+def previous_task_definition(s: dict[str, Any], history: list[dict[str, Any]]) -> str | None:
+    """What the service ran before its current task definition: the old deployment of a rollout in
+    progress, else the newest deployment in the history with another task definition that had
+    completed.  Never "the family's previous revision": that one may never have run."""
+    current = _short(s["task_definition"])
+    for d in s["deployments"]:
+        if d["status"] == "ACTIVE" and _short(d["task_definition"]) != current:
+            return str(d["task_definition"])
+    for h in history:
+        if _short(h["task_definition"]) != current and h["status"] in (
+                "SUCCESSFUL", "ROLLBACK_SUCCESSFUL", "STOPPED", ""):
+            return str(h["task_definition"])
+    return None
 
 
 class _ServiceChange(Action):
@@ -88,13 +131,24 @@ class Service(Action):
     schema = type_schema(dict(_SERVICE), required=["cluster", "service"])
 
     def run(self) -> dict[str, Any]:
-        return describe_service(client(self.ctx, "ecs"), self.args["cluster"], self.args["service"])
+        ecs = client(self.ctx, "ecs")
+        s = describe_service(ecs, self.args["cluster"], self.args["service"])
+        history, source = deployment_history(ecs, self.args["cluster"], self.args["service"])
+        previous = previous_task_definition(s, history)
+        s["images"] = task_definition(ecs, s["task_definition"])["images"] if s["task_definition"] else []
+        s["previous_task_definition"] = _short(previous) or None
+        s["previous_images"] = task_definition(ecs, previous)["images"] if previous else []
+        s["history"] = [{**h, "task_definition": _short(h["task_definition"])} for h in history[:10]]
+        s["history_source"] = source
+        return s
 
     @classmethod
     def summarize(cls, result: Any) -> str:
         return (f"{result['service']}: {result['running']}/{result['desired']} running, "
                 f"{result['pending']} pending, {result['deployment_count']} deployment(s), "
-                f"{result['task_definition'].rsplit('/', 1)[-1]}")
+                f"{_short(result['task_definition'])} {', '.join(result.get('images', []))}"
+                + (f"; ran {result['previous_task_definition']} before"
+                   if result.get("previous_task_definition") else ""))
 
 
 @register
@@ -181,15 +235,34 @@ class Rollback(_ServiceChange):
 
     def plan(self) -> Plan:
         s = self._current()
-        target = self.args.get("task_definition") or previous_task_definition(
-            client(self.ctx, "ecs"), s["task_definition"])
-        data = {"task_definition": s["task_definition"], "target": target}
-        if target.rsplit("/", 1)[-1] == s["task_definition"].rsplit("/", 1)[-1]:
-            return Plan(summary=f"{s['service']} already runs {target}", data=data)
-        return Plan(summary=f"roll {s['service']} back to {target.rsplit('/', 1)[-1]}", data=data,
-                    changes=[Change(target=f"ecs service {s['cluster']}/{s['service']}",
-                                    operation="rollback", before=s["task_definition"].rsplit("/", 1)[-1],
-                                    after=target.rsplit("/", 1)[-1])])
+        ecs = client(self.ctx, "ecs")
+        wanted = self.args.get("task_definition")
+        if wanted:
+            target = task_definition(ecs, wanted, given=True)
+            why = "given"
+        else:
+            history, source = deployment_history(ecs, s["cluster"], s["service"])
+            previous = previous_task_definition(s, history)
+            if previous is None:
+                now = _short(s["task_definition"])
+                raise ActionError(f"cannot tell what {s['service']} ran before {now} "
+                                  f"({source}; no older deployment): give the revision to roll back to "
+                                  "(-p task_definition=family:revision)")
+            target = task_definition(ecs, previous)
+            why = f"what the service ran before ({source})"
+        if target["status"] not in ("ACTIVE", ""):
+            raise ActionError(f"task definition {target['name']} is {target['status']}: "
+                              "it cannot be deployed")
+        current = task_definition(ecs, s["task_definition"])
+        data = {"task_definition": s["task_definition"], "target": target["arn"]}
+        if target["name"] == current["name"]:
+            return Plan(summary=f"{s['service']} already runs {target['name']}", data=data)
+        return Plan(summary=f"roll {s['service']} back to {target['name']} ({', '.join(target['images'])})",
+                    data=data,
+                    changes=[Change(target=f"ecs service {s['cluster']}/{s['service']}", operation="rollback",
+                                    before={"task_definition": current["name"], "images": current["images"]},
+                                    after={"task_definition": target["name"], "images": target["images"]},
+                                    detail=f"target: {why}")])
 
     def apply(self, plan: Plan) -> dict[str, Any]:
         return self._update(plan, taskDefinition=plan.data["target"])

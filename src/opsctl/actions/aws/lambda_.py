@@ -21,8 +21,34 @@ def _versions(lam: Any, function: str) -> list[int]:
 
 
 def _alias_version(lam: Any, function: str, alias: str) -> str:
+    return str(alias_routing(lam, function, alias)["version"])
+
+
+def _weights(a: dict[str, Any]) -> dict[str, float]:
+    return {str(k): float(v) for k, v in
+            ((a.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}).items() if float(v) > 0}
+
+
+def alias_routing(lam: Any, function: str, alias: str) -> dict[str, Any]:
+    """Where an alias sends invocations: its version, the weighted extra versions (a canary),
+    and every version it can run."""
     with aws_errors(f"alias {function}:{alias}"):
-        return str(lam.get_alias(FunctionName=function, Name=alias)["FunctionVersion"])
+        a = lam.get_alias(FunctionName=function, Name=alias)
+    weights = _weights(a)
+    return {"version": str(a["FunctionVersion"]), "weights": weights,
+            "reaches": sorted({str(a["FunctionVersion"]), *weights}, key=_vkey)}
+
+
+def _vkey(v: str) -> tuple[int, str]:
+    return (int(v), "") if v.isdigit() else (1 << 30, v)
+
+
+def _routing_text(version: str, weights: dict[str, float]) -> str:
+    if not weights:
+        return f"version {version} (100 %)"
+    rest = 1.0 - sum(weights.values())
+    extra = ", ".join(f"version {v} ({w:.0%})" for v, w in sorted(weights.items()))
+    return f"version {version} ({rest:.0%}), {extra}"
 
 
 @register
@@ -55,7 +81,16 @@ class Function(Action):
         # a missing alias is a finding (alias_found false), not a failure: the trigger can still be
         # paused on a function invoked without an alias
         alias = self.args.get("alias")
-        return {"function": cfg["FunctionName"], "runtime": cfg.get("Runtime"),
+        found = next((a for a in aliases if a["Name"] == alias), None) if alias else None
+        weights = _weights(found) if found else {}
+        primary = str(found["FunctionVersion"]) if found else None
+        return {"alias_weights": weights,
+                "alias_reaches": sorted({primary, *weights}, key=_vkey) if primary else [],
+                "alias_routing": _routing_text(primary, weights) if primary else None,
+                # the versions a rollback must take traffic away from: the canary's weighted
+                # versions when there is a canary, else the version the alias points at
+                "alias_suspects": sorted(weights, key=_vkey) if weights else ([primary] if primary else []),
+                "function": cfg["FunctionName"], "runtime": cfg.get("Runtime"),
                 "state": cfg.get("State", ""), "last_update_status": cfg.get("LastUpdateStatus", ""),
                 "timeout": cfg.get("Timeout"), "memory": cfg.get("MemorySize"),
                 "reserved_concurrency": reserved,
@@ -66,59 +101,106 @@ class Function(Action):
     @classmethod
     def summarize(cls, result: Any) -> str:
         aliases = ", ".join(f"{k} -> {v}" for k, v in result["aliases"].items()) or "no alias"
+        if result.get("alias_weights"):
+            aliases += f" (routing: {result['alias_routing']})"
         return (f"{result['function']} {result['state']} ({result['runtime']}), versions "
                 f"{result['versions'][-3:]}, {aliases}, reserved {result['reserved_concurrency']}")
 
 
 @register
 class RollbackAlias(Action):
-    """Point an alias back to an earlier published version (default: the one before its current).
+    """Take every path to the bad version(s) away from an alias: point it at a good published
+    version and remove its weighted routing (a canary sending 10 % to the bad version is a path).
+
+    Default target: with a canary (``LIVE`` -> 2, 10 % to 3), the alias's own version (2) and the
+    weighted versions are the suspects; without one, the version before the alias's.  With
+    ``queue``, the plan checks that the queue's triggers of this function invoke the alias: a
+    trigger that invokes the function unqualified ($LATEST) or a pinned version runs the same
+    code whatever the alias points at, so the rollback is refused (pause the trigger instead).
 
     ```yaml
     - id: rollback
       action: aws.lambda.rollback_alias
-      with: {function: plooral-worker, alias: LIVE}
+      with: {function: plooral-worker, alias: LIVE, queue: plooral-queue}
     ```
     """
 
     name = "aws.lambda.rollback_alias"
     backend = "aws"
     read_only = False
-    summary = "update_alias to a previous published version"
+    summary = "update_alias to a good version, weighted routing removed"
     schema = type_schema({"function": _FUNCTION, "alias": {"type": "string", "minLength": 1},
-                          "version": {"type": ["string", "integer", "null"]}},
+                          "version": {"type": ["string", "integer", "null"]},
+                          "queue": {"type": ["string", "null"],
+                                    "description": "the queue whose trigger must run the alias"}},
                          required=["function", "alias"])
 
     def plan(self) -> Plan:
         lam, fn, alias = client(self.ctx, "lambda"), self.args["function"], self.args["alias"]
-        current = _alias_version(lam, fn, alias)
+        now = alias_routing(lam, fn, alias)
+        current, weights = now["version"], now["weights"]
         versions = _versions(lam, fn)
         wanted = self.args.get("version")
         if wanted in (None, ""):
-            older = [v for v in versions if current.isdigit() and v < int(current)]
-            if not older:
-                raise ActionError(f"{fn}:{alias} is on version {current}: no earlier published "
-                                  "version to roll back to")
-            target = str(older[-1])
+            if weights:
+                target = current  # the canary is the suspect: keep the stable version, drop the rest
+            else:
+                older = [v for v in versions if current.isdigit() and v < int(current)]
+                if not older:
+                    raise ActionError(f"{fn}:{alias} is on version {current}: no earlier published "
+                                      "version to roll back to")
+                target = str(older[-1])
         elif not str(wanted).isdigit() or int(wanted) not in versions:
             raise ActionError(f"{fn} has no published version {wanted} (versions: {versions})")
         else:
             target = str(wanted)
-        data = {"current": current, "target": target}
-        if target == current:
-            return Plan(summary=f"{fn}:{alias} already on version {target}", data=data)
-        return Plan(summary=f"{fn}:{alias} version {current} -> {target}", data=data,
+        dropped = [v for v in now["reaches"] if v != target]
+        warnings = self._check_triggers(fn, alias, dropped)
+        data = {"current": current, "weights": weights, "target": target, "dropped": dropped}
+        if not dropped:
+            return Plan(summary=f"{fn}:{alias} already runs only version {target}", data=data,
+                        warnings=warnings)
+        paths = ", ".join(f"version {v}" + (f" ({weights[v]:.0%} weighted routing)" if v in weights
+                                            else " (the alias's version)") for v in dropped)
+        return Plan(summary=f"{fn}:{alias}: {_routing_text(current, weights)} -> version {target} (100 %)",
+                    data=data, warnings=warnings,
                     changes=[Change(target=f"lambda alias {fn}:{alias}", operation="update-alias",
-                                    before=current, after=target)])
+                                    before={"version": current, "routing": weights},
+                                    after={"version": target, "routing": {}},
+                                    detail=f"removes every path to {paths}")])
+
+    def _check_triggers(self, fn: str, alias: str, dropped: list[str]) -> list[str]:
+        queue = self.args.get("queue")
+        if not queue:
+            return []
+        from opsctl.actions.aws.triggers import ENABLED, bypassing, list_mappings
+
+        mine = list_mappings(self.ctx, queue=queue, function=fn)
+        if not [m for m in mine if m["state"] in ENABLED]:
+            return [f"no enabled trigger of {fn} reads {queue}: the alias rollback only changes direct "
+                    "invocations of the alias"]
+        around = bypassing(mine, alias)
+        if around:
+            runs = "; ".join(f"{m['invokes']} ({m['uuid'][:8]})" for m in around)
+            raise ActionError(
+                f"the trigger of {queue} invokes {runs}, not {fn}:{alias}: moving the alias changes "
+                f"nothing the worker runs (it keeps running the code of version(s) "
+                f"{', '.join(dropped) or '?'} or $LATEST). Pause the trigger (--option pause-trigger), "
+                "or point the trigger at the alias first")
+        return []
 
     def apply(self, plan: Plan) -> dict[str, Any]:
         lam, fn, alias = client(self.ctx, "lambda"), self.args["function"], self.args["alias"]
-        now = _alias_version(lam, fn, alias)
-        if now != plan.data["current"]:
-            raise ActionError(f"{fn}:{alias} moved to {now} since the plan: plan again")
+        now = alias_routing(lam, fn, alias)
+        if (now["version"], now["weights"]) != (plan.data["current"], plan.data.get("weights", {})):
+            routing = _routing_text(now["version"], now["weights"])
+            raise ActionError(f"{fn}:{alias} changed since the plan ({routing}): plan again")
         with aws_errors(f"update alias {fn}:{alias}"):
-            lam.update_alias(FunctionName=fn, Name=alias, FunctionVersion=plan.data["target"])
-        return {"previous_version": now, "version": _alias_version(lam, fn, alias)}
+            lam.update_alias(FunctionName=fn, Name=alias, FunctionVersion=plan.data["target"],
+                             RoutingConfig={"AdditionalVersionWeights": {}})
+        after = alias_routing(lam, fn, alias)
+        return {"previous_version": now["version"], "previous_weights": now["weights"],
+                "version": after["version"], "weights": after["weights"], "reaches": after["reaches"]}
 
 
 @register
@@ -183,18 +265,11 @@ class Trigger(Action):
                          required=["function", "enabled"])
 
     def _mappings(self) -> list[dict[str, Any]]:
-        lam, kwargs = client(self.ctx, "lambda"), {"FunctionName": self.args["function"]}
-        if self.args.get("queue"):
-            from opsctl.actions.aws.sqs import queue_url
+        from opsctl.actions.aws.triggers import list_mappings
 
-            sqs = client(self.ctx, "sqs")
-            url = queue_url(sqs, self.args["queue"])
-            with aws_errors(f"SQS queue {url}"):
-                kwargs["EventSourceArn"] = sqs.get_queue_attributes(
-                    QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        with aws_errors(f"event source mappings of {self.args['function']}"):
-            pages = lam.get_paginator("list_event_source_mappings").paginate(**kwargs)
-            return [m for page in pages for m in page["EventSourceMappings"]]
+        # by the queue's ARN (or all), then by function name: a trigger bound to an alias
+        # (FunctionName=fn:LIVE) is not found by the unqualified name
+        return list_mappings(self.ctx, queue=self.args.get("queue") or None, function=self.args["function"])
 
     def plan(self) -> Plan:
         want = self.args["enabled"]
@@ -202,17 +277,16 @@ class Trigger(Action):
         if not found:
             raise ActionError(f"{self.args['function']} has no event source mapping"
                               + (f" on {self.args['queue']}" if self.args.get("queue") else ""))
-        todo = [m for m in found if (m.get("State") in ("Enabled", "Enabling")) != want]
+        todo = [m for m in found if (m["state"] in ("Enabled", "Enabling")) != want]
         if len(todo) > self.args.get("max_targets", 5):
             raise ActionError(f"{len(todo)} mappings to change, above max_targets="
                               f"{self.args.get('max_targets', 5)}")
         verb = "enable" if want else "disable"
         return Plan(summary=f"{verb} {len(todo)} trigger(s) of {self.args['function']}",
-                    data={"uuids": [m["UUID"] for m in todo]},
-                    changes=[Change(target=f"event source {m['EventSourceArn'].rsplit(':', 1)[-1]} "
-                                           f"({m['UUID'][:8]})", operation=verb,
-                                    before=m.get("State"), after="Enabled" if want else "Disabled")
-                             for m in todo])
+                    data={"uuids": [m["uuid"] for m in todo]},
+                    changes=[Change(target=f"trigger {m['queue']} -> {m['invokes']} ({m['uuid'][:8]})",
+                                    operation=verb, before=m["state"],
+                                    after="Enabled" if want else "Disabled") for m in todo])
 
     def apply(self, plan: Plan) -> dict[str, Any]:
         lam, states = client(self.ctx, "lambda"), {}

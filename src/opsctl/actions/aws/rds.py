@@ -9,7 +9,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, is_template, type_schema
 from opsctl.backends.aws import aws_errors, client
-from opsctl.errors import ActionError, ArgumentError
+from opsctl.errors import ActionError, ArgumentError, Cancelled, StepTimeout
 from opsctl.records import Change, Plan
 
 _TARGET = {"cluster": {"type": "string", "description": "Aurora DB cluster identifier"},
@@ -57,7 +57,17 @@ def describe_cluster(rds: Any, cluster_id: str) -> dict[str, Any]:
                 "az": instances.get(m["DBInstanceIdentifier"], {}).get("AvailabilityZone", "")}
                for m in c.get("DBClusterMembers", [])]
     writer = next((m for m in members if m["writer"]), None)
-    return {"kind": "cluster", "id": cluster_id, "status": c.get("Status", ""),
+    wstatus = writer["status"] if writer else "missing"
+    if writer is None:
+        state = f"cluster {cluster_id} is {c.get('Status', '')} and has no writer"
+    elif c.get("Status") == "available" and wstatus != "available":
+        # the cluster's own status stays "available" while its writer instance is stopped or failing
+        state = f"cluster {cluster_id} says available but its writer {writer['id']} is {wstatus}"
+    else:
+        state = f"cluster {cluster_id} is {c.get('Status', '')}, writer {writer['id']} is {wstatus}"
+    healthy = [m["id"] for m in members if not m["writer"] and m["status"] == "available"]
+    return {"state": state, "writer_status": wstatus, "healthy_readers": healthy,
+            "kind": "cluster", "id": cluster_id, "status": c.get("Status", ""),
             "engine": c.get("Engine", ""), "multi_az": bool(c.get("MultiAZ")) or len(members) > 1,
             "endpoint": c.get("Endpoint", ""), "writer": writer["id"] if writer else None,
             "readers": [m["id"] for m in members if not m["writer"]], "members": members,
@@ -68,7 +78,10 @@ def describe_cluster(rds: Any, cluster_id: str) -> dict[str, Any]:
 def describe_instance(rds: Any, instance_id: str) -> dict[str, Any]:
     with aws_errors(f"DB instance {instance_id!r}"):
         i = rds.describe_db_instances(DBInstanceIdentifier=instance_id)["DBInstances"][0]
-    return {"kind": "instance", "id": instance_id, "status": i.get("DBInstanceStatus", ""),
+    status = i.get("DBInstanceStatus", "")
+    return {"state": f"instance {instance_id} is {status}", "writer_status": status,
+            "healthy_readers": [],
+            "kind": "instance", "id": instance_id, "status": i.get("DBInstanceStatus", ""),
             "engine": i.get("Engine", ""), "multi_az": bool(i.get("MultiAZ")),
             "endpoint": (i.get("Endpoint") or {}).get("Address", ""), "writer": instance_id,
             "az": i.get("AvailabilityZone", ""), "secondary_az": i.get("SecondaryAvailabilityZone"),
@@ -217,16 +230,26 @@ class Failover(_TargetAction):
                               f"{', '.join(c['readers']) or 'none'})")
         if not readers:
             raise ActionError(f"cluster {c['id']} has no reader to fail over to")
-        # without a target, Aurora picks by promotion tier; show the one it will most likely pick
-        target = wanted or sorted(readers, key=lambda m: (m["promotion_tier"], m["id"]))[0]["id"]
-        status = next(m["status"] for m in readers if m["id"] == target)
-        warnings = [] if status == "available" else [f"target {target} is {status}"]
+        healthy = [m for m in readers if m["status"] == "available"]
+        if wanted and wanted not in [m["id"] for m in healthy]:
+            status = next(m["status"] for m in readers if m["id"] == wanted)
+            raise ActionError(f"target {wanted} is {status}, not available: RDS would refuse the "
+                              "failover, or promote a broken writer")
+        if not healthy:
+            raise ActionError(f"cluster {c['id']} has no healthy reader to fail over to ("
+                              + ", ".join(f"{m['id']} is {m['status']}" for m in readers) + ")")
+        # without a target, Aurora picks by promotion tier; opsctl names the healthy reader it
+        # would pick and asks for it explicitly, so that a stopped reader is never chosen
+        target = wanted or sorted(healthy, key=lambda m: (m["promotion_tier"], m["id"]))[0]["id"]
+        warnings = [f"{m['id']} is {m['status']}: not a failover target" for m in readers
+                    if m["status"] != "available"]
         change = Change(target=f"db-cluster {c['id']}", operation="failover",
                         before={"writer": c["writer"]}, after={"writer": target},
-                        detail="explicit target" if wanted else "Aurora chooses; most likely target")
+                        detail=("explicit target" if wanted else "healthy reader first in promotion tier")
+                        + f"; {target} is available")
         return Plan(summary=f"fail over {c['id']}: writer {c['writer']} -> {target}", changes=[change],
                     data={"kind": "cluster", "id": c["id"], "writer": c["writer"], "target": target,
-                          "explicit": bool(wanted)}, warnings=warnings)
+                          "explicit": True}, warnings=warnings)
 
     def _plan_instance(self, i: dict[str, Any]) -> Plan:
         if not i["multi_az"]:
@@ -253,7 +276,13 @@ class Failover(_TargetAction):
         else:
             with aws_errors(f"reboot of {d['id']}"):
                 rds.reboot_db_instance(DBInstanceIdentifier=d["id"], ForceFailover=True)
-        return self._wait(rds, d)
+        try:
+            return self._wait(rds, d)
+        except (Cancelled, StepTimeout) as e:  # the failover was sent: say so in the run log
+            raise e.with_partial({"failover_sent": True, "previous_writer": d["writer"],
+                                  "target": d["target"], "waited": "cut"},
+                                 f"failover of {d['id']} was sent; the wait for the new writer was cut") \
+                from None
 
     def _wait(self, rds: Any, d: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()

@@ -1,4 +1,5 @@
-"""SQS: queue and DLQ depths, peeking at DLQ messages, the queue's Lambda consumers, and the redrive."""
+"""SQS: queue and DLQ depths, peeking at DLQ messages, the queue's Lambda consumers (the redrive is in
+``redrive.py``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
 from opsctl.backends.aws import aws_errors, client
 from opsctl.backends.readonly import SQS_PEEK
-from opsctl.errors import ActionError, ArgumentError, Cancelled, StepTimeout
-from opsctl.records import Change, Plan
+from opsctl.errors import ActionError, ArgumentError
 
 _QUEUE = {"type": "string", "minLength": 1, "description": "queue name, URL or ARN"}
 _DLQ = {"type": "string", "description": "DLQ name, URL or ARN (default: the queue's RedrivePolicy target)"}
@@ -172,12 +172,14 @@ def _refuse_redrive_source(url: str, attrs: dict[str, str]) -> None:
 
 @register
 class Consumers(Action):
-    """Lambda event source mappings that consume a queue (is the worker reading it?).
+    """Lambda event source mappings that consume a queue (is the worker reading it?); with
+    ``function``, only that function's triggers count (another function on the same queue is not
+    this worker); with ``alias``, ``bypassing`` counts the enabled ones that do not invoke it.
 
     ```yaml
     - id: consumer
       action: aws.sqs.consumers
-      with: {queue: plooral-queue}
+      with: {queue: plooral-queue, function: plooral-worker, alias: LIVE}
       expect:
         - that: "result.enabled > 0"
           severity: warning
@@ -187,146 +189,27 @@ class Consumers(Action):
 
     name = "aws.sqs.consumers"
     backend = "aws"
-    summary = "Lambda event source mappings reading the queue, with their state"
-    schema = type_schema({"queue": _QUEUE}, required=["queue"])
+    summary = "Lambda event source mappings reading the queue, with their state and qualifier"
+    schema = type_schema({"queue": _QUEUE,
+                          "function": {"type": "string", "description": "count only this function's"},
+                          "alias": {"type": "string", "description": "count the triggers bypassing it"}},
+                         required=["queue"])
 
     def run(self) -> dict[str, Any]:
-        sqs = client(self.ctx, "sqs")
-        url = queue_url(sqs, self.args["queue"])
-        arn = _attributes(sqs, url)["QueueArn"]
-        lam = client(self.ctx, "lambda")
-        with aws_errors(f"event source mappings of {arn}"):
-            pages = lam.get_paginator("list_event_source_mappings").paginate(EventSourceArn=arn)
-            found = [m for page in pages for m in page.get("EventSourceMappings", [])]
-        mappings = [{"uuid": m["UUID"], "function": m["FunctionArn"].split(":")[6],
-                     "state": m.get("State", ""), "batch_size": m.get("BatchSize")} for m in found]
-        return {"mappings": mappings, "total": len(mappings),
-                "enabled": sum(1 for m in mappings if m["state"] in ("Enabled", "Enabling"))}
+        from opsctl.actions.aws.triggers import ENABLED, bypassing, function_name, list_mappings
+
+        every = list_mappings(self.ctx, queue=self.args["queue"])
+        fn = self.args.get("function") or None
+        mine = [m for m in every if m["function"] == function_name(fn)] if fn else every
+        alias = self.args.get("alias") or None
+        return {"mappings": mine, "total": len(mine),
+                "enabled": sum(1 for m in mine if m["state"] in ENABLED),
+                "others": len(every) - len(mine),
+                "bypassing": len(bypassing(mine, alias)) if alias else 0,
+                "bypassing_invokes": [m["invokes"] for m in bypassing(mine, alias)] if alias else []}
 
     @classmethod
     def summarize(cls, result: Any) -> str:
         if not result["mappings"]:
             return "no Lambda trigger reads this queue"
-        return ", ".join(f"{m['function']}: {m['state']}" for m in result["mappings"])[:160]
-
-
-@register
-class Redrive(Action):
-    """Move messages from a DLQ back to its source queue, client-side, at-least-once.
-
-    Batches of 10: receive -> send_message_batch -> delete_message_batch of the entries that were
-    sent, with several workers, an optional rate limit and ``max_messages`` as the blast radius.
-    Message attributes are kept; FIFO group ids are kept and dedup ids derived from the DLQ message.
-
-    ```yaml
-    - id: redrive
-      action: aws.sqs.redrive
-      with: {queue: plooral-queue, max_messages: 10000, workers: 4}
-    ```
-    """
-
-    name = "aws.sqs.redrive"
-    backend = "aws"
-    read_only = False
-    summary = "move DLQ messages back to the source queue (blast radius: max_messages)"
-    schema = type_schema({
-        "queue": _QUEUE, "dlq": _DLQ,
-        "max_messages": {"type": "integer", "minimum": 1, "default": 10000},
-        "partial": {"type": "boolean", "default": False,
-                    "description": "move max_messages even when the DLQ holds more"},
-        "shared_dlq": {"type": "boolean", "default": False,
-                       "description": "redrive even when the DLQ also serves other source queues "
-                                      "(their messages come to this queue too)"},
-        "workers": {"type": "integer", "minimum": 1, "maximum": 32, "default": 4},
-        "rate": {"type": ["number", "null"], "exclusiveMinimum": 0,
-                 "description": "messages per second (default: unlimited)"},
-        "visibility_timeout": {"type": "integer", "minimum": 1, "maximum": 43200, "default": 60},
-    }, required=["queue"])
-
-    def plan(self) -> Plan:
-        main, dlq = queue_pair(client(self.ctx, "sqs"), self.args["queue"], self.args.get("dlq"))
-        if dlq is None:
-            raise ActionError(f"queue {main['name']} has no RedrivePolicy: give the DLQ with `dlq`")
-        if (dlq["arn"] or dlq["url"]) == (main["arn"] or main["url"]):
-            # moving a queue into itself never drains it: every message would be re-sent until
-            # max_messages, duplicating the work of the consumers
-            raise ActionError(f"the DLQ is the source queue itself ({main['name']}): give the DLQ with `dlq`")
-        others = self._other_sources(dlq["url"], main["url"])
-        if others and not self.args.get("shared_dlq"):
-            # every DLQ message would go to this queue, including those that failed in the others
-            raise ActionError(f"{dlq['name']} is also the DLQ of {', '.join(others)}: their messages would "
-                              f"be sent to {main['name']}; set shared_dlq: true if that is intended")
-        limit = self.args.get("max_messages", 10000)
-        count = dlq["visible"]
-        if count > limit and not self.args.get("partial"):
-            raise ActionError(f"{dlq['name']} holds about {count} messages, more than max_messages="
-                              f"{limit}; raise max_messages or set partial: true to move {limit}")
-        data = {"source_url": dlq["url"], "dest_url": main["url"], "fifo": dlq["fifo"],
-                "max_messages": limit, "dlq_before": count, "queue_before": main["visible"]}
-        if count == 0:
-            return Plan(summary=f"{dlq['name']} is empty: nothing to redrive", data=data)
-        n = min(count, limit)
-        change = Change(target=f"queue {dlq['name']} -> {main['name']}", operation="redrive",
-                        before={"dlq": count, "queue": main["visible"]},
-                        after={"dlq": count - n, "queue": main["visible"] + n},
-                        detail=f"~{n} messages, {self.args.get('workers', 4)} workers"
-                               + (f", {self.args['rate']}/s" if self.args.get("rate") else ""))
-        warnings = [f"{dlq['in_flight']} DLQ messages are in flight (being read elsewhere)"] \
-            if dlq["in_flight"] else []
-        return Plan(summary=f"redrive ~{n} messages from {dlq['name']} to {main['name']}",
-                    changes=[change], data=data, warnings=warnings)
-
-    def _other_sources(self, dlq_url: str, queue: str) -> list[str]:
-        """Names of the other queues whose RedrivePolicy targets this DLQ."""
-        sqs = client(self.ctx, "sqs")
-        with aws_errors(f"source queues of {dlq_url}"):
-            pages = sqs.get_paginator("list_dead_letter_source_queues").paginate(QueueUrl=dlq_url)
-            urls = [u for page in pages for u in page.get("queueUrls", [])]
-        name = queue.rstrip("/").rsplit("/", 1)[-1]
-        return sorted({u.rstrip("/").rsplit("/", 1)[-1] for u in urls} - {name})
-
-    def apply(self, plan: Plan) -> dict[str, Any]:
-        from opsctl.backends.sqs_redrive import Mover
-
-        d = plan.data
-        sqs = client(self.ctx, "sqs")
-        main, dlq = queue_pair(sqs, self.args["queue"], self.args.get("dlq"))
-        if (main["url"], dlq and dlq["url"]) != (d["dest_url"], d["source_url"]):
-            raise ActionError(f"the DLQ of {main['name']} changed since the plan "
-                              f"({d['source_url']} -> {dlq and dlq['url']}): plan again")
-        mover = Mover(sqs, d["source_url"], d["dest_url"], max_messages=d["max_messages"],
-                      fifo=d["fifo"], workers=self.args.get("workers", 4), rate=self.args.get("rate"),
-                      visibility_timeout=self.args.get("visibility_timeout", 60))
-        started = time.monotonic()
-        with self.ctx.progress("Redriving", total=d["dlq_before"]) as bar, aws_errors("redrive"):
-            done = [0]
-
-            def tick(stats: Any) -> None:
-                bar.advance(stats.moved + stats.failed - done[0], moved=stats.moved, failed=stats.failed)
-                done[0] = stats.moved + stats.failed
-                self.ctx.check_cancelled()  # raising here stops the workers after their batch
-
-            try:
-                stats = mover.run(on_tick=tick)
-            except (Cancelled, StepTimeout) as e:  # the workers have stopped: the counts are final
-                s = mover.stats
-                raise e.with_partial({"moved": s.moved, "failed": s.failed, "delete_failed": s.delete_failed,
-                                      "dlq_before": d["dlq_before"], "stopped": "interrupted"},
-                                     f"{s.moved} message(s) moved, {s.failed} failed") from None
-        elapsed = time.monotonic() - started
-        after = _attributes(sqs, d["source_url"])
-        return {"moved": stats.moved, "failed": stats.failed, "delete_failed": stats.delete_failed,
-                "errors": stats.errors, "dlq_before": d["dlq_before"],
-                "dlq_after": int(after.get("ApproximateNumberOfMessages", 0)),
-                # failed sends stay hidden in the DLQ until visibility_timeout: not "gone"
-                "dlq_in_flight_after": int(after.get("ApproximateNumberOfMessagesNotVisible", 0)),
-                "elapsed_s": round(elapsed, 2),
-                "rate_per_s": round(stats.moved / elapsed, 1) if elapsed else 0.0,
-                "stopped": "max_messages" if stats.moved >= d["max_messages"] else "drained"}
-
-    @classmethod
-    def summarize(cls, result: Any) -> str:
-        return (f"moved {result['moved']} ({result['failed']} failed) in {result['elapsed_s']}s, "
-                f"{result['rate_per_s']}/s; DLQ now {result['dlq_after']}"
-                + (f" (+{result['dlq_in_flight_after']} in flight)"
-                   if result.get("dlq_in_flight_after") else ""))
+        return ", ".join(f"{m['invokes']}: {m['state']}" for m in result["mappings"])[:160]
