@@ -328,7 +328,8 @@ def test_ctrl_c_cancels_the_running_statement_on_the_server(pg: PgServer, pg_act
     assert pg.count(running) == 0  # stopped server-side
     # the run's shared connection is still usable by the next step
     after = load_all()["postgres.query"]({"sql": "SELECT 1 AS one"}, ActionContext(clients=clients)).run()
-    assert after["rows"] == [{"one": 1}] and len(clients) == 1
+    # one client (the engine's ActionContext also keeps a per-key creation lock in that dict)
+    assert after["rows"] == [{"one": 1}] and [k for k in clients if not k.startswith("\x00")] == ["postgres:"]
 
 
 def test_full_pool_error_explains_the_reserved_slots(pg: PgServer, pg_actions_env: PgServer) -> None:

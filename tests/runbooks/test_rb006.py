@@ -392,12 +392,13 @@ def test_slow_server_still_gives_the_right_verdict(opsctl: Callable[..., Result]
 def test_a_server_that_hangs_mid_run_is_exit_4_within_the_deadline(
         opsctl_env: dict[str, str], tmp_path: Path, pg: PgServer, pg_server: PgServer, pg_proxy: TcpProxy,
         incident: set[Any]) -> None:
-    """The server answers the diagnosis, then stops answering: exit 4 ("does not answer") once
-    the statement outlived its statement_timeout, not exit 1 from the watchdog; nothing changed."""
+    """The server answers the diagnosis and the mitigation, then stops answering (the proxy
+    freezes the wire as verify starts): exit 4 ("does not answer") once the statement outlived its
+    statement_timeout, within the step's deadline, not exit 1 from the watchdog's "abandoned"."""
     proc = run_in_background(opsctl_env, tmp_path, *RUN, "--yes", "--option", "kill-long-queries",
                              "-o", "json", env=_env(pg_server, "ops", pg_proxy.port))
     try:
-        wait_until(lambda: _started(opsctl_env, "kill_sessions"), what="kill_sessions started")
+        wait_until(lambda: _started(opsctl_env, "usage_after"), what="verify started")
         pg_proxy.freeze()
         stdout, stderr = proc.communicate(timeout=120)
     finally:
@@ -405,16 +406,24 @@ def test_a_server_that_hangs_mid_run_is_exit_4_within_the_deadline(
             proc.kill()
     assert proc.returncode == 4, stdout + stderr
     doc = json.loads(stdout)
-    assert "does not answer" in doc["message"] and "abandoned" not in stdout
-    assert sessions(pg) == incident
+    # a statement in flight is cut at statement_timeout + 1 s; a (re)connection at connect_timeout
+    assert "does not answer" in doc["message"] or "timeout expired" in doc["message"], doc["message"]
+    assert "abandoned" not in stdout
+    assert step(doc, "kill_sessions")["result"]["terminated_count"] == 16
 
 
 def test_ctrl_c_while_terminating_then_resume_terminates_only_the_rest(
         opsctl: Callable[..., Result], opsctl_env: dict[str, str], tmp_path: Path, pg: PgServer,
-        pg_server: PgServer, pg_proxy: TcpProxy, incident: set[Any]) -> None:
-    """Ctrl-C in the middle of the batch of 16: exit 130, the run log names exactly the backends
-    already terminated (a signal whose answer was lost on the wire included); --resume terminates
-    only the others: nothing lost, nothing twice, the worker sessions untouched."""
+        pg_server: PgServer, pg_proxy: TcpProxy) -> None:
+    """Ctrl-C in the middle of the batch: exit 130, the run log names exactly the backends already
+    terminated (a signal whose answer was lost on the wire included); --resume terminates only
+    the others: nothing lost, nothing twice, the worker sessions untouched.  14 leaked sessions,
+    not 16: opsctl holds two connections while it applies (the run's and the apply lock's), and
+    the test must still get in to watch."""
+    n = 14
+    pg.open_sessions(n, "checkout-api", in_transaction=True)
+    pg.open_sessions(2, "worker")
+    time.sleep(1.1)
     leaked = {r[0] for r in pg.sql("SELECT pid FROM pg_stat_activity "
                                    "WHERE application_name = 'checkout-api'")}
     args = (*RUN, "--yes", "--option", "kill-long-queries", "-o", "json")
@@ -422,8 +431,8 @@ def test_ctrl_c_while_terminating_then_resume_terminates_only_the_rest(
     proc = run_in_background(opsctl_env, tmp_path, *args, env=env)
     try:
         wait_until(lambda: _started(opsctl_env, "kill_sessions"), what="kill_sessions started")
-        pg_proxy.delay = 1.0  # the batch now takes 16 s: time to interrupt it in the middle
-        wait_until(lambda: pg.count("application_name = 'checkout-api'") < 16, what="first terminations")
+        pg_proxy.delay = 1.0  # the batch now takes 14 s: time to interrupt it in the middle
+        wait_until(lambda: pg.count("application_name = 'checkout-api'") < n, what="first terminations")
         proc.send_signal(signal.SIGINT)
         pg_proxy.delay = 0
         stdout, stderr = proc.communicate(timeout=60)
@@ -436,11 +445,11 @@ def test_ctrl_c_while_terminating_then_resume_terminates_only_the_rest(
     assert partial["status"] == "interrupted", partial
     gone = set(partial["result"]["terminated"])
     assert gone == leaked - {r[0] for r in pg.sql("SELECT pid FROM pg_stat_activity")}  # exact
-    assert 0 < len(gone) < 16 and partial["result"]["not_done_count"] == 16 - len(gone)
+    assert 0 < len(gone) < n and partial["result"]["not_done_count"] == n - len(gone)
     second = opsctl(*args, "--resume", first["run_id"], env=env)
     assert second.code == 0, second.output
     rest = step(json.loads(second.stdout), "kill_sessions")["result"]["terminated"]
-    assert set(rest) == leaked - gone and len(rest) == 16 - len(gone)  # only what remained
+    assert set(rest) == leaked - gone and len(rest) == n - len(gone)  # only what remained
     assert pg.count("application_name = 'checkout-api'") == 0 and pg.count("application_name = 'worker'") == 2
 
 
@@ -449,7 +458,7 @@ FAULT_MATRIX: dict[str, tuple[str | None, str]] = {
     "hung": ("test_a_server_that_never_answers_is_tried_once_not_once_per_step",
              "accepts TCP, never answers: exit 4 from one attempt within connect_timeout; and "
              "test_a_server_that_hangs_mid_run_is_exit_4_within_the_deadline: a freeze mid-run is "
-             "exit 4 within the step's deadline, nothing terminated"),
+             "exit 4 within the step's deadline"),
     "slow": ("test_slow_server_still_gives_the_right_verdict",
              "every answer held 0.3 s: same targets, verified, the workers untouched"),
     "permission_optional": ("test_optional_probe_denied_degrades_to_a_warning",
