@@ -95,13 +95,11 @@ def unbounded_verify_steps(rb: Runbook) -> list[str]:
 _OWNER = "issue 9: its owner adds the fix in parallel"
 KNOWN_WITHOUT_WINDOW: dict[str, str] = {
     "rb-005": f"verify sql has no window ({_OWNER})",
-    "rb-006": f"usage_after, sessions_after, app_after have no window ({_OWNER})",
     "rb-007": f"drained has no window ({_OWNER})",
     "rb-008": f"lag_after has no window ({_OWNER})",
-    "rb-009": f"caught_up, on_source have no window ({_OWNER})",
+    "rb-009": f"exact has no window ({_OWNER})",
     "rb-012": f"alias_now, concurrency_now, trigger_now have no window ({_OWNER})",
-    "rb-013": f"locks_after, slow_after have no window ({_OWNER})",
-    "rb-014": f"brokers_after, lag_not_growing, consumers_after have no window ({_OWNER})",
+    "rb-014": f"brokers_after, members_after, lag_not_growing, consumers_after have no window ({_OWNER})",
 }
 
 
@@ -137,9 +135,7 @@ def scope_leaks(rb: Runbook) -> list[str]:
     return leaks
 
 
-KNOWN_SCOPE_LEAKS: dict[str, str] = {
-    "rb-013": f"end_blockers terminates by pid without application_name ({_OWNER})",
-}
+KNOWN_SCOPE_LEAKS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("rb_id", IDS)
@@ -204,9 +200,7 @@ def skipped_without(rb: Runbook, option: Option, step: Step, name: str) -> bool:
 
 
 KNOWN_UNREQUIRED: dict[str, str] = {
-    "rb-006": f"raise-pool, restart-app, scale-app need deployment ({_OWNER})",
     "rb-008": f"skip-to-latest needs topic; scale/restart-consumers need deployment ({_OWNER})",
-    "rb-013": f"statement-timeout needs role ({_OWNER})",
 }
 
 
@@ -281,8 +275,6 @@ def broken_promises(rb: Runbook) -> list[str]:
 
 
 KNOWN_BROKEN_PROMISES: dict[str, str] = {
-    "rb-006": f"raise-pool: pool x replicas must fit max_connections is not checked; "
-              f"needs deployment is not a requires ({_OWNER})",
     "rb-008": f"scale-consumers, restart-consumers: needs deployment is not a requires ({_OWNER})",
     "rb-011": f"scale: needs desired is not a requires ({_OWNER})",
 }

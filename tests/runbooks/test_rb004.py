@@ -40,11 +40,22 @@ class Incident:
     redis: Any
 
     def run_args(self, *extra: str) -> tuple[str, ...]:
-        return ("run", "rb-004", "-o", "json", "-p", "service=orders",
-                "-p", f"actuator_url={self.app.url}/actuator", "-p", "breaker=payments",
-                "-p", "deployment=orders", "-p", f"namespace={self.ns}",
-                "-p", "downstream_deployment=payments", "-p", f"fallback_flag={FALLBACK}",
-                "-p", f"feature_flag={FEATURE}", *extra)
+        """The incident's parameters; a `-p KEY=VALUE` in `extra` replaces the incident's own
+        (each parameter may be given once)."""
+        params = {"service": "orders", "actuator_url": f"{self.app.url}/actuator", "breaker": "payments",
+                  "deployment": "orders", "namespace": self.ns, "downstream_deployment": "payments",
+                  "fallback_flag": FALLBACK, "feature_flag": FEATURE}
+        rest: list[str] = []
+        args = list(extra)
+        while args:
+            a = args.pop(0)
+            if a == "-p" and args:
+                key, _, value = args.pop(0).partition("=")
+                params[key] = value
+            else:
+                rest.append(a)
+        flags = [x for k, v in params.items() for x in ("-p", f"{k}={v}")]
+        return ("run", "rb-004", "-o", "json", *flags, *rest)
 
     def snapshot(self) -> dict[str, Any]:
         """What must not change in a dry-run: workload versions, replica counts, pods, Redis keys."""

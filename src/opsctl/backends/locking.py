@@ -166,13 +166,22 @@ class RedisLock:
         return f"{self.kind} {self.name!r} on {self.settings.describe()} (TTL {self.ttl:.0f}s)"
 
     def try_acquire(self) -> Holder | None:
+        import redis
+
         from opsctl.backends import redis as rb
 
         with rb.errors(self.settings):
             if self._client is None:
                 self._client = rb.make_client(self.settings)
                 self._lock = self._client.lock(self.name, timeout=self.ttl, blocking=False)
-            if self._lock.acquire(token=self.holder.encode()):
+            try:
+                acquired = self._lock.acquire(token=self.holder.encode())
+            except (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError) as e:
+                # a full noeviction cache (rb-010's very incident) or a replica cannot take the
+                # lock key: the caller falls back to the host's lock file, the fix still applies
+                raise BackendError("redis", f"cannot write the lock key on {self.settings.describe()}: "
+                                            f"{str(e).splitlines()[0][:120]}") from None
+            if acquired:
                 return None
             return Holder.decode(self._client.get(self.name))
 
