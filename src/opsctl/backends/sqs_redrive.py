@@ -190,6 +190,8 @@ class Mover:
     stop: threading.Event = field(default_factory=threading.Event)
     stats: MoveStats = field(default_factory=MoveStats)
     _unknown: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    _send_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _inflight: set[str] = field(default_factory=set, repr=False)  # being sent by a sender now
 
     def run(self, on_tick: Callable[[MoveStats], None] | None = None, tick: float = 0.2) -> MoveStats:
         """Move until drained, budget spent or ``stop`` is set; ``on_tick`` runs in the calling
@@ -292,6 +294,7 @@ class Mover:
             if self.stop.is_set():
                 self._release(messages)
                 continue
+            messages = self._not_yet_sent(messages, to_delete)
             try:
                 for chunk in _size_chunks(messages):
                     sent = self._send_chunk(chunk)
@@ -300,8 +303,31 @@ class Mover:
             except BaseException as e:  # a bug: stop everything, but keep draining the queue so
                 error = e               # that no receiver blocks on it
                 self.stop.set()
+            finally:
+                with self._send_lock:
+                    self._inflight -= {m["MessageId"] for m in messages}
         if error:
             raise error
+
+    def _not_yet_sent(self, messages: list[dict[str, Any]],
+                      to_delete: queue.Queue[Any]) -> list[dict[str, Any]]:
+        """A message that waited in the pipeline longer than its visibility timeout is received
+        again by another receiver: this copy carries the newest receipt handle.  If another sender
+        already sent it, only the delete is missing (with this handle, the valid one); if another
+        sender is sending it now, this copy goes back to the DLQ, to be reconciled when it is
+        received again.  Either way it is never sent twice."""
+        with self._send_lock:
+            fresh = [m for m in messages if m["MessageId"] not in self.journal.sent
+                     and m["MessageId"] not in self._inflight]
+            ids = {m["MessageId"] for m in fresh}
+            sent = [m for m in messages if m["MessageId"] in self.journal.sent]
+            busy = [m for m in messages if m["MessageId"] not in ids and m not in sent]
+            self._inflight |= ids
+        if sent:
+            to_delete.put(("reconcile", sent))
+        if busy:
+            self._release(busy)
+        return fresh
 
     def _deleter(self, to_delete: queue.Queue[Any]) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -348,7 +374,7 @@ class Mover:
         from botocore.exceptions import BotoCoreError, ClientError
 
         ids = [m["MessageId"] for m in messages]
-        self.journal.record("sending", ids=ids)
+        self.journal.record("sending", ids=ids)  # again after a halving (send_failed cleared it)
         entries = [_send_entry(m, i, self.fifo) for i, m in enumerate(messages)]
         try:
             sent = self.client.send_message_batch(QueueUrl=self.dest_url, Entries=entries)
