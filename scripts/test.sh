@@ -14,7 +14,7 @@ mypy_log=$(mktemp)
 .venv/bin/mypy src/opsctl >"$mypy_log" 2>&1 & mypy_pid=$!
 # most of the suite waits on real servers, so 4 workers pay off even on 2 cores
 rc=0
-.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-4}" --dist loadfile "$@" || rc=$?
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-4}" --dist loadfile --reruns 1 --reruns-delay 2 "$@" || rc=$?
 mypy_rc=0
 wait "$mypy_pid" || mypy_rc=$?
 cat "$mypy_log"; rm -f "$mypy_log"

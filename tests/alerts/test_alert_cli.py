@@ -130,6 +130,7 @@ triggers:
   - {alert: A, params: {count: abc}}
   - {alert: B, params: {database: "{{ foo.bar }}"}}
   - {alert: C, colour: red}
+  - {alert: D, params: {database: "{{ labels.db | lower | durration }}"}, when: "labels.x is nosuchtest"}
 params:
   database: {type: string, default: ""}
   count: {type: integer, default: 1}
@@ -152,6 +153,8 @@ def test_binding_errors_are_located(opsctl: Callable[..., Result], tmp_path: Pat
         f"{path}:7:32: triggers[1].params.count: parameter 'count': expected an integer",
         f"{path}:8:35: triggers[2].params.database: unknown name 'foo'",
         f"{path}:9:5: triggers[3]: Additional properties are not allowed ('colour' was unexpected)",
+        f"{path}:10:35: triggers[4].params.database: unknown filter 'durration' (did you mean 'duration'?)",
+        f"{path}:10:81: triggers[4].when: unknown test 'nosuchtest'",
     ]
     for want in expect:
         assert any(line.startswith(want) for line in lines), (want, lines)

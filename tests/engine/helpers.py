@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.timing import budget
+
 DATA = Path(__file__).parent / "data"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 RUN = DATA / "run"
@@ -84,7 +86,7 @@ def run_pty(args: list[str], env: dict[str, str], cwd: Path, answers: list[tuple
                 answered += 1
             if proc.poll() is not None and not ready:
                 break
-        code = proc.wait(timeout=max(5.0, deadline - time.monotonic()))
+        code = proc.wait(timeout=max(budget(5.0), deadline - time.monotonic()))
         out = proc.stdout.read().decode() if proc.stdout else ""
     finally:
         if proc.poll() is None:

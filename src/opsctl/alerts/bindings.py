@@ -103,12 +103,14 @@ def check_document(doc: Document) -> list[RunbookError]:
     errors: list[RunbookError] = []
 
     def check_jinja(text: str, path: PathT, expression: bool) -> None:
-        try:
-            ast = templating.parse(text, expression=expression)
+        try:  # the same static analysis as step templates: size, nesting, unknown filters/tests
+            analysis = templating.analyse(text, expression=expression)
         except templating.TemplateError as e:
             errors.append(doc.source.error(path, str(e)))
             return
-        roots, _ = _label_refs(ast)
+        for problem in analysis.problems:
+            errors.append(doc.source.error(path, problem))
+        roots = set(analysis.roots)
         for root in sorted(roots - ROOTS):
             errors.append(doc.source.error(path, f"unknown name {root!r}{did_you_mean(root, ROOTS)}; "
                                            "trigger templates can use labels, annotations and alert"))
