@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.aws import Moto, check_matrix, dead_env, fast_windows, make_aurora, short_reads
+from tests.fixtures.aws import (
+    Moto,
+    assert_dead_endpoint_exits_4,
+    assert_hung_endpoint_exits_4,
+    check_matrix,
+    fast_windows,
+    make_aurora,
+    run_step,
+)
 from tests.fixtures.core import REPO, Result
 
 pytestmark = pytest.mark.aws
@@ -25,8 +33,7 @@ def runbook_path(tmp_path: Any) -> None:
     RUNBOOK = fast_windows(REAL_RUNBOOK, tmp_path)
 
 
-def step(result: Result, step_id: str) -> dict[str, Any]:
-    return next(s for s in json.loads(result.stdout)["steps"] if s["id"] == step_id)
+step = run_step
 
 
 def writer(moto: Moto, cluster: str) -> str:
@@ -257,21 +264,13 @@ def test_fault_matrix_cells_are_tested_or_explained() -> None:
 
 
 def test_dead_endpoint_exits_4(opsctl: Callable[..., Result], moto: Moto) -> None:
-    result = opsctl("run", RUNBOOK, "--dry-run", "-p", "cluster=plooral-aurora", env=dead_env(moto),
-                    timeout=200)
-    assert result.code == 4, result.output
-    assert "cannot reach the AWS endpoint" in result.output and "Traceback" not in result.output
+    assert_dead_endpoint_exits_4(opsctl, moto, RUNBOOK, "-p", "cluster=plooral-aurora")
 
 
 def test_hung_endpoint_exits_4_not_abandoned(opsctl: Callable[..., Result], moto: Moto,
                                             silent_server: Any, tmp_path: Any) -> None:
-    short_reads(tmp_path)
-    env = {**moto.env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent_server.port}"}
-    result = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", "-p", "cluster=plooral-aurora", env=env,
-                    timeout=200)
-    assert result.code == 4, result.output
-    assert "did not answer in time" in step(result, "status")["reason"]
-    assert "abandoned" not in result.output
+    assert_hung_endpoint_exits_4(opsctl, moto, silent_server, tmp_path, RUNBOOK, "status",
+                                 "-p", "cluster=plooral-aurora")
 
 
 def test_slow_endpoint_still_diagnoses_and_plans(opsctl: Callable[..., Result], moto: Moto,
