@@ -13,6 +13,10 @@ environments:
     kubernetes: {kubeconfig: ~/.kube/config, context: prod}
     http: {timeout: 5}
     prometheus: {url: "http://prometheus:9090"}
+    notify:              # Slack: run notifications of P0/P1 runbooks, rb-001's messages
+      slack_webhook_url: "${SLACK_WEBHOOK_URL}"
+      channel: "#incidents"
+      templates: {start: "..."}   # override a message (docs/notifications.md)
 ```
 ``${VAR}`` is expanded from the process environment so secrets can stay out of the file.  A backend
 whose section is missing falls back to its standard variables (libpq / DATABASE_URL, REDIS_URL,
@@ -147,6 +151,11 @@ def _check_env(src: Any, name: str, env: Any) -> None:
             if value is not None and not isinstance(value, dict):
                 raise _misconfigured(src, where, f"section {key!r} must be a mapping, got "
                                      f"{type(value).__name__}")
+            if key == "notify" and value:
+                from opsctl.messages import problems
+
+                for path, message in problems(value)[:1]:
+                    raise _misconfigured(src, (*where, *path), f"notify: {message}")
         else:
             raise _misconfigured(src, where, f"environment {name!r}: unknown section {key!r}; expected "
                                  f"settings, protected, max_applies_per_hour or one of "

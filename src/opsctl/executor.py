@@ -21,6 +21,7 @@ from opsctl.actions.base import ActionContext
 from opsctl.config import Environment
 from opsctl.errors import Cancelled, ExitCode, UsageError
 from opsctl.model import PHASE_ORDER, Option, Runbook, Step
+from opsctl.notifier import Notifier
 from opsctl.progresslog import ProgressLog, progress_text
 from opsctl.records import DONE, Outcome, Plan, StepRecord, now_iso
 from opsctl.signals import sigint_blocked
@@ -41,6 +42,7 @@ class RunSettings:
     max_parallel: int = 8
     # opsctl plan: a dry-run that plans one option (the chosen or recommended one), not all of them
     one_option: bool = False
+    notify: bool = True  # --no-notify: no Slack notifications of this run (opsctl.notifier)
 
 
 class Executor:
@@ -75,11 +77,13 @@ class Executor:
                                  context=self.template_context, make_ctx=self._make_ctx,
                                  ask=self._ask, audit=audit, crash_log=audit.crash,
                                  replay=replay, gate=gate)
+        self.notifier = Notifier(runbook, environment, settings, audit)
 
     # ---- the run -------------------------------------------------------------------------------
     def execute(self) -> Outcome:
         started, t0 = now_iso(), time.monotonic()
         phases = (self.s.phase,) if self.s.phase else PHASE_ORDER
+        self.notifier.send("start")
         try:
             for phase in phases:
                 steps = self.rb.phases.get(phase, ())
@@ -91,6 +95,7 @@ class Executor:
                     except UsageError as e:  # decided after the diagnosis: end the run cleanly
                         self.usage_error, self.halt = str(e), "no mitigation option chosen"
                         break
+                    self.notifier.option(self.rb, self.selected)
                     if self.selected is None:
                         # skipped by choice, not "not run": verify steps that refer to a
                         # mitigate step are skipped with it, not failed as bad input
@@ -104,7 +109,12 @@ class Executor:
             self.interrupt()
         finally:
             self.close_clients()
-        return self.outcome(started, time.monotonic() - t0)
+        outcome = self.outcome(started, time.monotonic() - t0)
+        self.notifier.verdict(outcome)
+        for warning in self.notifier.close():  # a failing Slack is a warning, never the verdict
+            self.renderer.note(f"warning: {warning}")
+            self.audit.event("notify_warning", message=warning)
+        return outcome
 
     def run_phase(self, steps: tuple[Step, ...]) -> None:
         group: list[Step] = []

@@ -1,5 +1,5 @@
-"""A run log rendered as the Markdown incident timeline a post-mortem needs (seed 001 §1.6:
-timeline, root cause, impact, actions taken, improvements, action items)."""
+"""A run log rendered as the Markdown incident timeline a post-mortem needs (timeline with the
+messages posted, root cause, impact, actions taken, improvements, action items)."""
 
 from __future__ import annotations
 
@@ -37,12 +37,20 @@ def _describe(e: dict[str, Any]) -> str | None:
         text = f"{r['phase']} `{r['id']}` {r['title']}: **{r['status']}**"
         if r.get("plan") and r["plan"].get("summary"):
             text += f" — {r['plan']['summary']}"
+        posted = (r.get("result") or {}).get("text") if r["action"] == "notify.slack" else None
+        if posted and r["status"] == "applied":  # the incident communication, word for word
+            text += f" — message posted: “{posted}”"
         if r.get("reason") and r["status"] not in ("ok", "applied"):
             text += f" — {r['reason']}"
         bad = [f["message"] for f in r.get("findings", []) if f["severity"] != "ok"]
         if bad:
             text += " — findings: " + "; ".join(bad)
         return text
+    if kind == "notify":  # the run's Slack notifications (opsctl.notifier)
+        where = f" to {e['channel']}" if e.get("channel") else ""
+        if e.get("ok"):
+            return f"Slack {e.get('kind')} message posted{where}: “{e.get('text')}”"
+        return f"Slack {e.get('kind')} message NOT posted ({e.get('error')}): “{e.get('text')}”"
     if kind == "apply_start":
         return (f"change sent: step `{e['step']}` ({e.get('action')}) started applying: "
                 f"{e.get('summary', '')} ({e.get('changes', 0)} change(s))")

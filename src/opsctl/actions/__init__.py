@@ -22,6 +22,7 @@ ACTION_MODULES = (
     "opsctl.actions.kafka",
     "opsctl.actions.k8s",
     "opsctl.actions.notify",
+    "opsctl.actions.incident",
 )
 
 _REGISTRY: dict[str, type[Action]] = {}

@@ -86,6 +86,16 @@ class ActionContext:
         view.read_only = True
         return view
 
+    def child(self, deadline: float | None, cancelled: threading.Event) -> ActionContext:
+        """A read-only context for work this call runs in threads of its own (the probes of a
+        sweep): the run's clients, a deadline of its own (never later than this one's), its own
+        cancellation, no progress output."""
+        if self.deadline is not None:
+            deadline = self.deadline if deadline is None else min(deadline, self.deadline)
+        return ActionContext(step_id=self.step_id, dry_run=self.dry_run, read_only=True,
+                             environment=self.environment, clients=self._clients,
+                             clients_lock=self._clients_lock, cancelled=cancelled, deadline=deadline)
+
     # ---- configuration and clients -------------------------------------------------------------
     def backend_config(self, name: str) -> dict[str, Any]:
         if self.environment is None:

@@ -70,6 +70,8 @@ def run(
     lock_wait: Annotated[float, typer.Option("--lock-wait", metavar="SECONDS",
                                              help="How long to wait for another apply of the same "
                                                   "target.")] = 30.0,
+    no_notify: Annotated[bool, typer.Option("--no-notify", help="Do not post this run's start, "
+                                            "mitigation and verdict to Slack.")] = False,
 ) -> int:
     """Run a runbook: diagnose -> mitigate (plan, confirm, apply) -> verify."""
     from opsctl import catalog, config
@@ -87,7 +89,7 @@ def run(
         rb.check_requires(option, params)
     environment = config.load_environment(env)
     settings = RunSettings(dry_run=dry_run, yes=yes or bool(yes_protected), interactive=_interactive(),
-                           option=option, phase=phase.value if phase else None)
+                           option=option, phase=phase.value if phase else None, notify=not no_notify)
     check_protected(environment, settings, yes_protected)
     check_rate(rb, environment, settings)
     log, renderer = open_run(rb, params, environment, settings, output, verbose, no_log,

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from opsctl.actions import notify
+from opsctl.backends import slack as notify
 from opsctl.errors import BackendError
 from opsctl.serve.metrics import Metrics
 
