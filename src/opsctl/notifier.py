@@ -116,13 +116,19 @@ class Notifier:
                                           ("username", self.config.get("username"))) if v}
                 try:
                     slack.post(self.url, body, timeout=self.timeout)
-                    self.audit.event("notify", kind=kind, text=text, ok=True,
-                                     channel=self.config.get("channel"))
                 except BackendError as e:  # names the host only, never the URL
                     self.warnings.append(f"Slack {kind} message not sent: {e} (the run goes on)")
-                    self.audit.event("notify", kind=kind, text=text, ok=False, error=str(e))
+                    self._log(message=kind, text=text, ok=False, error=str(e))
+                else:
+                    self._log(message=kind, text=text, ok=True, channel=self.config.get("channel"))
             finally:
                 self.pending.task_done()
+
+    def _log(self, **event: Any) -> None:
+        try:
+            self.audit.event("notify", **event)
+        except Exception as e:  # noqa: BLE001 - the run log's problem, reported, not this thread's end
+            self.warnings.append(f"Slack {event['message']} message not recorded in the run log: {e}")
 
     def close(self) -> list[str]:
         """Wait (bounded: one post timeout per queued message, plus a second) for the queued

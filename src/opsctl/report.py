@@ -49,8 +49,8 @@ def _describe(e: dict[str, Any]) -> str | None:
     if kind == "notify":  # the run's Slack notifications (opsctl.notifier)
         where = f" to {e['channel']}" if e.get("channel") else ""
         if e.get("ok"):
-            return f"Slack {e.get('kind')} message posted{where}: “{e.get('text')}”"
-        return f"Slack {e.get('kind')} message NOT posted ({e.get('error')}): “{e.get('text')}”"
+            return f"Slack {e.get('message')} message posted{where}: “{e.get('text')}”"
+        return f"Slack {e.get('message')} message NOT posted ({e.get('error')}): “{e.get('text')}”"
     if kind == "apply_start":
         return (f"change sent: step `{e['step']}` ({e.get('action')}) started applying: "
                 f"{e.get('summary', '')} ({e.get('changes', 0)} change(s))")

@@ -17,8 +17,8 @@ def run(*, host: str, port: int, env: str | None, concurrency: int, queue_size: 
     import uvicorn
 
     from opsctl import config
-    from opsctl.backends import slack as notify
     from opsctl.alerts import load_catalogue
+    from opsctl.backends import slack as notify
     from opsctl.serve.app import Security, create_app
     from opsctl.serve.metrics import Metrics
     from opsctl.serve.service import AlertService
