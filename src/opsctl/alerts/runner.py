@@ -113,7 +113,7 @@ def diagnose(rb: Runbook, alert: Alert, match: Match, environment: Environment,
     assert match.params is not None
     diag_only = dataclasses.replace(
         rb, phases={k: v for k, v in rb.phases.items() if k in ("diagnose", "mitigate")})
-    settings = RunSettings(dry_run=True, yes=False, interactive=False, phase=None)
+    settings = RunSettings(dry_run=True, yes=False, interactive=False, phase=None, notify=False)
     log = _log(rb, alert, match, environment, settings, None, argv or ["alert", alert.name])
     renderer = JsonRenderer(io.StringIO())
     renderer.secrets = log.secrets
@@ -159,7 +159,9 @@ def verify(rb: Runbook, alert: Alert, match: Match, environment: Environment,
             previous, previous_run = {}, None
     # verify steps are read-only in every shipped runbook; a mutating one is only planned
     read_only = all(_read_only(s.action) for s in rb.phases["verify"])
-    settings = RunSettings(dry_run=not read_only, yes=False, interactive=False, phase="verify")
+    # the alert path posts its own Slack message (alerts/message.py): no run notifications
+    settings = RunSettings(dry_run=not read_only, yes=False, interactive=False, phase="verify",
+                           notify=False)
     log = _log(rb, alert, match, environment, settings, previous_run,
                argv or ["alert", alert.name, "--resolved"])
     renderer = JsonRenderer(io.StringIO())
