@@ -151,6 +151,17 @@ def test_no_tty_refuses_yes_announces_then_updates_and_report_shows_the_messages
     assert result.code == 2 and "title" in result.stderr and len(slack.posts) == 2, result.output
 
 
+def test_at_a_terminal_the_message_is_the_plan_and_enter_means_no(
+        opsctl_tty: Callable[..., Result], env: dict[str, str], slack: SlackReceiver,
+        exhausted: list[Any]) -> None:
+    args = ("run", "rb-001", "--env", "prod", *P0_POOL, "--option", "announce")
+    result = opsctl_tty(*args, answer="\n", env=env)
+    assert result.code == 3 and slack.posts == [], result.output  # the default answer is No
+    assert "[INCIDENT P0] PostgreSQL pool at 6" in " ".join(result.stdout.split()), result.stdout
+    result = opsctl_tty(*args, answer="y\n", env=env)
+    assert result.code == 0 and len(slack.posts) == 1, result.output
+
+
 def test_resolve_waits_for_the_pool_to_drain_then_posts_the_resolution(
         opsctl: Callable[..., Result], env: dict[str, str], tmp_path: Path, slack: SlackReceiver,
         exhausted: list[Any]) -> None:
