@@ -8,7 +8,8 @@ fresh process (cold start: imports, schema, everything), `--rounds` times, in th
 Prints each run, the medians and the ratio (custodian / opsctl: how many times faster opsctl is).
 
 Runbook corpus: copies of the shipped runbooks, each renamed rb-1NNN-<slug>.yaml with a matching
-id and title, so that every file differs (no two files have the same content).  Policy corpus: one
+id, title and alert names (`{alert: X` -> `{alert: X_NNN`: two runbooks may not claim one alert), so
+that every file differs (no two files have the same content) and the corpus is valid.  Policy corpus: one
 small policy per file (an EC2 resource, two filters, one action), names made unique.
 
 Also measured, opsctl only: `--jobs 1` (one core) and a warm run (content-hash cache filled by the
@@ -75,6 +76,7 @@ def build_corpora(root: Path, n: int) -> tuple[list[str], list[str]]:
         text = re.sub(r"^id:.*$", f"id: {new_id}", text, count=1, flags=re.M)
         text = re.sub(r"^title:\s*(.*)$", lambda m, i=i: f"title: {m.group(1)} (copy {i})", text, count=1,
                       flags=re.M)
+        text = re.sub(r"\{alert: (\w+)", lambda m, i=i: f"{{alert: {m.group(1)}_{i}", text)
         name = rb_dir / src.name.replace(old_id, new_id)
         name.write_text(text, encoding="utf-8")
         runbooks.append(str(name))

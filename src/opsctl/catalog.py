@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from opsctl.errors import RunbookError, UsageError, ValidationFailed
 
 if TYPE_CHECKING:
+    from opsctl.loader import Document
     from opsctl.model import Runbook
 
 _ID_LINE = re.compile(r"^id:\s*['\"]?(rb-[0-9]+)", re.M)
@@ -93,11 +94,46 @@ def check_bytes(data: bytes, path: str, *, build: bool = True) -> tuple[Runbook 
                                                                         list[RunbookError]]:
     """Every error of one file, sorted by position, each on one line; never raises: whatever goes
     wrong inside (a bug, a resource limit) is a located error of this file, not of the run."""
+    runbook, errors, _ = _guarded(data, path, build)
+    return runbook, errors
+
+
+Claim = tuple[str, list[tuple[str, "str | None", int, int, int]]]  # id, (alert, when, index, line, col)
+
+
+def check_for_validate(data: bytes, path: str) -> tuple[list[RunbookError], Claim | None]:
+    """``check_bytes`` for `opsctl validate`: the errors, and the alerts the file's triggers claim
+    (plain data a cache can keep: the claims of two files are compared across the whole run)."""
+    _, errors, doc = _guarded(data, path, False)
+    return errors, _claims(doc) if doc is not None else None
+
+
+def _claims(doc: Document) -> Claim | None:
+    d = doc.data
+    if not isinstance(d, dict) or not isinstance(d.get("id"), str) \
+            or not isinstance(d.get("triggers"), list):
+        return None
+    out = []
+    for i, t in enumerate(d["triggers"]):
+        if isinstance(t, str):
+            alert, when = t, None
+        elif isinstance(t, dict) and isinstance(t.get("alert"), str):
+            alert, when = t["alert"], t.get("when")
+        else:
+            continue
+        line, col = doc.source.position(("triggers", i)) or (1, 1)
+        out.append((alert, when if isinstance(when, str) else None, i, line, col))
+    return d["id"], out
+
+
+def _guarded(data: bytes, path: str, build: bool) -> tuple[Runbook | None, list[RunbookError],
+                                                           Document | None]:
     from opsctl.errors import Location
     from opsctl.loader import one_line
 
+    doc = None
     try:
-        runbook, errors = _check(data, path, build)
+        runbook, errors, doc = _check(data, path, build)
     except RecursionError:
         errors = [RunbookError("nested too deeply to check", Location(path, 1, 1))]
         runbook = None
@@ -112,15 +148,16 @@ def check_bytes(data: bytes, path: str, *, build: bool = True) -> tuple[Runbook 
     for i, err in enumerate(errors):
         if one_line(err.message) != err.message:
             errors[i] = RunbookError(one_line(err.message), err.location)
-    return runbook, errors
+    return runbook, errors, doc
 
 
-def _check(data: bytes, path: str, build: bool) -> tuple[Runbook | None, list[RunbookError]]:
+def _check(data: bytes, path: str, build: bool) -> tuple[Runbook | None, list[RunbookError],
+                                                         Document | None]:
     from opsctl import actions, loader, model, schema, semantic
 
     doc = loader.load_bytes(data, path)
     if doc.data is None:
-        return None, doc.errors
+        return None, doc.errors, None
     errors = list(doc.errors)
     errors += schema.validate_structure(doc, actions.load_all())
     sem_errors, deps = semantic.check(doc)
@@ -128,8 +165,8 @@ def _check(data: bytes, path: str, build: bool) -> tuple[Runbook | None, list[Ru
     errors += [e for e in sem_errors
                if (e.location.line, e.location.column, e.message) not in seen]
     if errors:
-        return None, sorted(errors, key=lambda e: (e.location.line, e.location.column))
-    return (model.build(doc, deps, data) if build else None), []
+        return None, sorted(errors, key=lambda e: (e.location.line, e.location.column)), doc
+    return (model.build(doc, deps, data) if build else None), [], doc
 
 
 def _save_traceback() -> str:

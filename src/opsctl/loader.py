@@ -116,6 +116,25 @@ class SourceMap:
                 self._index(value_node, child, depth + 1, open_)
             open_.discard(id(node))
 
+    def position(self, path: PathT) -> tuple[int, int] | None:
+        """line, column of the value at ``path``, found by walking down the nodes (a few lookups
+        do not need the whole table ``values`` builds); None when the path is not there."""
+        if self._values is not None:
+            return self._values.get(path)
+        node = self._root
+        for part in path:
+            if isinstance(node, SequenceNode) and isinstance(part, int) \
+                    and 0 <= part < len(node.value):
+                node = node.value[part]
+            elif isinstance(node, MappingNode):
+                found = [v for k, v in node.value if isinstance(k, ScalarNode) and _key_text(k) == part]
+                if not found:
+                    return None
+                node = found[-1]  # a duplicate key: the last value is the data
+            else:
+                return None
+        return None if node is None else (node.start_mark.line + 1, node.start_mark.column + 1)
+
     def locate(self, path: Iterable[str | int], *, key: bool = False) -> Location:
         """Position of ``path`` (of its key when ``key``), else of the nearest ancestor we know."""
         p = tuple(path)

@@ -1,7 +1,11 @@
 """`opsctl validate` over many files: every error of every file, files spread over the cores, and a
 content-hash cache for warm runs.
 
-The cache (like ruff's) maps sha256(path, bytes) to that file's errors.  It lives in one file per
+Every file is read and parsed once: its check yields its errors and the alerts its triggers claim,
+which are compared across files at the end (two runbooks claiming one alert without a ``when`` that
+separates them: ``alerts.bindings.claim_errors``).
+
+The cache (like ruff's) maps sha256(path, bytes) to that file's errors and claims.  It lives in one file per
 *fingerprint*: the hash of opsctl's own source files (the action registry and every argument
 schema are defined there: ``actions.ACTION_MODULES``), of the Python version and of the installed
 files of the libraries that decide what is valid (PyYAML, Jinja2, jsonschema, jsonschema-rs).
@@ -20,13 +24,18 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from opsctl.errors import Location, RunbookError
 
-_CACHE_VERSION = 1
+if TYPE_CHECKING:
+    from opsctl.catalog import Claim
+
+_CACHE_VERSION = 2
 _MAX_ENTRIES = 20_000
 _PARALLEL_MIN_FILES = 64  # below this, starting workers costs more than it saves
 ErrorRow = tuple[int, int, str, str]  # line, column, path, message
+Entry = tuple[list[ErrorRow], "Claim | None"]  # what the cache keeps of one file
 
 
 def cache_dir() -> Path:
@@ -70,17 +79,18 @@ def _errors(path: str, rows: list[ErrorRow]) -> list[RunbookError]:
     return [RunbookError(msg, Location(path, line, col, p)) for line, col, p, msg in rows]
 
 
-def _check_paths(paths: list[str]) -> list[tuple[str | None, list[ErrorRow]]]:
-    """(cache key or None when unreadable, error rows) of each file, in order."""
+def _check_paths(paths: list[str]) -> list[tuple[str | None, Entry]]:
+    """(cache key or None when unreadable, (error rows, claims)) of each file, in order."""
     from opsctl import catalog, loader
 
-    out: list[tuple[str | None, list[ErrorRow]]] = []
+    out: list[tuple[str | None, Entry]] = []
     for path in paths:
         data, errors = loader.read(path)
         if data is None:
-            out.append((None, _rows(errors)))
+            out.append((None, (_rows(errors), None)))
             continue
-        out.append((_key(path, data), _rows(catalog.check_bytes(data, path, build=False)[1])))
+        errors, claim = catalog.check_for_validate(data, path)
+        out.append((_key(path, data), (_rows(errors), claim)))
     return out
 
 
@@ -110,7 +120,7 @@ def _fewer_collections() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _run(paths: list[str], jobs: int) -> list[tuple[str | None, list[ErrorRow]]]:
+def _run(paths: list[str], jobs: int) -> list[tuple[str | None, Entry]]:
     if jobs <= 1 or len(paths) < _PARALLEL_MIN_FILES or "fork" not in _start_methods():
         return _check_paths(paths)
     import multiprocessing
@@ -120,7 +130,7 @@ def _run(paths: list[str], jobs: int) -> list[tuple[str | None, list[ErrorRow]]]
     n_chunks = min(len(paths), jobs * 4)
     size = -(-len(paths) // n_chunks)
     chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
-    results: list[list[tuple[str | None, list[ErrorRow]]] | None] = [None] * len(chunks)
+    results: list[list[tuple[str | None, Entry]] | None] = [None] * len(chunks)
     try:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
             futures = [pool.submit(_check_paths, chunk) for chunk in chunks]
@@ -131,7 +141,7 @@ def _run(paths: list[str], jobs: int) -> list[tuple[str | None, list[ErrorRow]]]
                     break
     except (OSError, BrokenProcessPool):  # cannot fork here: do it in this process
         pass
-    out: list[tuple[str | None, list[ErrorRow]]] = []
+    out: list[tuple[str | None, Entry]] = []
     for chunk, got in zip(chunks, results, strict=True):
         out += got if got is not None else _check_paths(chunk)
     return out
@@ -152,9 +162,10 @@ def default_jobs() -> int:
 
 
 def validate_files(files: list[str], *, jobs: int = 0, use_cache: bool = True) -> list[RunbookError]:
-    """Every error of every file, in file order, each file's sorted by position."""
+    """Every error of every file, in file order, each file's sorted by position; then the alerts
+    claimed by two valid runbooks."""
     jobs = jobs or default_jobs()
-    cache: dict[str, list[ErrorRow]] = {}
+    cache: dict[str, Entry] = {}
     cache_file: Path | None = None
     keys: dict[str, str] = {}
     if use_cache:
@@ -172,31 +183,56 @@ def validate_files(files: list[str], *, jobs: int = 0, use_cache: bool = True) -
     with _fewer_collections():
         fresh = dict(zip(todo, _run(todo, jobs), strict=True))
     errors: list[RunbookError] = []
-    new: dict[str, list[ErrorRow]] = {}
+    claims: list[_Claims] = []
+    new: dict[str, Entry] = {}
     for path in files:
         if path in fresh:
-            key, rows = fresh[path]
+            key, entry = fresh[path]
             # a file that changed between hashing and checking is not cached (key mismatch)
             if key is not None and key == keys.get(path):
-                new[key] = rows
+                new[key] = entry
         else:
-            rows = cache[keys[path]]
+            entry = cache[keys[path]]
+        rows, claim = entry
         errors += _errors(path, rows)
+        if not rows and claim is not None:
+            claims.append(_Claims(path, claim))
     if cache_file is not None and new:
         _save_cache(cache_file, {**cache, **new})
+    if claims:
+        from opsctl.alerts.bindings import claim_errors
+
+        errors += claim_errors(claims)
     return errors
 
 
-def _load_cache(path: Path) -> dict[str, list[ErrorRow]]:
+class _Claims:
+    """What ``alerts.bindings.claim_errors`` reads of a runbook: id, bindings, their positions."""
+
+    def __init__(self, path: str, claim: Claim) -> None:
+        self.id, self.path, self.source = claim[0], path, self
+        self.bindings = tuple({"alert": a, "when": w, "index": i} for a, w, i, _, _ in claim[1])
+        self._at = {i: (line, col) for _, _, i, line, col in claim[1]}
+
+    def locate(self, path: tuple[Any, ...]) -> Location:
+        from opsctl.loader import format_path
+
+        line, col = self._at.get(path[-1], (1, 1))
+        return Location(self.path, line, col, format_path(path))
+
+
+def _load_cache(path: Path) -> dict[str, Entry]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         entries = doc["entries"] if doc.get("version") == _CACHE_VERSION else {}
-        return {k: [tuple(r) for r in v] for k, v in entries.items()}  # type: ignore[misc]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {k: ([tuple(r) for r in rows],  # type: ignore[misc]
+                    None if claim is None else (claim[0], [tuple(b) for b in claim[1]]))
+                for k, (rows, claim) in entries.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return {}  # no cache, or an unreadable one: check everything
 
 
-def _save_cache(path: Path, entries: dict[str, list[ErrorRow]]) -> None:
+def _save_cache(path: Path, entries: dict[str, Entry]) -> None:
     if len(entries) > _MAX_ENTRIES:
         entries = dict(list(entries.items())[-_MAX_ENTRIES:])
     try:

@@ -26,13 +26,13 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def _counting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     checked: list[str] = []
-    real = catalog.check_bytes
+    real = catalog.check_for_validate
 
-    def check_bytes(data: bytes, path: str, *, build: bool = True):  # type: ignore[no-untyped-def]
+    def check_for_validate(data: bytes, path: str):  # type: ignore[no-untyped-def]
         checked.append(Path(path).name)
-        return real(data, path, build=build)
+        return real(data, path)
 
-    monkeypatch.setattr(catalog, "check_bytes", check_bytes)
+    monkeypatch.setattr(catalog, "check_for_validate", check_for_validate)
     return checked
 
 

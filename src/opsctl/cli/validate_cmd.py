@@ -42,10 +42,6 @@ def validate(
     if not files:
         raise UsageError(f"no runbook files (*.yaml) in {', '.join(targets)}")
     errors = validate_files(files, jobs=jobs, use_cache=cache)
-    from opsctl.alerts.bindings import claim_errors_in_files
-
-    broken = {e.location.file for e in errors}
-    errors += claim_errors_in_files([f for f in files if f not in broken])  # one alert, two runbooks
     if output == Output.json:
         typer.echo(json.dumps([e.as_dict() for e in errors], indent=2))
     else:
