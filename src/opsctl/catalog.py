@@ -10,11 +10,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opsctl.errors import RunbookError, UsageError, ValidationFailed
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from opsctl.loader import Document
     from opsctl.model import Runbook
 
@@ -99,13 +101,24 @@ def check_bytes(data: bytes, path: str, *, build: bool = True) -> tuple[Runbook 
 
 
 Claim = tuple[str, list[tuple[str, "str | None", int, int, int]]]  # id, (alert, when, index, line, col)
+Summary = dict[str, Any]  # what `opsctl list` shows of a valid runbook
 
 
-def check_for_validate(data: bytes, path: str) -> tuple[list[RunbookError], Claim | None]:
-    """``check_bytes`` for `opsctl validate`: the errors, and the alerts the file's triggers claim
-    (plain data a cache can keep: the claims of two files are compared across the whole run)."""
+def check_for_validate(data: bytes, path: str) -> tuple[list[RunbookError], Claim | None,
+                                                        Summary | None]:
+    """``check_bytes`` for `opsctl validate` (and `list`, through its cache): the errors, the alerts
+    the file's triggers claim (compared across the whole run), and, when it is valid, the runbook's
+    summary (id, title, severity, triggers, options): plain data the cache keeps."""
     _, errors, doc = _guarded(data, path, False)
-    return errors, _claims(doc) if doc is not None else None
+    if doc is None:
+        return errors, None, None
+    return errors, _claims(doc), None if errors else _summary(doc.data)
+
+
+def _summary(d: dict[str, Any]) -> Summary:
+    return {"id": d["id"], "title": d["title"], "severity": d["severity"],
+            "triggers": [t if isinstance(t, str) else t["alert"] for t in d.get("triggers") or ()],
+            "options": [o["name"] for o in d.get("options") or ()]}
 
 
 def _claims(doc: Document) -> Claim | None:
@@ -190,6 +203,35 @@ def load(ref: str) -> Runbook:
         raise ValidationFailed(errors)
     assert runbook is not None
     return runbook
+
+
+def procedure(ref: str, render: Callable[[Runbook], str]) -> str:
+    """What `opsctl show` prints of a runbook: ``render(runbook)`` of a runbook validated like
+    ``load``.  An unchanged file's verdict, and its rendering once shown, come from `opsctl
+    validate`'s content-hash cache (keyed by the bytes, opsctl's own sources and the libraries),
+    so a second `show` imports neither the engine nor YAML."""
+    from opsctl import validation
+
+    path = str(resolve(ref))
+    data = validation.read_bytes(path)  # without importing YAML
+    if data is None:
+        from opsctl.loader import read
+
+        raise ValidationFailed(read(path)[1])
+    rows, claim, summary = validation.entry(path, data)
+    if rows or summary is None:
+        raise ValidationFailed(validation.errors_of(path, rows))
+    if isinstance(summary.get("procedure"), str):
+        return str(summary["procedure"])
+    from opsctl import loader, model
+
+    doc = loader.load_bytes(data, path)
+    if doc.data is None or doc.errors:  # cannot happen for bytes that validated
+        raise ValidationFailed(doc.errors)
+    # built for display: the steps carry no dependencies (only the executor needs them)
+    text = render(model.build(doc, {}, data))
+    validation.remember(path, data, (rows, claim, {**summary, "procedure": text}))
+    return text
 
 
 def expand_paths(paths: list[str]) -> list[str]:

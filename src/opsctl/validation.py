@@ -29,13 +29,14 @@ from typing import TYPE_CHECKING, Any
 from opsctl.errors import Location, RunbookError
 
 if TYPE_CHECKING:
-    from opsctl.catalog import Claim
+    from opsctl.catalog import Claim, Summary
 
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
 _MAX_ENTRIES = 20_000
+_READ_LIMIT = 1024 * 1024 + 1  # loader.MAX_FILE_BYTES + 1, as loader.read reads
 _PARALLEL_MIN_FILES = 64  # below this, starting workers costs more than it saves
 ErrorRow = tuple[int, int, str, str]  # line, column, path, message
-Entry = tuple[list[ErrorRow], "Claim | None"]  # what the cache keeps of one file
+Entry = tuple[list[ErrorRow], "Claim | None", "Summary | None"]  # what the cache keeps of a file
 
 
 def cache_dir() -> Path:
@@ -55,13 +56,17 @@ def fingerprint() -> str:
     root = Path(opsctl.__file__).parent
     for f in sorted(root.rglob("*.py")):
         h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
-    for lib in ("yaml", "yaml._yaml", "jinja2", "jsonschema", "jsonschema_rs"):
-        try:  # by their installed files: an upgrade rewrites them
+    for lib in ("yaml", "jinja2", "jsonschema", "jsonschema_rs"):
+        try:  # by their installed files (an upgrade rewrites them); find_spec imports nothing here
             spec = find_spec(lib)
-            origin = spec.origin if spec else None
-            st = os.stat(origin) if origin else None
-            h.update(f"{lib} {origin} {st.st_mtime_ns if st else ''} {st.st_size if st else ''}"
-                     .encode())
+            where = list(spec.submodule_search_locations or []) if spec else []
+            for d in where:
+                for e in sorted(os.scandir(d), key=lambda e: e.name):
+                    if e.is_file():
+                        st = e.stat()
+                        h.update(f"{lib} {e.path} {st.st_mtime_ns} {st.st_size}".encode())
+            if not where:
+                h.update(f"{lib} {spec.origin if spec else 'missing'}".encode())
         except (ImportError, OSError, ValueError):
             h.update(f"{lib} missing".encode())
     return h.hexdigest()[:24]
@@ -87,10 +92,10 @@ def _check_paths(paths: list[str]) -> list[tuple[str | None, Entry]]:
     for path in paths:
         data, errors = loader.read(path)
         if data is None:
-            out.append((None, (_rows(errors), None)))
+            out.append((None, (_rows(errors), None, None)))
             continue
-        errors, claim = catalog.check_for_validate(data, path)
-        out.append((_key(path, data), (_rows(errors), claim)))
+        errors, claim, summary = catalog.check_for_validate(data, path)
+        out.append((_key(path, data), (_rows(errors), claim, summary)))
     return out
 
 
@@ -164,6 +169,22 @@ def default_jobs() -> int:
 def validate_files(files: list[str], *, jobs: int = 0, use_cache: bool = True) -> list[RunbookError]:
     """Every error of every file, in file order, each file's sorted by position; then the alerts
     claimed by two valid runbooks."""
+    errors: list[RunbookError] = []
+    claims: list[_Claims] = []
+    for path, (rows, claim, _) in entries(files, jobs=jobs, use_cache=use_cache).items():
+        errors += _errors(path, rows)
+        if not rows and claim is not None:
+            claims.append(_Claims(path, claim))
+    if claims:
+        from opsctl.alerts.bindings import claim_errors
+
+        errors += claim_errors(claims)
+    return errors
+
+
+def entries(files: list[str], *, jobs: int = 0, use_cache: bool = True) -> dict[str, Entry]:
+    """Each file's errors (as rows), claims and summary: from the cache for an unchanged file (a
+    warm run imports neither YAML nor the engine), else checked, over the cores, and remembered."""
     jobs = jobs or default_jobs()
     cache: dict[str, Entry] = {}
     cache_file: Path | None = None
@@ -171,19 +192,17 @@ def validate_files(files: list[str], *, jobs: int = 0, use_cache: bool = True) -
     if use_cache:
         cache_file = cache_dir() / f"validate-{fingerprint()}.json"
         cache = _load_cache(cache_file)
-        from opsctl import loader
-
         for path in files:
-            data, _ = loader.read(path)
+            data = read_bytes(path)
             if data is not None:
                 keys[path] = _key(path, data)
     todo = [f for f in files if keys.get(f) not in cache]
+    fresh: dict[str, tuple[str | None, Entry]] = {}
     if todo:
         _warm_up()
-    with _fewer_collections():
-        fresh = dict(zip(todo, _run(todo, jobs), strict=True))
-    errors: list[RunbookError] = []
-    claims: list[_Claims] = []
+        with _fewer_collections():
+            fresh = dict(zip(todo, _run(todo, jobs), strict=True))
+    out: dict[str, Entry] = {}
     new: dict[str, Entry] = {}
     for path in files:
         if path in fresh:
@@ -193,17 +212,44 @@ def validate_files(files: list[str], *, jobs: int = 0, use_cache: bool = True) -
                 new[key] = entry
         else:
             entry = cache[keys[path]]
-        rows, claim = entry
-        errors += _errors(path, rows)
-        if not rows and claim is not None:
-            claims.append(_Claims(path, claim))
+        out[path] = entry
     if cache_file is not None and new:
         _save_cache(cache_file, {**cache, **new})
-    if claims:
-        from opsctl.alerts.bindings import claim_errors
+    return out
 
-        errors += claim_errors(claims)
-    return errors
+
+def entry(path: str, data: bytes) -> Entry:
+    """The entry of one file's bytes (cached, or checked and remembered): `opsctl show`."""
+    cache_file = cache_dir() / f"validate-{fingerprint()}.json"
+    cache = _load_cache(cache_file)
+    key = _key(path, data)
+    got = cache.get(key)
+    if got is None:
+        from opsctl import catalog
+
+        errors, claim, summary = catalog.check_for_validate(data, path)
+        got = (_rows(errors), claim, summary)
+        _save_cache(cache_file, {**cache, key: got})
+    return got
+
+
+def remember(path: str, data: bytes, new: Entry) -> None:
+    """Replace the entry of one file's bytes (`opsctl show` adds the procedure it rendered)."""
+    cache_file = cache_dir() / f"validate-{fingerprint()}.json"
+    _save_cache(cache_file, {**_load_cache(cache_file), _key(path, data): new})
+
+
+def errors_of(path: str, rows: list[ErrorRow]) -> list[RunbookError]:
+    return _errors(path, rows)
+
+
+def read_bytes(path: str) -> bytes | None:
+    """The bytes ``loader.read`` gives, without importing YAML (what a warm run hashes)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(_READ_LIMIT)
+    except OSError:
+        return None
 
 
 class _Claims:
@@ -226,8 +272,9 @@ def _load_cache(path: Path) -> dict[str, Entry]:
         doc = json.loads(path.read_text(encoding="utf-8"))
         entries = doc["entries"] if doc.get("version") == _CACHE_VERSION else {}
         return {k: ([tuple(r) for r in rows],  # type: ignore[misc]
-                    None if claim is None else (claim[0], [tuple(b) for b in claim[1]]))
-                for k, (rows, claim) in entries.items()}
+                    None if claim is None else (claim[0], [tuple(b) for b in claim[1]]),
+                    summary if isinstance(summary, dict) else None)
+                for k, (rows, claim, summary) in entries.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return {}  # no cache, or an unreadable one: check everything
 

@@ -3,13 +3,14 @@ same libraries; never the reason an error goes unreported."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 import opsctl
-from opsctl import catalog, validation
+from opsctl import catalog, loader, validation
 
 GOOD = ("id: rb-901\ntitle: t\nseverity: P3\nsummary: s\n"
         "diagnose:\n  - {id: a, action: core.echo, with: {value: 1}}\n")
@@ -90,3 +91,61 @@ def test_files_spread_over_workers_give_the_same_errors_in_order(tmp_path: Path)
     serial = [str(e) for e in validation.validate_files(files, jobs=1, use_cache=False)]
     parallel = [str(e) for e in validation.validate_files(files, jobs=2, use_cache=False)]
     assert parallel == serial and len(serial) == 27
+
+
+CLAIMS = GOOD.replace("summary: s\n", "summary: s\ntriggers: [SameAlert]\n")
+
+
+def test_alerts_claimed_twice_are_reported_cold_and_warm_from_one_parse(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPSCTL_CACHE_DIR", str(tmp_path / "cache"))
+    files = []
+    for rid in ("rb-901", "rb-902"):
+        path = tmp_path / f"{rid}-x.yaml"
+        path.write_text(CLAIMS.replace("rb-901", rid))
+        files.append(str(path))
+    loads: list[str] = []
+    real = loader.load_bytes
+    monkeypatch.setattr(loader, "load_bytes", lambda data, f: loads.append(f) or real(data, f))
+    cold = [str(e) for e in validation.validate_files(files, jobs=1)]
+    assert cold == [f"{files[1]}:5:12: triggers[0]: alert 'SameAlert' is also claimed by rb-901 "
+                    f"({files[0]}:5:12); give both triggers a 'when' that separates them "
+                    "(e.g. on labels.severity)"]
+    assert loads == files  # each file parsed once: the claims come out of the same check
+    checked = _counting(monkeypatch)
+    assert [str(e) for e in validation.validate_files(files, jobs=1)] == cold
+    assert checked == [] and loads == files  # warm: from the cache, nothing parsed
+
+
+def test_the_cache_hashes_the_bytes_the_loader_reads() -> None:
+    assert validation._READ_LIMIT == loader.MAX_FILE_BYTES + 1
+
+
+def test_list_and_show_validate_what_they_print(files: list[str], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from opsctl.cli.catalog_cmds import list_runbooks, procedure
+    from opsctl.cli.run_cmd import Output
+    from opsctl.errors import ValidationFailed
+
+    monkeypatch.setattr(catalog, "search_dirs", lambda: [tmp_path])
+    list_runbooks(Output.json)
+    rows = {r["path"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows[files[0]] == {"id": "rb-901", "title": "t", "severity": "P3", "triggers": [],
+                              "options": [], "path": files[0], "valid": True}
+    assert rows[files[1]]["valid"] is False and rows[files[1]]["title"] == "INVALID (1 errors)"
+    shown = catalog.procedure("rb-901", procedure)
+    assert shown.startswith("# rb-901: t (P3)") and "core.echo" in shown
+    checked = _counting(monkeypatch)
+    assert catalog.procedure("rb-901", procedure) == shown  # the second show: from the cache
+    with pytest.raises(ValidationFailed) as bad:
+        catalog.procedure("rb-902", procedure)
+    assert [str(e) for e in bad.value.errors] == [f"{files[1]}:3:11: severity: expected one of "
+                                                   "P0, P1, P2, P3, P4, got 'P9'"]
+    assert checked == []
+    Path(files[0]).write_text(GOOD.replace("P3", "P8"))  # broken since: both see it at once
+    list_runbooks(Output.json)
+    assert not {r["path"]: r for r in json.loads(capsys.readouterr().out)}[files[0]]["valid"]
+    with pytest.raises(ValidationFailed):
+        catalog.procedure("rb-901", procedure)
+    assert checked == ["rb-901-good.yaml"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,26 +15,27 @@ def list_runbooks(
     output: Annotated[Output, typer.Option("--output", "-o")] = Output.text,
 ) -> int:
     """List the runbooks found in ./runbooks, OPSCTL_RUNBOOK_PATH and the package."""
-    from rich.console import Console
-    from rich.table import Table
+    from opsctl.catalog import runbook_files
+    from opsctl.validation import entries
 
-    from opsctl.catalog import check_file, runbook_files
-
+    files = [str(p) for p in runbook_files()]
+    # every file is validated; an unchanged file's verdict comes from `opsctl validate`'s cache
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for path in runbook_files():
-        rb, errors = check_file(str(path))
-        if rb is None:
-            rows.append({"id": path.stem[:6], "title": f"INVALID ({len(errors)} errors)",
-                         "severity": "", "triggers": [], "path": str(path), "valid": False})
-        elif rb.id not in seen:
-            seen.add(rb.id)
-            rows.append({"id": rb.id, "title": rb.title, "severity": rb.severity,
-                         "triggers": list(rb.triggers), "options": [o.name for o in rb.options],
-                         "path": str(path), "valid": True})
+    for path, (errors, _, summary) in entries(files, jobs=1).items():
+        if errors or summary is None:
+            rows.append({"id": Path(path).stem[:6], "title": f"INVALID ({len(errors)} errors)",
+                         "severity": "", "triggers": [], "path": path, "valid": False})
+        elif summary["id"] not in seen:
+            seen.add(summary["id"])
+            rows.append({**{k: summary[k] for k in ("id", "title", "severity", "triggers", "options")},
+                         "path": path, "valid": True})
     if output == Output.json:
         typer.echo(json.dumps(rows, indent=2))
         return 0
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table()
     for col in ("id", "severity", "title", "triggers"):
         table.add_column(col, overflow="fold")
@@ -50,9 +52,9 @@ def show(
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from opsctl.catalog import load
+    from opsctl import catalog
 
-    Console().print(Markdown(procedure(load(runbook))))
+    Console().print(Markdown(catalog.procedure(runbook, procedure)))
     return 0
 
 
