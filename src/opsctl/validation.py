@@ -175,7 +175,8 @@ def validate_files(files: list[str], *, jobs: int = 0, use_cache: bool = True) -
         errors += _errors(path, rows)
         if not rows and claim is not None:
             claims.append(_Claims(path, claim))
-    if claims:
+    alerts = [a for c in claims for a in {b["alert"] for b in c.bindings}]
+    if len(alerts) != len(set(alerts)):  # an alert claimed by two runbooks (else nothing to import)
         from opsctl.alerts.bindings import claim_errors
 
         errors += claim_errors(claims)

@@ -6,8 +6,6 @@ Only typer and the stdlib are imported here; each command imports the engine whe
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import sys
 from typing import Annotated
@@ -16,6 +14,7 @@ import typer
 
 from opsctl import __version__
 from opsctl.cli import alert_cmds, catalog_cmds, plan_cmds, run_cmd, runs_cmds, validate_cmd
+from opsctl.cli.guard import crash, hostile_streams, quiet_exit
 
 app = typer.Typer(
     name="opsctl", no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
@@ -63,7 +62,7 @@ def main() -> None:
 
     from opsctl.errors import ExitCode, OpsctlError, ValidationFailed
 
-    _hostile_streams()
+    hostile_streams()
     try:
         # from here on Ctrl-C is a KeyboardInterrupt again (opsctl.__main__ exits quietly before)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -90,48 +89,10 @@ def main() -> None:
         typer.echo("interrupted", err=True)
         code = ExitCode.INTERRUPTED
     except Exception:
-        code = _crash()
+        code = crash()
     # a Ctrl-C from now on (interpreter shutdown) must not print a traceback either
-    signal.signal(signal.SIGINT, _quiet_exit)
+    signal.signal(signal.SIGINT, quiet_exit)
     sys.exit(code if isinstance(code, int) else 0)
-
-
-def _quiet_exit(signum: int, frame: object) -> None:
-    """SIGINT before the command runs (imports) or after it ended: exit 130, no traceback."""
-    with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write("interrupted\n")
-    os._exit(130)
-
-
-class _Masked:
-    """stdout/stderr that mask every registered secret (errors.mask) whatever prints them."""
-
-    def __init__(self, stream: object) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        from opsctl.errors import mask
-
-        return self._stream.write(mask(text))  # type: ignore[attr-defined, no-any-return]
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._stream, name)
-
-
-def _hostile_streams() -> None:
-    """PYTHONIOENCODING=ascii or a C locale: never a UnicodeEncodeError (unprintable characters
-    become escapes); closed streams: nothing to write to; and secrets masked everywhere."""
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        if stream is None:
-            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
-            continue
-        reconfigure = getattr(stream, "reconfigure", None)
-        if callable(reconfigure):
-            with contextlib.suppress(ValueError, OSError):
-                reconfigure(errors="backslashreplace")
-        if not isinstance(stream, _Masked):
-            setattr(sys, name, _Masked(stream))
 
 
 def _json_error(code: int, status: str, message: str, errors: list[dict[str, object]] | None = None) -> None:
@@ -146,17 +107,3 @@ def _json_error(code: int, status: str, message: str, errors: list[dict[str, obj
         if errors:
             doc["errors"] = errors
         typer.echo(json.dumps(doc, indent=2))
-
-
-def _crash() -> int:
-    import traceback
-
-    from opsctl.audit import write_crash
-    from opsctl.errors import mask
-
-    saved = write_crash(traceback.format_exc() + "\n")
-    where = f"the traceback could not be saved ({saved})" if saved.startswith("not saved") \
-        else f"the traceback is in {saved}"
-    exc = sys.exc_info()[1]
-    typer.echo(mask(f"internal error: {type(exc).__name__}: {exc} ({where}; please report it)"), err=True)
-    return 1

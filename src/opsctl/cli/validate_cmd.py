@@ -1,9 +1,10 @@
-"""`opsctl validate [PATH...]`: every error of every file, as file:line:col: path: message."""
+"""`opsctl validate [PATH...]`: every error of every file, as file:line:col: path: message.
+
+The options as Typer declares them (help, completion, errors); a plain command line is run by
+``cli.validate_fast`` before Typer is even imported, with the same ``run``."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,24 +31,6 @@ def validate(
         from opsctl.cli.alert_cmds import validate_alerts
 
         return validate_alerts(paths, alerts, output)
-    from opsctl.catalog import expand_paths
-    from opsctl.errors import UsageError
-    from opsctl.validation import validate_files
+    from opsctl.cli.validate_fast import run
 
-    targets = paths or (["runbooks"] if Path("runbooks").is_dir() else [])
-    if not targets:
-        raise UsageError("nothing to validate: give runbook files or directories "
-                         "(no ./runbooks directory here)")
-    files = expand_paths(targets)
-    if not files:
-        raise UsageError(f"no runbook files (*.yaml) in {', '.join(targets)}")
-    errors = validate_files(files, jobs=jobs, use_cache=cache)
-    if output == Output.json:
-        typer.echo(json.dumps([e.as_dict() for e in errors], indent=2))
-    else:
-        for err in errors:
-            typer.echo(str(err))
-        bad = len({e.location.file for e in errors})
-        summary = f"{len(files)} file(s) checked, {len(errors)} error(s) in {bad} file(s)"
-        typer.echo(summary if errors else f"{len(files)} file(s) checked: all valid", err=True)
-    return 2 if errors else 0
+    return run(paths or [], as_json=output == Output.json, jobs=jobs, use_cache=cache)
