@@ -47,3 +47,11 @@ def _client_matches(c: dict[str, Any], args: dict[str, Any]) -> bool:
     if args.get("addr") and not fnmatchcase(c["addr"], args["addr"]):
         return False
     return not (args.get("cmd") and c["cmd"].lower() != str(args["cmd"]).lower())
+
+
+# redis-py names its connection (CLIENT SETNAME) as it opens it: every action needs it
+CONNECT: tuple[str, ...] = ("client|setname",)
+
+
+# redis-py names its connection (CLIENT SETNAME) as it opens it: every action needs it
+CONNECT: tuple[str, ...] = ("client|setname",)
