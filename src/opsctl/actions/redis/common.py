@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from opsctl.actions.base import Action
+from opsctl.actions.needs import RedisAcl
 from opsctl.backends import redis as rb
 
 
@@ -50,8 +51,8 @@ def _client_matches(c: dict[str, Any], args: dict[str, Any]) -> bool:
 
 
 # redis-py names its connection (CLIENT SETNAME) as it opens it: every action needs it
-CONNECT: tuple[str, ...] = ("client|setname",)
+CONNECT = RedisAcl(("client|setname",))
 
 
 # redis-py names its connection (CLIENT SETNAME) as it opens it: every action needs it
-CONNECT: tuple[str, ...] = ("client|setname",)
+CONNECT = RedisAcl(("client|setname",))

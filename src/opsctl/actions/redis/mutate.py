@@ -28,7 +28,7 @@ class Set(RedisAction):
     """
 
     name = "redis.set"
-    permissions = (RedisAcl(CONNECT + ("type", "get"), keys="{key}"),
+    permissions = (CONNECT, RedisAcl(("type", "get"), keys="{key}"),
                    RedisAcl(("watch", "multi", "set", "exec"), keys="{key}", apply=True))
     read_only = False
     summary = "Set a string key (flags, overrides); plan shows old -> new"
@@ -88,7 +88,7 @@ class Delete(RedisAction):
     """
 
     name = "redis.delete"
-    permissions = (RedisAcl(CONNECT + ("type", "get"), keys="{keys}"),
+    permissions = (CONNECT, RedisAcl(("type", "get"), keys="{keys}"),
                    RedisAcl(("del",), keys="{keys}", apply=True))
     read_only = False
     summary = "Delete explicit keys (no patterns); plan shows old values"
@@ -126,7 +126,7 @@ class ClientKill(RedisAction):
     """
 
     name = "redis.client_kill"
-    permissions = (RedisAcl(CONNECT + ("client|id", "client|list")),
+    permissions = (CONNECT, RedisAcl(("client|id", "client|list")),
                    RedisAcl(("client|kill",), apply=True))
     read_only = False
     summary = "Kill clients matching filters (blast radius: max_targets)"
@@ -193,7 +193,7 @@ class ConfigSet(RedisAction):
     """
 
     name = "redis.config_set"
-    permissions = (RedisAcl(CONNECT + ("config|get", "info")),
+    permissions = (CONNECT, RedisAcl(("config|get", "info")),
                    RedisAcl(("config|set",), apply=True))
     read_only = False
     summary = "CONFIG SET an allow-listed parameter (plan shows old -> new)"

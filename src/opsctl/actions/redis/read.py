@@ -31,7 +31,7 @@ class Info(RedisAction):
     """
 
     name = "redis.info"
-    permissions = (RedisAcl(CONNECT + ("info",)),)
+    permissions = (CONNECT, RedisAcl(("info",)),)
     summary = "Memory vs maxmemory, hit rate, evictions, clients, replication role"
     schema = type_schema({"sample_seconds": {"type": "number", "minimum": 0, "maximum": 300, "default": 0}})
 
@@ -109,7 +109,7 @@ class WriteProbe(RedisAction):
     """
 
     name = "redis.write_probe"
-    permissions = (RedisAcl(CONNECT + ("set", "del"), keys="opsctl:probe:*"),)
+    permissions = (CONNECT, RedisAcl(("set", "del"), keys="opsctl:probe:*"),)
     summary = "Write and delete a scratch key: do writes succeed (no OOM)?"
     schema = type_schema({"bytes": {"type": "integer", "minimum": 1, "maximum": 1048576, "default": 1024}})
 
@@ -161,7 +161,7 @@ class Slowlog(RedisAction):
     """
 
     name = "redis.slowlog"
-    permissions = (RedisAcl(CONNECT + ("slowlog|get", "slowlog|len")),)
+    permissions = (CONNECT, RedisAcl(("slowlog|get", "slowlog|len")),)
     summary = "Recent slow commands from SLOWLOG"
     schema = type_schema({"count": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20},
                           "min_duration_ms": {"type": "number", "minimum": 0, "default": 0}})
@@ -194,7 +194,7 @@ class Clients(RedisAction):
     """
 
     name = "redis.clients"
-    permissions = (RedisAcl(CONNECT + ("client|id", "client|list")),)
+    permissions = (CONNECT, RedisAcl(("client|id", "client|list")),)
     summary = "Connected clients with idle time, flags, last command"
     schema = type_schema(CLIENT_FILTERS)
 
@@ -219,7 +219,7 @@ class BigKeys(RedisAction):
     """
 
     name = "redis.bigkeys"
-    permissions = (RedisAcl(CONNECT + ("scan", "type", "memory|usage"), keys="{match}"),)
+    permissions = (CONNECT, RedisAcl(("scan", "type", "memory|usage"), keys="{match}"),)
     summary = "Largest keys by MEMORY USAGE via SCAN (bounded, never KEYS)"
     schema = type_schema({"match": {"type": "string", "default": "*"},
                           "max_scan": {"type": "integer", "minimum": 1, "maximum": 1000000, "default": 10000},
@@ -275,7 +275,7 @@ class Get(RedisAction):
     """
 
     name = "redis.get"
-    permissions = (RedisAcl(CONNECT + ("type", "get", "hgetall", "ttl"), keys="{key}"),)
+    permissions = (CONNECT, RedisAcl(("type", "get", "hgetall", "ttl"), keys="{key}"),)
     summary = "Read a key: value, type, TTL"
     schema = type_schema({"key": {"type": "string", "minLength": 1}}, required=["key"])
 
