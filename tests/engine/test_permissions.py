@@ -23,7 +23,8 @@ SYSTEM = {"kubernetes": Kube, "aws": Iam, "postgres": Pg, "redis": RedisAcl, "ka
 READ_VERBS = {"get", "list", "watch"}
 READ_IAM = re.compile(r"^[a-z0-9-]+:(Describe|List|Get|BatchGet|Head)[A-Za-z]*$")
 # what a read-only action may receive; aws.sqs.peek receives messages and makes them visible again
-READ_IAM_EXCEPTIONS = {("aws.sqs.peek", "sqs:ReceiveMessage"), ("aws.sqs.peek", "sqs:ChangeMessageVisibility")}
+READ_IAM_EXCEPTIONS = {("aws.sqs.peek", "sqs:ReceiveMessage"),
+                       ("aws.sqs.peek", "sqs:ChangeMessageVisibility")}
 FIELD = re.compile(r"\{([a-z_]+)\}")
 
 
