@@ -57,6 +57,8 @@ def test_every_action_declares_its_permissions() -> None:
                 for arg in FIELD.findall(template):
                     if arg not in cls.schema.get("properties", {}):
                         problems.append(f"{name}: {template!r} names {arg!r}, not an argument")
+            if isinstance(need, Kube) and need.kinds and "kind" not in cls.schema["properties"]:
+                problems.append(f"{name}: kinds={need.kinds} but no kind argument")
             if isinstance(need, Iam) and need.when and need.when not in cls.schema["properties"]:
                 problems.append(f"{name}: when={need.when!r} is not an argument")
         if cls.backend in SYSTEM and not any(isinstance(n, SYSTEM[cls.backend]) for n in needs) \

@@ -28,6 +28,7 @@ class Kube:
     verbs: tuple[str, ...]
     apply: bool = False
     backend: str = "kubernetes"
+    kinds: tuple[str, ...] = ()  # only for these values of ``kind`` (all when empty or unknown)
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,9 @@ def _grants(need: Need, step: Any, cls: Any, params: dict[str, Any], namespace: 
         return Grant(n, step.id, cls.name, ns)
 
     if isinstance(need, Kube):
+        kind = _arg(step, schema, "kind", params)
+        if need.kinds and kind is not _UNKNOWN and kind not in need.kinds:
+            return []
         ns = _arg(step, schema, "namespace", params)
         ns = namespace if ns in (_UNKNOWN, None, "") else str(ns)
         resources = tuple(sorted({r for t in need.resources for r in fill(t)}))

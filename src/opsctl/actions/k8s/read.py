@@ -103,7 +103,8 @@ class RolloutHistory(K8sAction):
     name = "k8s.rollout_history"
     permissions = (Kube("apps", ("{kind}s",), ("get",)),
                    # the revisions: ReplicaSets of a deployment, ControllerRevisions of a statefulset
-                   Kube("apps", ("replicasets", "controllerrevisions"), ("list",)))
+                   Kube("apps", ("replicasets",), ("list",), kinds=("deployment",)),
+                   Kube("apps", ("controllerrevisions",), ("list",), kinds=("statefulset",)))
     summary = "revisions with creation time, change-cause and images (recent_count within window)"
     schema = type_schema({"kind": KIND, "name": NAME, "namespace": NS,
                           "window": {"type": "number", "minimum": 0, "default": 3600,
