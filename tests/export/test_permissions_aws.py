@@ -97,10 +97,18 @@ def aws(iam_moto: IamMoto, tmp_path: Path) -> Iterator[IamMoto]:
     iam_moto.checks(False)
 
 
-def policy_of(opsctl: Callable[..., Result], *args: str) -> dict[str, Any]:
-    printed = opsctl("permissions", *args, "--for", "aws", "-o", "json")
-    assert printed.code == 0, printed.output
-    return dict(json.loads(printed.stdout))
+def policy_of(runbook: str, *args: str) -> dict[str, Any]:
+    """What `opsctl permissions RUNBOOK ARGS --for aws -o json` prints (the same functions, called
+    here: the CLI's output forms are tested in tests/engine/test_permissions.py)."""
+    from opsctl import catalog
+    from opsctl.export import permissions as P
+
+    rb = catalog.load(runbook)
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    params = dict(v.split("=", 1) for k, v in zip(args[::2], args[1::2], strict=True) if k == "-p")
+    perms = P.collect(rb, option=flags.get("--option"),
+                      params={k: rb.params[k].coerce(v) for k, v in params.items()})
+    return P.iam_policy(perms)
 
 
 def fast(runbook_id: str, tmp_path: Path) -> str:
@@ -122,7 +130,7 @@ def test_rb005_failover_with_the_generated_policy_and_without_the_failover_actio
         opsctl: Callable[..., Result], aws: IamMoto, tmp_path: Path) -> None:
     ids = make_aurora(aws.moto, "plooral-aurora", members=2)
     params = ("-p", "cluster=plooral-aurora", "-p", f"target_instance={ids[1]}")
-    policy = policy_of(opsctl, "rb-005", *params)
+    policy = policy_of("rb-005", *params)
     args = (fast("rb-005", tmp_path), *params)
     assert {"Effect": "Allow", "Action": ["rds:FailoverDBCluster"], "Sid": "Rds2",
             "Resource": "arn:aws:rds:*:*:cluster:plooral-aurora"} in policy["Statement"]
@@ -142,7 +150,7 @@ def test_rb007_redrive_with_the_generated_policy_and_without_one_read(
     queue, dlq = make_queue_with_dlq(aws.moto, "plooral-queue")
     fill(aws.moto, dlq, 30)
     args = ("rb-007", "-p", "queue=plooral-queue")
-    policy = policy_of(opsctl, *args)
+    policy = policy_of(*args)
     denied = aws.user("no-attributes", without(policy, "sqs:GetQueueAttributes"))
     allowed = aws.user("rb-007", policy)
     aws.checks(True)
@@ -158,7 +166,7 @@ def test_rb011_scale_with_the_generated_policy(opsctl: Callable[..., Result], aw
                                                tmp_path: Path) -> None:
     make_ecs_service(aws.moto, "plooral-cluster", "plooral-api", desired=3)
     params = ("-p", "cluster=plooral-cluster", "-p", "service=plooral-api", "--option", "scale")
-    policy = policy_of(opsctl, "rb-011", *params)
+    policy = policy_of("rb-011", *params)
     args = (fast("rb-011", tmp_path), *params)
     denied = aws.user("no-update", without(policy, "ecs:UpdateService"))
     allowed = aws.user("rb-011", policy)
@@ -176,7 +184,7 @@ def test_rb012_alias_rollback_with_the_generated_policy(opsctl: Callable[..., Re
     aws.moto.client("cloudwatch").set_alarm_state(AlarmName="PlooralWorkerFailure", StateValue="OK",
                                                   StateReason="fixed by the rollback below")
     params = ("-p", "function=plooral-worker", "-p", "queue=plooral-queue", "--option", "rollback-alias")
-    policy = policy_of(opsctl, "rb-012", *params)
+    policy = policy_of("rb-012", *params)
     args = (fast("rb-012", tmp_path), *params)
     denied = aws.user("no-alias-update", without(policy, "lambda:UpdateAlias"))
     allowed = aws.user("rb-012", policy)
