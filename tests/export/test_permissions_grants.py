@@ -28,6 +28,11 @@ def report(result: Result) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
+def lock_fallbacks(result: Result) -> list[str]:
+    """The run's notes that its apply lock fell back to the host's lock file (a permission missing)."""
+    return [line.strip() for line in result.output.splitlines() if "(lock file)" in line]
+
+
 def step(out: dict[str, Any], step_id: str) -> dict[str, Any]:
     return next(s for s in out["steps"] if s["id"] == step_id)
 
@@ -101,6 +106,17 @@ def test_rb010_runs_as_an_acl_user_made_from_the_generated_rule(
         assert result.code == 0, result.output
         assert report(result)["option"] == ["set-eviction-policy"]
         assert report(result)["message"] == "verified"
+        # the full cache refused the apply lock's key (noeviction OOM: the incident itself), so the
+        # run used the host's lock file; now that it has room, the user takes and releases it
+        assert "cannot write the lock key" in "".join(lock_fallbacks(result))
+        from opsctl.backends import locking
+        from opsctl.backends import redis as rb
+
+        lock = locking.RedisLock(rb.settings_from({"url": url}), "opsctl:lock:rb-010",
+                                 locking.Holder("u", "h", "run", "now"), 30)
+        assert lock.try_acquire() is None and rds.client().exists("opsctl:lock:rb-010")
+        lock.release()
+        assert not rds.client().exists("opsctl:lock:rb-010")
         assert policy(rds) == "allkeys-lru"
         assert rds.client().set("probe", "x" * 1000)  # OOM before
         import redis

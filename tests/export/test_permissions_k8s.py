@@ -94,35 +94,35 @@ def token_kubeconfig(cluster: K8sCluster, ns: str, sa: str, tmp_path: Path) -> s
     return str(path)
 
 
-def test_rb006_scale_app_runs_with_the_generated_role_and_not_without_its_patch_verb(
+def test_rb006_restart_app_runs_with_the_generated_role_and_not_without_its_patch_verb(
         opsctl: Callable[..., Result], k8s_cluster: K8sCluster, app: App,  # noqa: F811
         tmp_path: Path) -> None:
-    args = ("rb-006", "--option", "scale-app", "-n", app.ns)
-    docs = manifests(opsctl, *args)
+    docs = manifests(opsctl, "rb-006", "--option", "restart-app", "-n", app.ns)
     assert [d["kind"] for d in docs] == ["ServiceAccount", "Role", "RoleBinding"]
     sa = docs[0]["metadata"]["name"]
     crippled = copy.deepcopy(docs)
     for rule in crippled[1]["rules"]:
-        if rule["resources"] == ["deployments/scale"]:
+        if rule["resources"] == ["deployments"]:
             rule["verbs"].remove("patch")
-    crippled[1]["rules"] = [r for r in crippled[1]["rules"] if r["verbs"]]
     assert crippled != docs
     apply(k8s_cluster, crippled)
     env = {**app.env, "KUBECONFIG": token_kubeconfig(k8s_cluster, app.ns, sa, tmp_path)}
     until(lambda: can(k8s_cluster, app.ns, sa, "get", "deployments"), "the Role is in force")
     before = app.snapshot()
-    denied = opsctl(*app.run_args("--yes", "--option", "scale-app", "-p", "app_replicas=3"), env=env)
+    denied = opsctl(*app.run_args("--yes", "--option", "restart-app"), env=env)
     assert denied.code == 4, denied.output
-    assert 'cannot patch resource "deployments/scale"' in denied.output, denied.output
-    assert "Traceback" not in denied.output and report(denied)["message"] != "verified"
-    assert app.snapshot()["replicas"] == before["replicas"] == 2  # refused before any change
+    message = report(denied)["message"]
+    assert 'cannot patch resource "deployments" in API group "apps"' in message, message
+    assert "forbidden by RBAC" in message and "Traceback" not in denied.output
+    assert app.snapshot()["pods"] == before["pods"] and app.leaked() == before["leaked"]  # nothing changed
 
     apply(k8s_cluster, docs[1:2])  # the Role as generated
-    until(lambda: can(k8s_cluster, app.ns, sa, "patch", "deployments/scale"), "the full Role is in force")
-    result = opsctl(*app.run_args("--yes", "--option", "scale-app", "-p", "app_replicas=3"), env=env)
+    until(lambda: can(k8s_cluster, app.ns, sa, "patch", "deployments"), "the full Role is in force")
+    result = opsctl(*app.run_args("--yes", "--option", "restart-app"), env=env)
     assert result.code == 0, result.output
     assert report(result)["message"] == "verified"
-    assert app.apps.read_namespaced_deployment("checkout-api", app.ns).spec.replicas == 3
+    assert "lock file" not in result.output  # the apply lock (a Lease) was taken, not the fallback
+    assert app.leaked() == 0 and not app.snapshot()["pods"] & before["pods"]
     assert not can(k8s_cluster, app.ns, sa, "delete", "pods")  # nothing the runbook does not need
 
 

@@ -141,12 +141,19 @@ def collect(runbook: Any, *, option: str | None = None, read_only: bool = False,
 
     perms = Permissions(runbook=runbook.id, namespace=namespace, read_only=read_only,
                         principal=principal or service_account_name(runbook.id, read_only=read_only))
+    from opsctl.backends.locking import NEEDS as LOCK_NEEDS
+
     given = dict(params or {})
     for step in selected_steps(runbook, option=option, read_only=read_only):
         cls = get(step.action)
         assert cls is not None
         for need in cls.permissions or ():
             perms.grants += _grants(need, step, cls, given, namespace)
+        for need in () if cls.read_only else LOCK_NEEDS.get(cls.backend, ()):
+            if isinstance(need, RedisAcl):
+                need = replace(need, keys=need.keys.replace("{runbook}", runbook.id))
+            perms.grants += [replace(g, action="apply lock")
+                             for g in _grants(need, step, cls, given, namespace)]
     return perms
 
 
