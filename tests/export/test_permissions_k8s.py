@@ -19,8 +19,10 @@ from tests.fixtures.core import Result
 from tests.fixtures.k8s import K8sCluster
 from tests.runbooks.test_rb004 import Incident, incident  # noqa: F401 - a fixture
 from tests.runbooks.test_rb006_k8s import App, app, report, step  # noqa: F401 - a fixture
+from tests.runbooks.test_rb014 import Incident as Rb014
+from tests.runbooks.test_rb014 import cluster  # noqa: F401 - a fixture
 
-pytestmark = [pytest.mark.k8s, pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [pytest.mark.k8s, pytest.mark.postgres, pytest.mark.redis, pytest.mark.kafka]
 
 
 def manifests(opsctl: Callable[..., Result], *args: str) -> list[dict[str, Any]]:
@@ -29,12 +31,12 @@ def manifests(opsctl: Callable[..., Result], *args: str) -> list[dict[str, Any]]
     return list(yaml.safe_load_all(printed.stdout))
 
 
-def apply(cluster: K8sCluster, docs: list[dict[str, Any]]) -> None:
+def apply(kube: K8sCluster, docs: list[dict[str, Any]]) -> None:
     """Create (or replace) the manifests as the admin, as `kubectl apply` would."""
     from kubernetes import client, config, utils
 
     cfg = client.Configuration()
-    config.load_kube_config(config_file=cluster.kubeconfig, client_configuration=cfg)
+    config.load_kube_config(config_file=kube.kubeconfig, client_configuration=cfg)
     api = client.ApiClient(cfg)
     rbac = client.RbacAuthorizationV1Api(api)
     for doc in docs:
@@ -48,12 +50,12 @@ def apply(cluster: K8sCluster, docs: list[dict[str, Any]]) -> None:
         utils.create_from_dict(api, doc)
 
 
-def can(cluster: K8sCluster, ns: str, sa: str, verb: str, resource: str) -> bool:
+def can(kube: K8sCluster, ns: str, sa: str, verb: str, resource: str) -> bool:
     """The apiserver's own answer (SubjectAccessReview) for the ServiceAccount."""
     from kubernetes import client, config
 
     cfg = client.Configuration()
-    config.load_kube_config(config_file=cluster.kubeconfig, client_configuration=cfg)
+    config.load_kube_config(config_file=kube.kubeconfig, client_configuration=cfg)
     name, _, sub = resource.partition("/")
     group = "" if name in ("pods", "events") else "apps"
     review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
@@ -72,9 +74,9 @@ def until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
         time.sleep(0.2)
 
 
-def token_kubeconfig(cluster: K8sCluster, ns: str, sa: str, tmp_path: Path) -> str:
+def token_kubeconfig(kube: K8sCluster, ns: str, sa: str, tmp_path: Path) -> str:
     """A kubeconfig holding only the ServiceAccount's token (its secret, made by the token controller)."""
-    core, _, _ = cluster.api()
+    core, _, _ = kube.api()
     found: list[Any] = []
 
     def secret() -> bool:
@@ -84,7 +86,7 @@ def token_kubeconfig(cluster: K8sCluster, ns: str, sa: str, tmp_path: Path) -> s
 
     until(secret, f"a token for {ns}/{sa}")
     token = base64.b64decode(next(s for s in found if s.data.get("token")).data["token"]).decode()
-    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    admin = yaml.safe_load(Path(kube.kubeconfig).read_text())
     conf = {"apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
             "users": [{"name": sa, "user": {"token": token}}],
             "contexts": [{"name": sa, "context": {"cluster": admin["clusters"][0]["name"], "user": sa}}],
@@ -145,3 +147,21 @@ def test_rb004_diagnosis_runs_with_the_read_only_role(
     assert step(out, "downstream_changes")["result"]["recent_count"] == 2  # replicasets
     assert not [s for s in out["steps"] if s["status"] == "failed"], out["steps"]
     assert not can(k8s_cluster, incident.ns, sa, "patch", "deployments")
+
+
+def test_rb014_diagnosis_of_a_statefulset_runs_with_the_read_only_role(
+        opsctl: Callable[..., Result], k8s_cluster: K8sCluster, cluster: Rb014,  # noqa: F811
+        tmp_path: Path) -> None:
+    docs = manifests(opsctl, "rb-014", "--read-only", "-n", cluster.ns)
+    resources = {r for rule in docs[1]["rules"] for r in rule["resources"]}
+    assert {"statefulsets", "deployments", "pods", "pods/log", "events"} <= resources
+    apply(k8s_cluster, docs)
+    sa = docs[0]["metadata"]["name"]
+    env = {**cluster.env, "KUBECONFIG": token_kubeconfig(k8s_cluster, cluster.ns, sa, tmp_path)}
+    until(lambda: can(k8s_cluster, cluster.ns, sa, "get", "statefulsets"), "the Role is in force")
+    result = opsctl(*cluster.run_args("--phase", "diagnose"), env=env)
+    out = report(result)
+    assert not [s["id"] for s in out["steps"] if s["status"] == "failed"], result.output
+    assert step(out, "kafka")["result"]["kind"] == "statefulset" and step(out, "kafka")["status"] == "ok"
+    assert step(out, "kafka_logs")["status"] == "ok"  # pods/log of the statefulset's pods
+    assert not can(k8s_cluster, cluster.ns, sa, "patch", "statefulsets")
