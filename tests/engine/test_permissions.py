@@ -129,3 +129,16 @@ def test_for_prints_only_what_the_tool_takes(opsctl: Callable[..., Result], tmp_
     assert nothing.code == 2 and nothing.stdout == "" and "makes no aws call" in nothing.stderr
     bad = opsctl("permissions", "rb-006", "--option", "nope")
     assert bad.code == 2 and "Traceback" not in bad.output and "has no option 'nope'" in bad.stderr
+
+
+def test_steps_in_several_namespaces_get_one_cluster_role_bound_in_each() -> None:
+    rb = catalog.load("rb-001")  # incident.sweep lists workloads in every namespace it is given
+    docs = P.kubernetes_manifests(rb, namespace="ops", params={"namespaces": "shop,pay"})
+    assert [(d["kind"], d["metadata"].get("namespace")) for d in docs] == [
+        ("ServiceAccount", "ops"), ("ClusterRole", None), ("RoleBinding", "pay"), ("RoleBinding", "shop")]
+    assert {d["roleRef"]["name"] for d in docs[2:]} == {docs[1]["metadata"]["name"]}
+    assert all(d["subjects"] == [{"kind": "ServiceAccount", "name": "opsctl-rb-001", "namespace": "ops"}]
+               for d in docs[2:])
+    single = P.kubernetes_manifests(rb, namespace="ops")  # the parameter not given: the SA's namespace
+    assert [(d["kind"], d["metadata"]["namespace"]) for d in single] == [
+        ("ServiceAccount", "ops"), ("Role", "ops"), ("RoleBinding", "ops")]

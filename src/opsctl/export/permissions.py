@@ -120,8 +120,11 @@ def _fill(template: str, step: Any, schema: dict[str, Any], params: dict[str, An
     names = [template]
     for key in _FIELD.findall(template):
         value = _arg(step, schema, key, params)
+        prop = schema.get("properties", {}).get(key, {})
         if value is _UNKNOWN:
-            value = schema.get("properties", {}).get(key, {}).get("enum") or "*"
+            value = prop.get("enum") or "*"
+        elif isinstance(value, str) and any(t.get("type") == "array" for t in prop.get("anyOf", ())):
+            value = [v.strip() for v in value.split(",")]  # a list given as "a,b"
         values = value if isinstance(value, list) else [value]
         values = [str(v) for v in values if v not in (None, "")] or ["*"]
         if aws:
@@ -170,10 +173,10 @@ def _grants(need: Need, step: Any, cls: Any, params: dict[str, Any], namespace: 
         kind = _arg(step, schema, "kind", params)
         if need.kinds and kind is not _UNKNOWN and kind not in need.kinds:
             return []
-        ns = _arg(step, schema, "namespace", params)
-        ns = namespace if ns in (_UNKNOWN, None, "") else str(ns)
         resources = tuple(sorted({r for t in need.resources for r in fill(t)}))
-        return [made(replace(need, resources=resources), ns)]
+        key = "namespaces" if "namespaces" in schema.get("properties", {}) else "namespace"
+        names = [n for n in fill("{" + key + "}") if n != "*"] or [namespace]
+        return [made(replace(need, resources=resources), ns) for ns in names]
     if isinstance(need, Iam):
         if need.when and (need.when not in step.args
                           or _resolve(step.args[need.when], params) in (None, "")):
