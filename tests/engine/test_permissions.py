@@ -9,7 +9,6 @@ import json
 import re
 import runpy
 from collections.abc import Callable
-from pathlib import Path
 
 import yaml
 
@@ -103,32 +102,43 @@ def test_the_diagnosis_needs_less_than_the_whole_runbook() -> None:
     assert P.postgres_sql(read) == [P.postgres_sql(read)[0], "GRANT pg_monitor TO opsctl_rb_006_read;"]
 
 
-def test_parameters_given_name_the_resources(opsctl: Callable[..., Result]) -> None:
-    wild = opsctl("permissions", "rb-007", "--for", "aws", "-o", "json")
-    exact = opsctl("permissions", "rb-007", "--for", "aws", "-o", "json", "-p", "queue=orders",
-                   "-p", "dlq=https://sqs.eu-west-1.amazonaws.com/1/orders-dlq")
-    assert wild.code == exact.code == 0, wild.output + exact.output
-    send = [s for s in json.loads(exact.stdout)["Statement"] if "sqs:SendMessage" in s["Action"]]
+def cli(*args: str) -> str:
+    """`opsctl ARGS` in this process (the output forms; exit codes and errors: a real subprocess
+    below), its stdout."""
+    from typer.testing import CliRunner
+
+    from opsctl.cli.main import app
+
+    got = CliRunner().invoke(app, list(args))
+    assert got.exit_code == 0, got.output
+    return str(got.stdout)
+
+
+def test_parameters_given_name_the_resources() -> None:
+    wild = json.loads(cli("permissions", "rb-007", "--for", "aws", "-o", "json"))
+    exact = json.loads(cli("permissions", "rb-007", "--for", "aws", "-o", "json", "-p", "queue=orders",
+                           "-p", "dlq=https://sqs.eu-west-1.amazonaws.com/1/orders-dlq"))
+    send = [s for s in exact["Statement"] if "sqs:SendMessage" in s["Action"]]
     assert send[0]["Resource"] == "arn:aws:sqs:*:*:orders"
-    delete = [s for s in json.loads(exact.stdout)["Statement"] if "sqs:DeleteMessage" in s["Action"]]
+    delete = [s for s in exact["Statement"] if "sqs:DeleteMessage" in s["Action"]]
     assert delete[0]["Resource"] == "arn:aws:sqs:*:*:orders-dlq"
-    assert all(s["Resource"] in ("*", "arn:aws:sqs:*:*:*") for s in json.loads(wild.stdout)["Statement"])
+    assert all(s["Resource"] in ("*", "arn:aws:sqs:*:*:*") for s in wild["Statement"])
 
 
-def test_for_prints_only_what_the_tool_takes(opsctl: Callable[..., Result], tmp_path: Path) -> None:
-    k8s = opsctl("permissions", "rb-006", "--for", "kubernetes", "-o", "yaml", "-n", "shop")
-    assert k8s.code == 0, k8s.output
-    docs = list(yaml.safe_load_all(k8s.stdout))
+def test_for_prints_only_what_the_tool_takes(opsctl: Callable[..., Result]) -> None:
+    docs = list(yaml.safe_load_all(cli("permissions", "rb-006", "--for", "kubernetes", "-o", "yaml",
+                                       "-n", "shop")))
     assert [d["kind"] for d in docs] == ["ServiceAccount", "Role", "RoleBinding"]
     assert {d["metadata"]["namespace"] for d in docs} == {"shop"}
     assert docs[2]["subjects"] == [{"kind": "ServiceAccount", "name": "opsctl-rb-006", "namespace": "shop"}]
-    sql = opsctl("permissions", "rb-013", "--for", "postgres", "--read-only")
-    assert sql.code == 0, sql.output
-    assert all(line.endswith(";") for line in sql.stdout.splitlines()), sql.stdout
+    sql = cli("permissions", "rb-013", "--for", "postgres", "--read-only")
+    assert all(line.endswith(";") for line in sql.splitlines()), sql
+    assert "ACL SETUSER opsctl-rb-010 on " in cli("permissions", "rb-010", "--for", "redis")
+    text = cli("permissions", "rb-008")
+    assert "## Kubernetes" in text and "## Kafka ACLs" in text and "kafka-acls.sh" in text
     nothing = opsctl("permissions", "rb-006", "--for", "aws")
     assert nothing.code == 2 and nothing.stdout == "" and "makes no aws call" in nothing.stderr
-    bad = opsctl("permissions", "rb-006", "--option", "nope")
-    assert bad.code == 2 and "Traceback" not in bad.output and "has no option 'nope'" in bad.stderr
+    assert "Traceback" not in nothing.output
 
 
 def test_steps_in_several_namespaces_get_one_cluster_role_bound_in_each() -> None:
