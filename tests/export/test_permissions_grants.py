@@ -1,6 +1,7 @@
 """The generated PostgreSQL GRANTs and Redis ACL rule are enough: a login role made from exactly
-`opsctl permissions RUNBOOK --for postgres` runs rb-006 and rb-013 to "verified", and a Redis ACL
-user made from exactly `--for redis` runs rb-010 (diagnosis, plan, apply, verify) on the real servers."""
+`opsctl permissions RUNBOOK --for postgres` runs rb-006 and rb-013 (its ALTER ROLE option too) to
+"verified", and a Redis ACL user made from exactly `--for redis` runs rb-010 (diagnosis, plan,
+apply, verify) on the real servers."""
 
 from __future__ import annotations
 
@@ -87,6 +88,18 @@ def test_rb013_runs_with_exactly_the_generated_grants(
     assert step(out, "end_blockers")["result"]["terminated"] == [lock_incident]
     assert step(out, "locks_after")["result"]["blocked_count"] == 0
     assert pg.count(f"pid = {lock_incident}") == 0
+
+
+def test_rb013_statement_timeout_guard_with_the_generated_role_attribute(
+        opsctl: Callable[..., Result], pg: PgServer, generated_role: Callable[..., dict[str, str]]) -> None:
+    env = generated_role("rb-013", "--option", "statement-timeout")
+    assert pg.sql("SELECT rolcreaterole, rolsuper FROM pg_roles WHERE rolname = %s",
+                  (env["PGUSER"],)) == [(True, False)]  # ALTER ROLE ... CREATEROLE, as generated
+    result = opsctl(*RB013, "--yes", "--option", "statement-timeout", "-p", "role=app", "-p", "database=app",
+                    "-p", "statement_timeout=20s", env=env)
+    assert result.code == 0, result.output
+    assert pg.sql("SELECT setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
+                  "WHERE r.rolname = 'app'") == [(["statement_timeout=20s"],)]
 
 
 def test_rb010_runs_as_an_acl_user_made_from_the_generated_rule(
