@@ -13,6 +13,7 @@ from collections.abc import Callable
 import yaml
 
 from opsctl import actions, catalog
+from opsctl.actions.base import Action
 from opsctl.actions.needs import Iam, KafkaAcl, Kube, Local, Pg, RedisAcl
 from opsctl.export import permissions as P
 from tests.fixtures.core import REPO, Result
@@ -39,9 +40,9 @@ def _templates(need: object) -> list[str]:
     return []
 
 
-def test_every_action_declares_its_permissions() -> None:
+def declaration_problems(registry: dict[str, type[Action]]) -> list[str]:
     problems = []
-    for name, cls in sorted(REGISTRY.items()):
+    for name, cls in sorted(registry.items()):
         needs = cls.permissions
         if not needs:
             problems.append(f"{name}: declares no permissions (Action.permissions)")
@@ -63,7 +64,27 @@ def test_every_action_declares_its_permissions() -> None:
         if cls.backend in SYSTEM and not any(isinstance(n, SYSTEM[cls.backend]) for n in needs) \
                 and cls.name != "kafka.brokers":  # raw ApiVersions/Metadata requests need no ACL
             problems.append(f"{name}: no {cls.backend} permission declared")
+    return problems
+
+
+def test_every_action_declares_its_permissions() -> None:
+    problems = declaration_problems(REGISTRY)
     assert not problems, "\n".join(problems)
+
+
+def test_an_action_without_a_declaration_is_refused() -> None:
+    class Undeclared(Action):
+        name, backend = "redis.undeclared", "redis"
+
+    class Wrong(Action):
+        name, backend = "redis.wrong", "redis"
+        permissions = (Kube("apps", ("{nope}s",), ("get",)),)
+
+    assert declaration_problems({"redis.undeclared": Undeclared, "redis.wrong": Wrong}) == [
+        "redis.undeclared: declares no permissions (Action.permissions)",
+        "redis.wrong: a redis action declares a Kube",
+        "redis.wrong: '{nope}s' names 'nope', not an argument",
+        "redis.wrong: no redis permission declared"]
 
 
 def test_read_only_actions_declare_only_reads_and_mutations_their_writes() -> None:
