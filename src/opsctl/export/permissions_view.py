@@ -81,7 +81,8 @@ def markdown(runbooks: list[Any]) -> str:
              "[-p name=value] [--option NAME] [--read-only]` prints the manifests, the IAM policy, the",
              "GRANTs and the ACLs themselves; `--for kubernetes|aws|postgres|redis|kafka` only one of",
              "them, apply-ready. *apply* marks what only a mutation needs: `--read-only` (the read-only",
-             "steps of the diagnosis) leaves it out.", ""]
+             "steps of the diagnosis) leaves it out. The Redis rule puts each key pattern in an ACL",
+             "selector (Redis 7+); the apply locks' needs (a Lease, a Redis lock key) are included.", ""]
     for rb in runbooks:
         perms = P.collect(rb)
         lines += [f"## {rb.id}: {rb.title}", "", "| system | permission | steps |", "|---|---|---|"]
