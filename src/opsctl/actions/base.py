@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, Protocol
 
+from opsctl.actions.needs import Need
 from opsctl.errors import Cancelled, StepTimeout
 from opsctl.records import Plan
 
@@ -177,6 +178,9 @@ class Action:
     # JSON Schema of the `with:` mapping; always an object with additionalProperties: false
     schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {},
                                         "additionalProperties": False}
+    # what it needs on the server (Kubernetes RBAC, IAM, PostgreSQL roles, Redis/Kafka ACLs): see
+    # opsctl.actions.needs; None means "not declared", which the meta-tests refuse
+    permissions: ClassVar[tuple[Need, ...] | None] = None
 
     def __init__(self, args: dict[str, Any], ctx: ActionContext) -> None:
         self.args = args

@@ -11,6 +11,7 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
+from opsctl.actions.needs import Local
 from opsctl.errors import ActionError
 from opsctl.records import Change, Plan
 
@@ -27,6 +28,7 @@ class Echo(Action):
     """
 
     name = "core.echo"
+    permissions = (Local("core", "nothing: evaluated inside opsctl"),)
     summary = "Return `value` as the result"
     schema = type_schema({"value": {}}, required=["value"])
 
@@ -50,6 +52,7 @@ class Sleep(Action):
     """
 
     name = "core.sleep"
+    permissions = (Local("core", "nothing: waits inside opsctl"),)
     summary = "Wait `seconds`"
     schema = type_schema({"seconds": {"type": "number", "minimum": 0, "maximum": 86400}},
                          required=["seconds"])
@@ -72,6 +75,7 @@ class Assert(Action):
     """
 
     name = "core.assert"
+    permissions = (Local("core", "nothing: evaluated inside opsctl"),)
     summary = "Fail unless `that` is true"
     schema = type_schema({"that": {"type": "boolean"}, "message": {"type": "string"}},
                          required=["that"])
@@ -94,6 +98,7 @@ class WriteFile(Action):
     """
 
     name = "core.write_file"
+    permissions = (Local("core", "write access to the directory of the file", apply=True),)
     read_only = False
     summary = "Write `content` to the file at `path`"
     schema = type_schema({"path": {"type": "string", "minLength": 1}, "content": {"type": "string"}},

@@ -16,6 +16,7 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import Action, is_template, type_schema
+from opsctl.actions.needs import Local
 from opsctl.backends import http
 from opsctl.errors import ActionError, ArgumentError, BackendError, StepTimeout
 
@@ -89,6 +90,7 @@ class Get(Action):
     """
 
     name = "http.get"
+    permissions = (Local("http", "network access to the URL (GET)"),)
     backend = "http"
     summary = "GET an endpoint: status, ok (2xx), latency_ms, json, body_excerpt; unreachable_ok for probes"
     schema = type_schema({"url": {"type": "string", "minLength": 1}, "timeout": TIMEOUT,
@@ -151,6 +153,7 @@ class PrometheusQuery(Action):
     """
 
     name = "prometheus.query"
+    permissions = (Local("prometheus", "read access to the Prometheus HTTP API (/api/v1/query)"),)
     backend = "prometheus"
     summary = "PromQL instant query against the environment's prometheus.url (or url); NaN -> null"
     schema = type_schema({"query": {"type": "string", "minLength": 1},
@@ -232,6 +235,7 @@ class CircuitBreakers(Action):
     """
 
     name = "http.circuit_breakers"
+    permissions = (Local("http", "network access to the actuator URL (GET)"),)
     backend = "http"
     summary = "breaker states from /actuator/circuitbreakers: state, open / half_open lists, failure rates"
     schema = type_schema({"actuator_url": {"type": "string", "minLength": 1,
@@ -338,6 +342,7 @@ class TcpCheck(Action):
     """
 
     name = "tcp.check"
+    permissions = (Local("http", "TCP connections to the targets"),)
     backend = "http"
     summary = "connect to each host:port (or the kafka brokers): reachable / latency / error per target"
     schema = type_schema({"targets": {"oneOf": [{"type": "string"},

@@ -14,6 +14,7 @@ from typing import Any
 from opsctl import messages, templating
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
+from opsctl.actions.needs import Local
 from opsctl.backends.slack import WEBHOOK_ENV, host, post, webhook_url
 from opsctl.errors import ArgumentError, BackendError
 from opsctl.records import Change, Plan
@@ -39,6 +40,8 @@ class Slack(Action):
     """
 
     name = "notify.slack"
+    permissions = (Local("notify", "the Slack incoming-webhook URL (a secret in the environment)",
+                         apply=True),)
     backend = "notify"
     read_only = False
     summary = "Post `text` (or a message template) to a Slack channel through the configured incoming webhook"

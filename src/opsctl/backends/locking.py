@@ -27,7 +27,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from opsctl.actions.needs import Kube, Need, RedisAcl
 from opsctl.errors import BackendError
+
+# What taking the apply lock of a mutating step needs in the step's backend, declared like the
+# actions' permissions (``opsctl permissions`` adds them; ``{runbook}`` is the runbook's id): without
+# them the lock falls back to the host's lock file, which serialises nothing across machines.  A
+# PostgreSQL advisory lock needs no privilege (the holder's query is read with pg_monitor).
+NEEDS: dict[str, tuple[Need, ...]] = {
+    "kubernetes": (Kube("coordination.k8s.io", ("leases",), ("get", "create", "update", "delete"),
+                        apply=True),),
+    # SET NX PX to take it, GET to name its holder, the release script (GET + DEL) by EVALSHA
+    "redis": (RedisAcl(("set", "get", "del", "evalsha", "script|load"), keys="opsctl:lock:{runbook}",
+                       apply=True),),
+}
 
 
 @dataclass(frozen=True)

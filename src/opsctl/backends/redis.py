@@ -135,8 +135,8 @@ def errors(settings: RedisSettings) -> Iterator[None]:
         raise BackendError("redis", f"cannot reach {where}: {_clean(str(e), settings.secrets)}") from None
     except redis.exceptions.NoPermissionError as e:  # an ACL user without the command: like a wrong role
         raise BackendError("redis", f"{where}: permission denied: {_clean(str(e), settings.secrets)} "
-                                    "(the ACL user needs +info +slowlog +client +memory +scan +type, and "
-                                    "+config for the mitigations)") from None
+                                    "(`opsctl permissions RUNBOOK --for redis` prints the ACL rule the "
+                                    "runbook needs)") from None
     except redis.ResponseError as e:
         if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
             raise BackendError("redis", f"{where}: authentication failed: "

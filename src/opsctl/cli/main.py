@@ -13,7 +13,15 @@ from typing import Annotated
 import typer
 
 from opsctl import __version__
-from opsctl.cli import alert_cmds, catalog_cmds, plan_cmds, run_cmd, runs_cmds, validate_cmd
+from opsctl.cli import (
+    alert_cmds,
+    catalog_cmds,
+    permissions_cmd,
+    plan_cmds,
+    run_cmd,
+    runs_cmds,
+    validate_cmd,
+)
 from opsctl.cli.guard import crash, hostile_streams, quiet_exit
 
 app = typer.Typer(
@@ -51,6 +59,7 @@ app.command("runs")(runs_cmds.runs)
 app.command("report")(runs_cmds.report)
 app.command("alert")(alert_cmds.alert)
 app.command("serve")(alert_cmds.serve)
+app.command("permissions")(permissions_cmd.permissions)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
+from opsctl.actions.needs import Iam
 from opsctl.backends.aws import aws_errors, client
 
 _STATS = ["Average", "Sum", "Minimum", "Maximum", "SampleCount"]
@@ -32,6 +33,7 @@ class Metric(Action):
     """
 
     name = "aws.cloudwatch.metric"
+    permissions = (Iam(("cloudwatch:GetMetricStatistics",)),)
     backend = "aws"
     summary = "latest/max/min/avg of a metric over the last N minutes (None when no data)"
     schema = type_schema({
@@ -83,6 +85,7 @@ class Alarms(Action):
     """
 
     name = "aws.cloudwatch.alarms"
+    permissions = (Iam(("cloudwatch:DescribeAlarms",)),)
     backend = "aws"
     summary = "alarm states (OK / ALARM / INSUFFICIENT_DATA)"
     schema = type_schema({"names": {"type": "array", "items": {"type": "string"}},

@@ -6,6 +6,7 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
+from opsctl.actions.needs import SERVICE_ARN, Iam
 from opsctl.backends.aws import aws_errors, client
 from opsctl.errors import ActionError, ArgumentError
 from opsctl.records import Change, Plan
@@ -126,6 +127,8 @@ class Service(Action):
     """
 
     name = "aws.ecs.service"
+    permissions = (Iam(("ecs:DescribeServices", "ecs:ListServiceDeployments"), SERVICE_ARN),
+                   Iam(("ecs:DescribeTaskDefinition", "ecs:DescribeServiceRevisions")))
     backend = "aws"
     summary = "service counts, deployments (rollout state) and last events"
     schema = type_schema(dict(_SERVICE), required=["cluster", "service"])
@@ -163,6 +166,8 @@ class Scale(_ServiceChange):
     """
 
     name = "aws.ecs.scale"
+    permissions = (Iam(("ecs:DescribeServices",), SERVICE_ARN),
+                   Iam(("ecs:UpdateService",), SERVICE_ARN, apply=True))
     summary = "update desiredCount (refused above max_desired)"
     schema = type_schema({**_SERVICE, "desired": {"type": "integer", "minimum": 0},
                           "max_desired": {"type": "integer", "minimum": 1, "default": 50},
@@ -201,6 +206,8 @@ class ForceDeployment(_ServiceChange):
     """
 
     name = "aws.ecs.force_deployment"
+    permissions = (Iam(("ecs:DescribeServices",), SERVICE_ARN),
+                   Iam(("ecs:UpdateService",), SERVICE_ARN, apply=True))
     summary = "update-service --force-new-deployment"
     schema = type_schema(dict(_SERVICE), required=["cluster", "service"])
 
@@ -228,6 +235,9 @@ class Rollback(_ServiceChange):
     """
 
     name = "aws.ecs.rollback"
+    permissions = (Iam(("ecs:DescribeServices", "ecs:ListServiceDeployments"), SERVICE_ARN),
+                   Iam(("ecs:DescribeTaskDefinition", "ecs:DescribeServiceRevisions")),
+                   Iam(("ecs:UpdateService",), SERVICE_ARN, apply=True))
     summary = "update-service --task-definition <previous revision>"
     schema = type_schema({**_SERVICE, "task_definition": {"type": ["string", "null"],
                                                           "description": "family:revision or ARN"}},

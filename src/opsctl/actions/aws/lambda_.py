@@ -6,6 +6,7 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
+from opsctl.actions.needs import FUNCTION_ARN, QUEUE_ARN, Iam
 from opsctl.backends.aws import aws_errors, client
 from opsctl.errors import ActionError
 from opsctl.records import Change, Plan
@@ -63,6 +64,8 @@ class Function(Action):
     """
 
     name = "aws.lambda.function"
+    permissions = (Iam(("lambda:GetFunction", "lambda:ListAliases", "lambda:GetFunctionConcurrency",
+                        "lambda:ListVersionsByFunction"), FUNCTION_ARN),)
     backend = "aws"
     summary = "state, runtime, versions, aliases (alias -> version), reserved concurrency"
     schema = type_schema({"function": _FUNCTION, "alias": {"type": "string"}}, required=["function"])
@@ -126,6 +129,10 @@ class RollbackAlias(Action):
     """
 
     name = "aws.lambda.rollback_alias"
+    permissions = (Iam(("lambda:GetAlias", "lambda:ListVersionsByFunction"), FUNCTION_ARN),
+                   Iam(("lambda:ListEventSourceMappings",), when="queue"),
+                   Iam(("sqs:GetQueueUrl", "sqs:GetQueueAttributes"), QUEUE_ARN, when="queue"),
+                   Iam(("lambda:UpdateAlias",), FUNCTION_ARN, apply=True))
     backend = "aws"
     read_only = False
     summary = "update_alias to a good version, weighted routing removed"
@@ -215,6 +222,9 @@ class Concurrency(Action):
     """
 
     name = "aws.lambda.concurrency"
+    permissions = (Iam(("lambda:GetFunctionConcurrency",), FUNCTION_ARN),
+                   Iam(("lambda:PutFunctionConcurrency", "lambda:DeleteFunctionConcurrency"), FUNCTION_ARN,
+                       apply=True))
     backend = "aws"
     read_only = False
     summary = "put/delete function concurrency"
@@ -256,6 +266,10 @@ class Trigger(Action):
     """
 
     name = "aws.lambda.trigger"
+    # UpdateEventSourceMapping's resource is the mapping's ARN, found by the lookup
+    permissions = (Iam(("lambda:ListEventSourceMappings",)),
+                   Iam(("sqs:GetQueueUrl", "sqs:GetQueueAttributes"), QUEUE_ARN, when="queue"),
+                   Iam(("lambda:UpdateEventSourceMapping",), apply=True))
     backend = "aws"
     read_only = False
     summary = "enable/disable event source mappings (blast radius: max_targets)"

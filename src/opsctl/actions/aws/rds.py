@@ -8,6 +8,7 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import Action, is_template, type_schema
+from opsctl.actions.needs import Iam
 from opsctl.backends.aws import aws_errors, client
 from opsctl.errors import ActionError, ArgumentError, Cancelled, StepTimeout
 from opsctl.records import Change, Plan
@@ -105,6 +106,7 @@ class Describe(_TargetAction):
     """
 
     name = "aws.rds.describe"
+    permissions = (Iam(("rds:DescribeDBClusters", "rds:DescribeDBInstances")),)
     summary = "cluster/instance status, writer, readers, Multi-AZ"
     schema = type_schema(dict(_TARGET))
 
@@ -131,6 +133,7 @@ class Events(_TargetAction):
     """
 
     name = "aws.rds.events"
+    permissions = (Iam(("rds:DescribeEvents",)),)
     summary = "RDS events of the last N minutes"
     schema = type_schema({**_TARGET, "minutes": {"type": "integer", "minimum": 1, "maximum": 20160,
                                                  "default": 60}})
@@ -163,6 +166,7 @@ class Snapshots(_TargetAction):
     """
 
     name = "aws.rds.snapshots"
+    permissions = (Iam(("rds:DescribeDBClusterSnapshots", "rds:DescribeDBSnapshots")),)
     summary = "snapshots (newest first) and the age of the latest available one"
     schema = type_schema(dict(_TARGET))
 
@@ -199,6 +203,11 @@ class Failover(_TargetAction):
     """
 
     name = "aws.rds.failover"
+    permissions = (Iam(("rds:DescribeDBClusters", "rds:DescribeDBInstances")),
+                   Iam(("rds:FailoverDBCluster",), ("arn:aws:rds:*:*:cluster:{cluster}",), apply=True,
+                       when="cluster"),
+                   Iam(("rds:RebootDBInstance",), ("arn:aws:rds:*:*:db:{instance}",), apply=True,
+                       when="instance"))
     read_only = False
     summary = "promote a reader (Aurora) or the standby (Multi-AZ); waits for available"
     schema = type_schema({**_TARGET,

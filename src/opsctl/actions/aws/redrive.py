@@ -17,6 +17,7 @@ from opsctl.actions import register
 from opsctl.actions.aws.ledger import Ledger, ledger_path
 from opsctl.actions.aws.sqs import _DLQ, _QUEUE, _attributes, queue_pair
 from opsctl.actions.base import Action, type_schema
+from opsctl.actions.needs import DLQ_ARN, QUEUE_ARN, Iam
 from opsctl.backends.aws import aws_errors, client, error_code
 from opsctl.errors import ActionError, Cancelled, StepTimeout
 from opsctl.records import Change, Plan
@@ -58,6 +59,11 @@ class Redrive(Action):
     """
 
     name = "aws.sqs.redrive"
+    permissions = (Iam(("sqs:GetQueueUrl", "sqs:GetQueueAttributes"), QUEUE_ARN + DLQ_ARN),
+                   Iam(("sqs:ListDeadLetterSourceQueues", "sqs:ListMessageMoveTasks"), DLQ_ARN),
+                   Iam(("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                        "sqs:StartMessageMoveTask", "sqs:CancelMessageMoveTask"), DLQ_ARN, apply=True),
+                   Iam(("sqs:SendMessage",), QUEUE_ARN, apply=True))
     backend = "aws"
     read_only = False
     summary = "move DLQ messages back to the source queue, exactly once (blast radius: max_messages)"

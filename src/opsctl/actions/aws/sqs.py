@@ -9,6 +9,7 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
+from opsctl.actions.needs import DLQ_ARN, QUEUE_ARN, Iam
 from opsctl.backends.aws import aws_errors, client
 from opsctl.backends.readonly import SQS_PEEK
 from opsctl.errors import ActionError, ArgumentError
@@ -88,6 +89,8 @@ class QueueStats(Action):
     """
 
     name = "aws.sqs.stats"
+    # the DLQ, when not given, is the queue's RedrivePolicy target: any queue
+    permissions = (Iam(("sqs:GetQueueUrl", "sqs:GetQueueAttributes"), QUEUE_ARN + DLQ_ARN),)
     backend = "aws"
     summary = "visible / in-flight / delayed counts of a queue and its DLQ"
     schema = type_schema({"queue": _QUEUE, "dlq": _DLQ}, required=["queue"])
@@ -119,6 +122,8 @@ class Peek(Action):
     """
 
     name = "aws.sqs.peek"
+    permissions = (Iam(("sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:ReceiveMessage",
+                        "sqs:ChangeMessageVisibility"), QUEUE_ARN),)
     backend = "aws"
     summary = "sample messages (body, attributes, age) and make them visible again"
     schema = type_schema({"queue": _QUEUE, "count": {"type": "integer", "minimum": 1, "maximum": 10,
@@ -188,6 +193,8 @@ class Consumers(Action):
     """
 
     name = "aws.sqs.consumers"
+    permissions = (Iam(("sqs:GetQueueUrl", "sqs:GetQueueAttributes"), QUEUE_ARN),
+                   Iam(("lambda:ListEventSourceMappings",)))
     backend = "aws"
     summary = "Lambda event source mappings reading the queue, with their state and qualifier"
     schema = type_schema({"queue": _QUEUE,

@@ -18,6 +18,7 @@ from opsctl import actions
 from opsctl.actions import register
 from opsctl.actions.base import Action, ActionContext, type_schema
 from opsctl.actions.incident import rules
+from opsctl.actions.needs import Iam, KafkaAcl, Kube, Local, Pg, RedisAcl
 from opsctl.backends import http as http_backend
 from opsctl.backends.configured import configured
 from opsctl.errors import ActionError, BackendError, Cancelled, StepTimeout
@@ -72,6 +73,13 @@ class Sweep(Action):
     """
 
     name = "incident.sweep"
+    # what its probes need (a backend it skips or the environment does not configure needs nothing)
+    permissions = (Local("core", "network access to the services' health URLs (GET)"),
+                   Pg(roles=("pg_monitor",)), RedisAcl(("client|setname", "info")),
+                   KafkaAcl("Group", "{kafka_groups}", ("Describe",)), KafkaAcl("Topic", "*", ("Describe",)),
+                   Iam(("sqs:GetQueueUrl", "sqs:GetQueueAttributes"), ("arn:aws:sqs:*:*:{queues}",)),
+                   Iam(("cloudwatch:DescribeAlarms",)),
+                   Kube("apps", ("deployments", "statefulsets"), ("list",)))
     backend = "core"
     summary = ("probe every configured backend at once (health endpoints, pool, cache, lag, queues, "
                "alarms, workloads) and propose a severity with the runbooks to run")

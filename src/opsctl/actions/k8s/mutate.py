@@ -25,6 +25,7 @@ from opsctl.actions.k8s.common import (
     selector_of,
     workload_status,
 )
+from opsctl.actions.needs import Kube
 from opsctl.errors import ActionError
 from opsctl.records import Change, Plan
 
@@ -94,6 +95,9 @@ class Scale(_Mutating):
     """
 
     name = "k8s.scale"
+    # the plan sends the patch as a server-side dry run (dryRun=All): RBAC cannot tell it apart
+    permissions = (Kube("apps", ("{kind}s",), ("get",)), Kube("apps", ("{kind}s/scale",), ("patch",)),
+                   Kube("", ("pods",), ("list",), apply=True))
     summary = "set spec.replicas (plan: old -> new; refused above max_replicas or to 0 unless allowed)"
     schema = type_schema({"kind": KIND, "name": NAME, "namespace": NS,
                           "replicas": {"type": "integer", "minimum": 0},
@@ -149,6 +153,9 @@ class RolloutRestart(_Mutating):
     """
 
     name = "k8s.rollout_restart"
+    permissions = (Kube("apps", ("{kind}s",), ("get", "list")),
+                   Kube("apps", ("{kind}s",), ("patch",), apply=True),
+                   Kube("", ("pods",), ("list",), apply=True))
     summary = "set the restartedAt template annotation on each target (max_targets), then wait"
     schema = type_schema({"kind": KIND, "name": NAME, "selector": SELECTOR, "namespace": NS,
                           "max_targets": {"type": "integer", "minimum": 1, "default": 5}, **WAIT})
@@ -198,6 +205,10 @@ class RolloutUndo(_Mutating):
     """
 
     name = "k8s.rollout_undo"
+    permissions = (Kube("apps", ("deployments",), ("get",)), Kube("apps", ("replicasets",), ("list",)),
+                   Kube("apps", ("replicasets",), ("get",), apply=True),
+                   Kube("apps", ("deployments",), ("update",), apply=True),
+                   Kube("", ("pods",), ("list",), apply=True))
     summary = "restore the pod template of the previous ReplicaSet revision, then wait"
     schema = type_schema({"kind": {"type": "string", "enum": ["deployment"], "default": "deployment"},
                           "name": NAME, "namespace": NS, **WAIT}, required=["name"])
@@ -255,6 +266,8 @@ class SetEnv(_Mutating):
     """
 
     name = "k8s.set_env"
+    # the plan sends the patch as a server-side dry run (dryRun=All): RBAC cannot tell it apart
+    permissions = (Kube("apps", ("{kind}s",), ("get", "patch")), Kube("", ("pods",), ("list",), apply=True))
     summary = "patch one container env var (plan: old -> new value), then wait for the rollout"
     schema = type_schema({"kind": KIND, "name": NAME, "namespace": NS,
                           "container": {"type": "string", "description": "default: the only container"},
@@ -345,6 +358,7 @@ class DeletePod(_Mutating):
     """
 
     name = "k8s.delete_pod"
+    permissions = (Kube("", ("pods",), ("get",)), Kube("", ("pods",), ("delete",), apply=True))
     summary = "delete a single pod owned by a controller (guarded by its uid)"
     schema = type_schema({"pod": {"type": "string", "minLength": 1}, "namespace": NS,
                           "allow_unowned": {"type": "boolean", "default": False}}, required=["pod"])
@@ -384,6 +398,7 @@ class WaitRollout(K8sAction):
     """
 
     name = "k8s.wait_rollout"
+    permissions = (Kube("apps", ("{kind}s",), ("get",)), Kube("", ("pods",), ("list",)))
     summary = "poll the rollout with progress until complete; fails after timeout seconds"
     schema = type_schema({"kind": KIND, "name": NAME, "namespace": NS,
                           "timeout": {"type": "number", "minimum": 1, "default": 300}}, required=["name"])

@@ -19,6 +19,7 @@ from opsctl.actions.k8s.common import (
     selector_of,
     workload_status,
 )
+from opsctl.actions.needs import Kube
 from opsctl.backends.kubernetes import age_seconds, iso
 from opsctl.errors import ActionError
 
@@ -38,6 +39,7 @@ class Workload(K8sAction):
     """
 
     name = "k8s.workload"
+    permissions = (Kube("apps", ("{kind}s",), ("get",)),)
     summary = "replica counts, rollout completeness and conditions of a deployment / statefulset"
     schema = type_schema({"kind": KIND, "name": NAME, "namespace": NS}, required=["name"])
 
@@ -65,6 +67,7 @@ class Workloads(K8sAction):
     """
 
     name = "k8s.workloads"
+    permissions = (Kube("apps", ("{kind}s",), ("list",)),)
     summary = "deployments / statefulsets matching a label selector, with not-ready totals"
     schema = type_schema({"kind": KIND, "selector": SELECTOR, "namespace": NS}, required=["selector"])
 
@@ -98,6 +101,10 @@ class RolloutHistory(K8sAction):
     """
 
     name = "k8s.rollout_history"
+    permissions = (Kube("apps", ("{kind}s",), ("get",)),
+                   # the revisions: ReplicaSets of a deployment, ControllerRevisions of a statefulset
+                   Kube("apps", ("replicasets",), ("list",), kinds=("deployment",)),
+                   Kube("apps", ("controllerrevisions",), ("list",), kinds=("statefulset",)))
     summary = "revisions with creation time, change-cause and images (recent_count within window)"
     schema = type_schema({"kind": KIND, "name": NAME, "namespace": NS,
                           "window": {"type": "number", "minimum": 0, "default": 3600,
@@ -165,6 +172,7 @@ class Pods(K8sAction):
     """
 
     name = "k8s.pods"
+    permissions = (Kube("apps", ("{kind}s",), ("get",)), Kube("", ("pods",), ("list",)))
     summary = "pods with phase, readiness, restart counts and OOMKilled / Error terminations"
     schema = type_schema({"kind": KIND, "name": NAME, "selector": SELECTOR, "namespace": NS})
     validate_args = classmethod(name_or_selector)
@@ -204,6 +212,7 @@ class Events(K8sAction):
     """
 
     name = "k8s.events"
+    permissions = (Kube("", ("events",), ("list",)),)
     summary = "events of an object (optionally of its pods), newest first, with warning count"
     schema = type_schema({"kind": {"type": "string", "default": "deployment"}, "name": NAME, "namespace": NS,
                           "include_pods": {"type": "boolean", "default": True},
@@ -242,6 +251,8 @@ class Logs(K8sAction):
     """
 
     name = "k8s.logs"
+    permissions = (Kube("apps", ("{kind}s",), ("get",)), Kube("", ("pods",), ("list",)),
+                   Kube("", ("pods/log",), ("get",)))
     summary = "log lines matching a pattern across a workload's pods (max_pods, tail_lines, max_bytes)"
     schema = type_schema({"kind": KIND, "name": NAME, "selector": SELECTOR, "namespace": NS,
                           "container": {"type": "string"},
@@ -317,6 +328,7 @@ class Hpa(K8sAction):
     """
 
     name = "k8s.hpa"
+    permissions = (Kube("autoscaling", ("horizontalpodautoscalers",), ("list",)),)
     summary = "autoscaler min/max/current/desired replicas and CPU, found=false when there is none"
     schema = type_schema({"kind": KIND, "name": NAME, "namespace": NS}, required=["name"])
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
+from opsctl.actions.needs import Local
 from opsctl.backends.kafka import bootstrap_targets, probe_broker, settings
 from opsctl.errors import ArgumentError
 
@@ -36,6 +37,7 @@ class Brokers(Action):
     """
 
     name = "kafka.brokers"
+    permissions = (Local("kafka", "a connection to each broker (ApiVersions and Metadata need no ACL)"),)
     backend = "kafka"
     summary = ("each bootstrap broker probed with ApiVersions/Metadata within a deadline: up / hung "
                "(TCP only) / dead / slow")

@@ -8,6 +8,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
 from opsctl.actions.kafka.common import TOPIC
+from opsctl.actions.needs import KafkaAcl
 from opsctl.backends.kafka import Cluster
 from opsctl.errors import ActionError, ArgumentError, BackendError, StepTimeout
 
@@ -36,6 +37,7 @@ class Lag(Action):
     """
 
     name = "kafka.lag"
+    permissions = (KafkaAcl("Group", "{group}", ("Describe",)), KafkaAcl("Topic", "{topic}", ("Describe",)))
     backend = "kafka"
     summary = "consumer-group lag per partition / topic / total, group state, members vs partitions"
     schema = type_schema({"group": TOPIC, "topic": {"type": "string"},
@@ -151,6 +153,7 @@ class LagTrend(Action):
     """
 
     name = "kafka.lag_trend"
+    permissions = (KafkaAcl("Group", "{group}", ("Describe",)), KafkaAcl("Topic", "{topic}", ("Describe",)))
     backend = "kafka"
     summary = "lag sampled twice: drain rate (messages/s, > 0 when draining) and ETA to zero"
     schema = type_schema({"group": TOPIC, "topic": {"type": "string"},

@@ -7,6 +7,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
 from opsctl.actions.kafka.common import TOPIC
+from opsctl.actions.needs import KafkaAcl
 from opsctl.backends.kafka import Cluster
 from opsctl.errors import ActionError, ArgumentError
 from opsctl.records import Change, Plan
@@ -43,6 +44,10 @@ class ResetOffsets(Action):
     """
 
     name = "kafka.reset_offsets"
+    permissions = (KafkaAcl("Group", "{group}", ("Describe",)), KafkaAcl("Topic", "{topic}", ("Describe",)),
+                   # an offset commit from outside the group: Read on the group and on the topic
+                   KafkaAcl("Group", "{group}", ("Read",), apply=True),
+                   KafkaAcl("Topic", "{topic}", ("Read",), apply=True))
     backend = "kafka"
     read_only = False
     summary = ("reset a group's offsets (latest / timestamp / shift); empty groups only "

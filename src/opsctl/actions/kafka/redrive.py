@@ -23,6 +23,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, is_template, type_schema
 from opsctl.actions.kafka.common import REDRIVEN_HEADER, TOPIC
+from opsctl.actions.needs import KafkaAcl
 from opsctl.backends.kafka import Cluster, make_consumer, make_producer, translate_errors
 from opsctl.errors import ActionError, Cancelled, StepTimeout
 from opsctl.records import Change, Plan
@@ -100,6 +101,16 @@ class Redrive(Action):
     """
 
     name = "kafka.redrive"
+    # the campaign marker is a second group, {group}.campaign
+    permissions = (KafkaAcl("Group", "{group}", ("Describe",)),
+                   KafkaAcl("Group", "{group}.campaign", ("Describe",)),
+                   KafkaAcl("Topic", "{dlq_topic}", ("Describe", "Read")),
+                   KafkaAcl("Topic", "{topic}", ("Describe", "Read")),
+                   KafkaAcl("Topic", "{topic}", ("Write",), apply=True),
+                   KafkaAcl("Group", "{group}", ("Read",), apply=True),
+                   KafkaAcl("Group", "{group}.campaign", ("Read",), apply=True),
+                   # the idempotent producer (brokers before Kafka 2.8 check it on the cluster)
+                   KafkaAcl("Cluster", "kafka-cluster", ("IdempotentWrite",), apply=True))
     backend = "kafka"
     read_only = False
     summary = ("DLQ topic -> source topic, exactly once across interruptions (skips what is already "
@@ -340,6 +351,10 @@ class RedriveStatus(Action):
     """
 
     name = "kafka.redrive_status"
+    permissions = (KafkaAcl("Group", "{group}", ("Describe",)),
+                   KafkaAcl("Group", "{group}.campaign", ("Describe",)),
+                   KafkaAcl("Topic", "{dlq_topic}", ("Describe", "Read")),
+                   KafkaAcl("Topic", "{topic}", ("Describe", "Read")))
     backend = "kafka"
     summary = "redrive campaign counts: expected / moved / missing / duplicates on the target, remaining"
     schema = type_schema({"dlq_topic": TOPIC, "topic": TOPIC,

@@ -7,6 +7,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
 from opsctl.actions.kafka.common import TOPIC, text
+from opsctl.actions.needs import KafkaAcl
 from opsctl.backends.kafka import Cluster, make_consumer
 from opsctl.errors import ActionError
 
@@ -23,6 +24,7 @@ class DescribeTopic(Action):
     """
 
     name = "kafka.describe_topic"
+    permissions = (KafkaAcl("Topic", "{topic}", ("Describe",)),)
     backend = "kafka"
     summary = "topic partitions, replication factor, leaders, ISR, under-replicated partitions"
     schema = type_schema({"topic": TOPIC}, required=["topic"])
@@ -61,6 +63,7 @@ class DlqDepth(Action):
     """
 
     name = "kafka.dlq_depth"
+    permissions = (KafkaAcl("Topic", "{topic}", ("Describe",)),)
     backend = "kafka"
     summary = "DLQ topic depth: messages between low and high watermark"
     schema = type_schema({"topic": TOPIC}, required=["topic"])
@@ -98,6 +101,7 @@ class Peek(Action):
     """
 
     name = "kafka.peek"
+    permissions = (KafkaAcl("Topic", "{topic}", ("Describe", "Read")),)
     backend = "kafka"
     summary = "first N records of a topic: key, headers, size, truncated value; optional header filter"
     schema = type_schema({"topic": TOPIC, "limit": {"type": "integer", "minimum": 0, "default": 5},

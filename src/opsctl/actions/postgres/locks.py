@@ -6,6 +6,7 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import type_schema
+from opsctl.actions.needs import Pg
 from opsctl.actions.postgres.common import DATABASE, PgAction
 from opsctl.backends import postgres as pg
 from opsctl.backends.postgres import SessionFilter, list_sessions
@@ -27,6 +28,7 @@ class Locks(PgAction):
     """
 
     name = "postgres.locks"
+    permissions = (Pg(roles=("pg_monitor",)),)
     summary = "Blocked sessions, blocking chains and root blockers (pg_blocking_pids)"
     schema = type_schema({"database": DATABASE,
                           "application_name": {"type": "string", "description": "scope: glob on the "

@@ -6,6 +6,7 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import is_template, type_schema
+from opsctl.actions.needs import Pg
 from opsctl.actions.postgres.common import DATABASE, PgAction, jsonable
 from opsctl.errors import ActionError
 
@@ -30,6 +31,9 @@ class Query(PgAction):
     """
 
     name = "postgres.query"
+    permissions = (Pg(roles=("pg_monitor",),
+                      note="SELECT on the application tables its sql reads, if any (read-only steps "
+                           "then need postgres.read_only_role)"),)
     summary = "A single read-only SQL statement in a READ ONLY transaction"
     schema = type_schema({"database": DATABASE, "sql": {"type": "string", "minLength": 1},
                           "params": {"type": ["array", "object"]},

@@ -8,6 +8,7 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import type_schema
+from opsctl.actions.needs import Pg
 from opsctl.actions.postgres.common import DATABASE, PgAction, count
 from opsctl.backends import postgres as pg
 from opsctl.backends.postgres import SessionFilter, list_sessions
@@ -28,6 +29,7 @@ class Connections(PgAction):
     """
 
     name = "postgres.connections"
+    permissions = (Pg(roles=("pg_monitor",)),)
     summary = "Connection usage vs max_connections, by state / database / user / application / client"
     schema = type_schema({"database": DATABASE, "application_name": {
         "type": "string", "description": "glob; sessions it matches are counted as `matching`"},
@@ -113,6 +115,7 @@ class Sessions(PgAction):
     """
 
     name = "postgres.sessions"
+    permissions = (Pg(roles=("pg_monitor",)),)
     summary = "Long-running queries and idle-in-transaction sessions over thresholds"
     schema = type_schema({
         "database": DATABASE,

@@ -7,6 +7,7 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import is_template, type_schema
+from opsctl.actions.needs import Pg
 from opsctl.actions.postgres.common import DATABASE, PgAction
 from opsctl.backends import postgres as pg
 from opsctl.errors import ActionError
@@ -31,6 +32,9 @@ class SetRoleSetting(PgAction):
     """
 
     name = "postgres.set_role_setting"
+    permissions = (Pg(roles=("pg_monitor",)),
+                   Pg(attributes=("CREATEROLE",), apply=True,
+                      note="PostgreSQL 16+: also ADMIN OPTION on the role it alters"))
     read_only = False
     summary = "ALTER ROLE ... SET a timeout guard (plan shows old -> new)"
     schema = type_schema({"role": {"type": "string", "minLength": 1}, "database": DATABASE,

@@ -6,6 +6,7 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import type_schema
+from opsctl.actions.needs import Pg
 from opsctl.actions.postgres.common import DATABASE, PgAction
 from opsctl.backends import postgres as pg
 
@@ -27,6 +28,7 @@ class TopStatements(PgAction):
     """
 
     name = "postgres.top_statements"
+    permissions = (Pg(roles=("pg_monitor",)),)
     summary = "Top statements by mean execution time (pg_stat_statements, if installed)"
     schema = type_schema({"database": DATABASE,
                           "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
@@ -88,6 +90,7 @@ class DatabaseSize(PgAction):
     """
 
     name = "postgres.database_size"
+    permissions = (Pg(roles=("pg_monitor",)),)
     summary = "Database sizes in bytes"
     schema = type_schema({"database": DATABASE})
 
@@ -122,6 +125,7 @@ class Replication(PgAction):
     """
 
     name = "postgres.replication"
+    permissions = (Pg(roles=("pg_monitor",)),)
     summary = "Primary/replica role, replica lag, inactive slots"
     schema = type_schema({"database": DATABASE})
 

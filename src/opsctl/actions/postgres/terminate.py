@@ -8,6 +8,7 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import type_schema
+from opsctl.actions.needs import Pg
 from opsctl.actions.postgres.common import PgAction
 from opsctl.backends import postgres as pg
 from opsctl.backends.postgres import SELECTION_SCHEMA, SessionFilter, list_sessions
@@ -185,6 +186,8 @@ class Terminate(_SignalBackends):
     """
 
     name = "postgres.terminate"
+    # signalling a superuser's session needs a superuser: include_superusers is refused otherwise
+    permissions = (Pg(roles=("pg_monitor",)), Pg(roles=("pg_signal_backend",), apply=True))
     summary = "pg_terminate_backend on sessions selected by filters (blast radius: max_targets)"
     function = "pg_terminate_backend"
     operation = "terminate"
@@ -203,6 +206,7 @@ class Cancel(_SignalBackends):
     """
 
     name = "postgres.cancel"
+    permissions = (Pg(roles=("pg_monitor",)), Pg(roles=("pg_signal_backend",), apply=True))
     summary = "pg_cancel_backend on sessions selected by filters (blast radius: max_targets)"
     function = "pg_cancel_backend"
     operation = "cancel"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from opsctl.actions.base import Action
+from opsctl.actions.needs import RedisAcl
 from opsctl.backends import redis as rb
 
 
@@ -47,3 +48,11 @@ def _client_matches(c: dict[str, Any], args: dict[str, Any]) -> bool:
     if args.get("addr") and not fnmatchcase(c["addr"], args["addr"]):
         return False
     return not (args.get("cmd") and c["cmd"].lower() != str(args["cmd"]).lower())
+
+
+# redis-py names its connection (CLIENT SETNAME) as it opens it: every action needs it
+CONNECT = RedisAcl(("client|setname",))
+
+
+# redis-py names its connection (CLIENT SETNAME) as it opens it: every action needs it
+CONNECT = RedisAcl(("client|setname",))

@@ -6,7 +6,8 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import is_template, type_schema
-from opsctl.actions.redis.common import CLIENT_FILTERS, RedisAction, _client_matches
+from opsctl.actions.needs import RedisAcl
+from opsctl.actions.redis.common import CLIENT_FILTERS, CONNECT, RedisAction, _client_matches
 from opsctl.backends import redis as rb
 from opsctl.errors import ActionError
 from opsctl.records import Change, Plan
@@ -27,6 +28,8 @@ class Set(RedisAction):
     """
 
     name = "redis.set"
+    permissions = (CONNECT, RedisAcl(("type", "get"), keys="{key}"),
+                   RedisAcl(("watch", "multi", "set", "exec"), keys="{key}", apply=True))
     read_only = False
     summary = "Set a string key (flags, overrides); plan shows old -> new"
     schema = type_schema({"key": {"type": "string", "minLength": 1},
@@ -85,6 +88,8 @@ class Delete(RedisAction):
     """
 
     name = "redis.delete"
+    permissions = (CONNECT, RedisAcl(("type", "get"), keys="{keys}"),
+                   RedisAcl(("del",), keys="{keys}", apply=True))
     read_only = False
     summary = "Delete explicit keys (no patterns); plan shows old values"
     schema = type_schema({"keys": {"type": "array", "items": {"type": "string"}, "minItems": 1},
@@ -121,6 +126,8 @@ class ClientKill(RedisAction):
     """
 
     name = "redis.client_kill"
+    permissions = (CONNECT, RedisAcl(("client|id", "client|list")),
+                   RedisAcl(("client|kill",), apply=True))
     read_only = False
     summary = "Kill clients matching filters (blast radius: max_targets)"
     schema = type_schema({**CLIENT_FILTERS, "include_replication": {"type": "boolean", "default": False},
@@ -186,6 +193,8 @@ class ConfigSet(RedisAction):
     """
 
     name = "redis.config_set"
+    permissions = (CONNECT, RedisAcl(("config|get", "info")),
+                   RedisAcl(("config|set",), apply=True))
     read_only = False
     summary = "CONFIG SET an allow-listed parameter (plan shows old -> new)"
     schema = type_schema({"parameter": {"type": "string", "enum": sorted(_CONFIG_ALLOWED)},

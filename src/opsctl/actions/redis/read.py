@@ -7,7 +7,8 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import type_schema
-from opsctl.actions.redis.common import CLIENT_FILTERS, RedisAction, _client_matches, _hit_rate
+from opsctl.actions.needs import RedisAcl
+from opsctl.actions.redis.common import CLIENT_FILTERS, CONNECT, RedisAction, _client_matches, _hit_rate
 from opsctl.backends import redis as rb
 
 
@@ -30,6 +31,7 @@ class Info(RedisAction):
     """
 
     name = "redis.info"
+    permissions = (CONNECT, RedisAcl(("info",)),)
     summary = "Memory vs maxmemory, hit rate, evictions, clients, replication role"
     schema = type_schema({"sample_seconds": {"type": "number", "minimum": 0, "maximum": 300, "default": 0}})
 
@@ -107,6 +109,7 @@ class WriteProbe(RedisAction):
     """
 
     name = "redis.write_probe"
+    permissions = (CONNECT, RedisAcl(("set", "del"), keys="opsctl:probe:*"),)
     summary = "Write and delete a scratch key: do writes succeed (no OOM)?"
     schema = type_schema({"bytes": {"type": "integer", "minimum": 1, "maximum": 1048576, "default": 1024}})
 
@@ -158,6 +161,7 @@ class Slowlog(RedisAction):
     """
 
     name = "redis.slowlog"
+    permissions = (CONNECT, RedisAcl(("slowlog|get", "slowlog|len")),)
     summary = "Recent slow commands from SLOWLOG"
     schema = type_schema({"count": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20},
                           "min_duration_ms": {"type": "number", "minimum": 0, "default": 0}})
@@ -190,6 +194,7 @@ class Clients(RedisAction):
     """
 
     name = "redis.clients"
+    permissions = (CONNECT, RedisAcl(("client|id", "client|list")),)
     summary = "Connected clients with idle time, flags, last command"
     schema = type_schema(CLIENT_FILTERS)
 
@@ -214,6 +219,7 @@ class BigKeys(RedisAction):
     """
 
     name = "redis.bigkeys"
+    permissions = (CONNECT, RedisAcl(("scan", "type", "memory|usage"), keys="{match}"),)
     summary = "Largest keys by MEMORY USAGE via SCAN (bounded, never KEYS)"
     schema = type_schema({"match": {"type": "string", "default": "*"},
                           "max_scan": {"type": "integer", "minimum": 1, "maximum": 1000000, "default": 10000},
@@ -269,6 +275,7 @@ class Get(RedisAction):
     """
 
     name = "redis.get"
+    permissions = (CONNECT, RedisAcl(("type", "get", "hgetall", "ttl"), keys="{key}"),)
     summary = "Read a key: value, type, TTL"
     schema = type_schema({"key": {"type": "string", "minLength": 1}}, required=["key"])
 
