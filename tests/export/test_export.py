@@ -236,3 +236,43 @@ def test_a_secret_parameter_never_lands_in_a_manifest(cli: Callable[..., Result]
             "-p", f"{name}=hunter2-secret")
     assert r.code == 2 and f"OPSCTL_PARAM_{name.upper()}" in r.stderr, r.output
     assert "hunter2-secret" not in r.output
+
+
+def test_a_job_applies_only_a_reviewed_plan_and_logs_json_lines(opsctl: Callable[..., Result],
+                                                                cli: Callable[..., Result],
+                                                                opsctl_env: dict[str, str],
+                                                                workdir: Path) -> None:
+    """The apply Job end to end, without a container runtime: a real plan file, the exported
+    ConfigMap + Job, then the Job's container command and environment run here."""
+    import json
+
+    runbook = Path(__file__).parents[1] / "engine" / "data" / "run" / "rb-401-write-file.yaml"
+    flag = workdir / "flag"
+    r = opsctl("plan", str(runbook), "-p", f"target={flag}", "--out", str(workdir / "plan.json"),
+               cwd=workdir)
+    assert r.code == 0, r.output
+    r = cli("export", "job", str(runbook), "--plan", str(workdir / "plan.json"), "--image", IMAGE,
+            "--config-map", "")
+    assert r.code == 0, r.output
+    cm, j = yaml.safe_load_all(r.stdout)
+    assert json.loads(cm["data"]["plan.json"]) == json.loads((workdir / "plan.json").read_text())
+    pod = j["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == service_account_name("rb-401")  # the one that may change things
+    assert pod["volumes"][-1]["configMap"]["name"] == cm["metadata"]["name"]
+    c = pod["containers"][0]
+    assert c["args"] == ["apply", f"{job.PLAN_DIR}/plan.json", "--yes"] and not flag.exists()
+
+    plan_dir = workdir / "plan-volume"
+    plan_dir.mkdir()
+    (plan_dir / "plan.json").write_text(cm["data"]["plan.json"])
+    env = {**opsctl_env, **{e["name"]: e["value"] for e in c["env"]},
+           "OPSCTL_STATE_DIR": str(workdir / "state-volume"), "HOME": str(workdir)}
+    args = [a.replace(job.PLAN_DIR, str(plan_dir)) for a in c["args"]]
+    r = opsctl(*args, env=env, cwd=workdir)
+    assert r.code == 0, r.output
+    assert flag.read_text() == "on"
+    events = [json.loads(line) for line in r.stdout.splitlines()]  # stdout: JSON lines only
+    run_id = j["metadata"]["labels"]["opsctl.dev/run-id"]
+    assert {e["run_id"] for e in events} == {run_id}
+    assert events[0]["event"] == "run_start" and events[-1]["event"] == "run_end"
+    assert events[-1]["exit_code"] == 0 and "verified" in r.stderr
