@@ -276,3 +276,17 @@ def test_a_job_applies_only_a_reviewed_plan_and_logs_json_lines(opsctl: Callable
     assert {e["run_id"] for e in events} == {run_id}
     assert events[0]["event"] == "run_start" and events[-1]["event"] == "run_end"
     assert events[-1]["exit_code"] == 0 and "verified" in r.stderr
+
+
+def test_a_run_id_from_the_environment_is_used_only_when_it_is_a_plain_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from opsctl import audit
+
+    monkeypatch.setenv("OPSCTL_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("OPSCTL_RUN_ID", "20261129T120000000Z-rb-006-0badcafe")
+    assert audit.open_log("rb-006").run_id == "20261129T120000000Z-rb-006-0badcafe"
+    # taken now: the next run with the same variable gets a fresh id, never the same log file
+    assert audit.open_log("rb-006").run_id != "20261129T120000000Z-rb-006-0badcafe"
+    monkeypatch.setenv("OPSCTL_RUN_ID", "../../etc/cron.d/x")
+    log = audit.open_log("rb-006")
+    assert "/" not in log.run_id and log.path.parent == tmp_path / "runs"

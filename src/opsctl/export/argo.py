@@ -43,7 +43,10 @@ from opsctl.export.naming import _slug, service_account_name
 API_VERSION = "argoproj.io/v1alpha1"
 WORK = "/tmp/opsctl"  # an emptyDir: the plan file and its summary, for the output parameters
 PLAN_IN = "/tmp/opsctl-plan"  # the apply step's input artifact (the approved plan file)
-READ_RETRY = {"limit": "2", "retryPolicy": "OnError",
+# read-only templates only: again when the pod failed to run (Argo's "Error") or opsctl said a
+# backend was unreachable (exit 4); never after a verdict (1), bad input (2) or a refusal (3)
+READ_RETRY = {"limit": "2", "retryPolicy": "Always",
+              "expression": 'lastRetry.status == "Error" or asInt(lastRetry.exitCode) == 4',
               "backoff": {"duration": "10s", "factor": "2", "maxDuration": "2m"}}
 
 
