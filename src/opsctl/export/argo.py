@@ -192,7 +192,6 @@ def workflow_template(runbook: Any, runbook_arg: str, params: dict[str, str], s:
             "serviceAccountName": service_account_name(rb_id, read_only=True),
             "workflowMetadata": {"labels": lab},
             "ttlStrategy": {"secondsAfterCompletion": s.ttl_after_finished},
-            "podGC": {"strategy": "OnPodSuccess"},
             "templates": templates,
         },
     }
