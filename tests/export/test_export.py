@@ -15,6 +15,7 @@ import opsctl
 from opsctl import catalog
 from opsctl.export import argo, job
 from opsctl.export.naming import service_account_name
+from opsctl.model import parse_duration
 from tests.export.argo_schema import errors as argo_errors
 from tests.fixtures.core import Result
 
@@ -114,6 +115,13 @@ def test_dry_run_and_apply_deadlines_follow_the_step_timeouts() -> None:
     # the whole runbook takes longer than its diagnosis; applying adds each apply()'s bound
     assert diag.deadline < dry.deadline < job.deadline(rb, ("diagnose", "mitigate", "verify"), applies=True)
     assert diag.deadline == job.START_MARGIN + sum(st.timeout + job.GRACE for st in rb.phases["diagnose"])
+    # a convergence window given as a parameter: the Job waits as long as the run may
+    rb4 = catalog.load("rb-004")
+    windowed = [s for s in rb4.phases["verify"] if isinstance(s.within, str) and "verify_window" in s.within]
+    short = job.job_spec(rb4, rb4.id, {}, option=None, dry_run=True, plan_doc=None)
+    long = job.job_spec(rb4, rb4.id, {"verify_window": "2h"}, option=None, dry_run=True, plan_doc=None)
+    default = parse_duration(rb4.params["verify_window"].default)
+    assert long.deadline - short.deadline == len(windowed) * (7200 - default) and windowed
 
 
 def test_fan_out_diagnoses_in_parallel_and_changes_one_environment_at_a_time() -> None:

@@ -35,6 +35,7 @@ from opsctl.export.job import (
     container,
     deadline,
     labels,
+    param_values,
     run_args,
     volumes,
 )
@@ -107,11 +108,12 @@ def workflow_template(runbook: Any, runbook_arg: str, params: dict[str, str], s:
 
     with_env = bool(a.envs)
     rb_id = runbook.id
+    values = param_values(runbook, params)
     p_args = [x for k, v in params.items() for x in ("-p", f"{k}={v}")]
     templates: list[dict[str, Any]] = []
 
     # diagnosis: one read-only run per environment, in parallel
-    diag_deadline = deadline(runbook, ("diagnose",), applies=False)
+    diag_deadline = deadline(runbook, ("diagnose",), applies=False, values=values)
     templates.append(_pod_template(
         "diagnose", s, run_args(runbook_arg, params, option=None, dry_run=False, phase="diagnose")
         + _env_args(with_env), read_only=True, deadline_s=diag_deadline, with_env=with_env, runbook_id=rb_id))
@@ -129,7 +131,7 @@ def workflow_template(runbook: Any, runbook_arg: str, params: dict[str, str], s:
     plan_script = f"{_shell(plan_cmd)} && {_shell(show_cmd)} > {WORK}/summary.md"
     templates.append(_pod_template(
         "plan", s, [plan_script], read_only=True, with_env=with_env, runbook_id=rb_id,
-        deadline_s=deadline(runbook, PHASE_ORDER[:2], applies=False), command=["sh", "-c"],
+        deadline_s=deadline(runbook, PHASE_ORDER[:2], applies=False, values=values), command=["sh", "-c"],
         outputs={"parameters": [
             {"name": "plan", "valueFrom": {"path": f"{WORK}/plan.json"}},
             {"name": "summary", "valueFrom": {"path": f"{WORK}/summary.md"}}]}))
@@ -147,7 +149,7 @@ def workflow_template(runbook: Any, runbook_arg: str, params: dict[str, str], s:
                   *(["--yes-protected", "{{inputs.parameters.env}}"] if with_env else [])]
     templates.append(_pod_template(
         "apply", s, apply_args, read_only=False, with_env=with_env,
-        runbook_id=rb_id, deadline_s=deadline(runbook, PHASE_ORDER, applies=True),
+        runbook_id=rb_id, deadline_s=deadline(runbook, PHASE_ORDER, applies=True, values=values),
         inputs_extra=[{"name": "plan"}],
         artifacts=[{"name": "plan-file", "path": f"{PLAN_IN}/plan.json",
                     "raw": {"data": "{{inputs.parameters.plan}}"}}]))
@@ -156,7 +158,7 @@ def workflow_template(runbook: Any, runbook_arg: str, params: dict[str, str], s:
         templates.append(_pod_template(
             "verify", s, run_args(runbook_arg, params, option=None, dry_run=False, phase="verify")
             + _env_args(with_env), read_only=True, with_env=with_env, runbook_id=rb_id,
-            deadline_s=deadline(runbook, ("verify",), applies=False)))
+            deadline_s=deadline(runbook, ("verify",), applies=False, values=values)))
     change_steps: list[list[dict[str, Any]]] = [
         [{"name": "plan", "template": "plan", **_env_arg(with_env)}],
         [{"name": "approve", "template": "approve", "arguments": {"parameters": [

@@ -57,7 +57,28 @@ def labels(runbook: Any, run_id: str, mode: str, extra: dict[str, str] | None = 
 
 # ---- deadlines ----------------------------------------------------------------------------------
 
-def step_budget(step: Any, *, mutating_applied: bool) -> float:
+TEMPLATED_WINDOW = 600.0  # a `within` template naming no parameter with a value
+
+
+def _window(within: float | str, values: dict[str, Any]) -> float:
+    """A templated convergence window (`{{ params.verify_window }}`): the longest of the parameters
+    it names, as the run will see them (an upper bound whatever the template picks)."""
+    import re
+
+    from opsctl.model import parse_duration
+
+    if isinstance(within, float):
+        return within
+    found = []
+    for name in re.findall(r"params\.([A-Za-z_][A-Za-z0-9_]*)", within):
+        try:
+            found.append(parse_duration(values[name]))
+        except (KeyError, ValueError, TypeError):
+            continue
+    return max(found) if found else TEMPLATED_WINDOW
+
+
+def step_budget(step: Any, *, mutating_applied: bool, values: dict[str, Any] | None = None) -> float:
     """The longest one step can take, by the engine's own rules (stepexec): every attempt bounded by
     the step's timeout (default 120 s), pauses between attempts, a convergence window plus one
     attempt, the apply() bound (default 30 min) and the watchdog's grace."""
@@ -69,8 +90,7 @@ def step_budget(step: Any, *, mutating_applied: bool) -> float:
     per = step.timeout or DEFAULT_TIMEOUT
     if read_only:
         if step.within is not None:
-            window = step.within if isinstance(step.within, float) else 600.0  # a templated window
-            total = window + per
+            total = _window(step.within, values or {}) + per
         else:
             total = (step.retries + 1) * per + step.retries * step.interval
     else:  # plan() (read-only), then apply() when the run applies
@@ -78,10 +98,12 @@ def step_budget(step: Any, *, mutating_applied: bool) -> float:
     return total + GRACE
 
 
-def deadline(runbook: Any, phases: tuple[str, ...], *, applies: bool) -> int:
+def deadline(runbook: Any, phases: tuple[str, ...], *, applies: bool,
+             values: dict[str, Any] | None = None) -> int:
     """activeDeadlineSeconds for a run of these phases: the steps' budgets added up (steps of a
-    phase may run concurrently: the sum is an upper bound) plus a start-up margin."""
-    total = START_MARGIN + sum(step_budget(s, mutating_applied=applies)
+    phase may run concurrently: the sum is an upper bound) plus a start-up margin.  ``values``:
+    the run's parameters (with defaults), for templated convergence windows."""
+    total = START_MARGIN + sum(step_budget(s, mutating_applied=applies, values=values)
                                for p in phases for s in runbook.phases.get(p, ()))
     return int(math.ceil(total))
 
@@ -144,6 +166,12 @@ def run_args(runbook_id: str, params: dict[str, str], *, option: str | None, dry
 
 # ---- Job and CronJob ----------------------------------------------------------------------------
 
+def param_values(runbook: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """The parameters as the run will see them: the defaults, overridden by what was given."""
+    return {**{k: p.default for k, p in runbook.params.items() if p.default is not None},
+            **{k: v for k, v in given.items() if v is not None}}
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """What one Job runs: `opsctl run` read-only (diagnose, or the whole runbook with --dry-run) or
@@ -157,20 +185,26 @@ class JobSpec:
 
 
 def job_spec(runbook: Any, runbook_arg: str, params: dict[str, str], *, option: str | None,
-             dry_run: bool, plan_doc: dict[str, Any] | None, yes_protected: str | None = None) -> JobSpec:
+             dry_run: bool, plan_doc: dict[str, Any] | None, yes_protected: str | None = None,
+             values: dict[str, Any] | None = None) -> JobSpec:
+    """``params``: what the command line gave (passed on as -p); ``values``: every parameter as the
+    run will see it (defaults included), for the deadline."""
     from opsctl.model import PHASE_ORDER
+
+    if values is None:
+        values = param_values(runbook, (plan_doc or {}).get("params") or params)
 
     if plan_doc is not None:
         args = ["apply", f"{PLAN_DIR}/plan.json", "--yes"]
         if yes_protected:
             args += ["--yes-protected", yes_protected]
-        return JobSpec("apply", args, deadline(runbook, PHASE_ORDER, applies=True), read_only=False,
-                       plan_doc=plan_doc)
+        return JobSpec("apply", args, deadline(runbook, PHASE_ORDER, applies=True, values=values),
+                       read_only=False, plan_doc=plan_doc)
     if dry_run:
         return JobSpec("dry-run", run_args(runbook_arg, params, option=option, dry_run=True, phase=None),
-                       deadline(runbook, PHASE_ORDER, applies=False), read_only=True)
+                       deadline(runbook, PHASE_ORDER, applies=False, values=values), read_only=True)
     return JobSpec("diagnose", run_args(runbook_arg, params, option=None, dry_run=False, phase="diagnose"),
-                   deadline(runbook, ("diagnose",), applies=False), read_only=True)
+                   deadline(runbook, ("diagnose",), applies=False, values=values), read_only=True)
 
 
 def _name(runbook: Any, mode: str, run_id: str) -> str:
