@@ -102,6 +102,7 @@ def connect(cfg: dict[str, Any]) -> Kube:
     the in-cluster configuration (the pod's service account token and CA, ``KUBERNETES_SERVICE_HOST``
     / ``_PORT``), so that a kubeconfig left in an image never replaces the pod's identity; else
     ``~/.kube/config``."""
+    import yaml
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
@@ -122,6 +123,13 @@ def connect(cfg: dict[str, Any]) -> Kube:
         raise BackendError("kubernetes", f"no usable configuration: {e}. Set kubernetes.kubeconfig / "
                            "context in opsctl.yaml or KUBECONFIG, or run in a pod with a service "
                            "account token.") from None
+    except yaml.YAMLError as e:  # never echo the file: it holds tokens
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise BackendError("kubernetes", f"kubeconfig {kubeconfig} is not valid YAML{at}: "
+                           f"{getattr(e, 'problem', None) or type(e).__name__}") from None
+    except OSError as e:
+        raise BackendError("kubernetes", f"cannot read kubeconfig {kubeconfig}: {e.strerror or e}") from None
     conf.retries = 0  # an unreachable server must fail fast, not after urllib3's three retries
     return Kube(client.ApiClient(conf), where)
 
