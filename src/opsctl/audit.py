@@ -80,14 +80,7 @@ class RunLog:
         with self._lock:
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
-            if log_to_stdout():  # a pod: the log collector reads the run log from stdout
-                import sys
-
-                try:
-                    sys.stdout.write(line + "\n")
-                    sys.stdout.flush()
-                except (OSError, ValueError):
-                    pass
+            _to_stdout(line)
 
     def start(self, runbook: Any, params: dict[str, Any], environment: str, settings: Any,
               argv: list[str], plan_digest: str | None = None) -> None:
@@ -117,7 +110,10 @@ class NullLog(RunLog):
         self.path = Path(os.devnull)
 
     def event(self, kind: str, **data: Any) -> None:
-        pass
+        if log_to_stdout():  # no file, but a pod's log collector still gets the events
+            data = redact(data, self.secrets)
+            _to_stdout(json.dumps({"ts": now_iso(), "event": kind, "run_id": self.run_id, **data},
+                                  default=str))
 
 
 def secret_values(runbook: Any, params: dict[str, Any]) -> tuple[str, ...]:
@@ -134,6 +130,18 @@ def log_to_stdout() -> bool:
     """``OPSCTL_RUN_LOG=stdout`` (set in exported Jobs and workflows): every run-log event is also
     written to stdout as one JSON line, and the renderer writes to stderr."""
     return os.environ.get("OPSCTL_RUN_LOG", "").strip().lower() == "stdout"
+
+
+def _to_stdout(line: str) -> None:
+    if not log_to_stdout():
+        return
+    import sys
+
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):  # a closed stdout: the file still has the event
+        pass
 
 
 def open_log(runbook_id: str, no_log: bool = False, resumed_from: str | None = None) -> RunLog:
