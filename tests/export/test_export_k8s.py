@@ -20,6 +20,7 @@ import yaml
 from opsctl import catalog
 from opsctl.export import job
 from opsctl.export.naming import service_account_name
+from tests.export.test_export import SHIPPED, required_params
 from tests.fixtures.k8s import K8sCluster, deployment
 from tests.timing import budget
 
@@ -33,7 +34,9 @@ PATHS = {"ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
          "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
          "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
          "Job": "/apis/batch/v1/namespaces/{ns}/jobs",
-         "CronJob": "/apis/batch/v1beta1/namespaces/{ns}/cronjobs"}
+         "CronJob": "/apis/batch/v1beta1/namespaces/{ns}/cronjobs",
+         "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+         "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"}
 
 
 def _api(cluster: K8sCluster) -> Any:
@@ -123,6 +126,14 @@ def test_job_cronjob_and_their_service_accounts_are_accepted(k8s_cluster: K8sClu
     assert kinds.count("Job") == 2 and "CronJob" in kinds and "ConfigMap" in kinds
     for doc in docs:
         _create_twice(api, k8s_ns, doc)
+    # every shipped runbook's --dry-run Job (its parameters, its deadline) passes the validation
+    for rb_id in SHIPPED:
+        other = catalog.load(rb_id)
+        spec = job.job_spec(other, other.id, required_params(other), option=None, dry_run=True, plan_doc=None)
+        (manifest,) = job.job(other, spec, job.PodSettings(image=IMAGE, namespace=k8s_ns,
+                                                           run_id=job.run_id_for(other.id)))
+        checked = _call(api, "POST", PATHS["Job"].format(ns=k8s_ns), manifest, dry_run=True)
+        assert _missing(manifest, checked) == [], rb_id
     # the Job controller takes the Job: a pod of the right service account, never restarted
     deadline = time.monotonic() + budget(60)
     pods: list[Any] = []
