@@ -298,3 +298,21 @@ def test_a_run_id_from_the_environment_is_used_only_when_it_is_a_plain_name(
     monkeypatch.setenv("OPSCTL_RUN_ID", "../../etc/cron.d/x")
     log = audit.open_log("rb-006")
     assert "/" not in log.run_id and log.path.parent == tmp_path / "runs"
+
+
+def test_an_apply_job_in_a_protected_environment_needs_its_name(cli: Callable[..., Result],
+                                                               workdir: Path) -> None:
+    runbook = str(Path(__file__).parents[1] / "engine" / "data" / "run" / "rb-401-write-file.yaml")
+    plan = str(workdir / "plan.json")
+    r = cli("plan", runbook, "-p", f"target={workdir / 'flag'}", "--env", "prod-eu", "--out", plan)
+    assert r.code == 0, r.output
+    r = cli("export", "job", runbook, "--plan", plan, "--image", IMAGE)
+    assert r.code == 3 and "needs --yes-protected prod-eu" in r.stderr and r.stdout == ""
+    r = cli("export", "job", runbook, "--plan", plan, "--image", IMAGE, "--yes-protected", "prod-eu")
+    assert r.code == 0, r.output
+    j = list(yaml.safe_load_all(r.stdout))[1]
+    c = j["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"][-2:] == ["--yes-protected", "prod-eu"]
+    assert {"name": "OPSCTL_ENV", "value": "prod-eu"} in c["env"]
+    r = cli("export", "job", runbook, "--plan", plan, "--image", IMAGE, "--env", "prod-us")
+    assert r.code == 2 and "made for environment 'prod-eu'" in r.stderr

@@ -98,17 +98,18 @@ def _check_name(flag: str, name: str) -> None:
                          "'-' and '.')")
 
 
-def _check_envs(envs: list[str]) -> None:
+def _check_envs(envs: list[str]) -> list[Any]:
     """Each name must be an environment of opsctl.yaml (the config's own lookup, its errors)."""
     from opsctl import config
     from opsctl.errors import UsageError
 
-    seen = set()
+    seen, out = set(), []
     for name in envs:
         if name in seen:
             raise UsageError(f"--env {name!r} given twice")
         seen.add(name)
-        config.load_environment(name)
+        out.append(config.load_environment(name))
+    return out
 
 
 def _emit(docs: list[dict[str, Any]], fmt: Format, out: str | None) -> None:
@@ -174,11 +175,14 @@ def job(
                              f"{doc['environment']['name']!r}")
         if doc["environment"].get("named") is False:
             env = None
-    if env:
-        _check_envs([env])
+    protected = bool(env and _check_envs([env])[0].protected)
     if yes_protected is not None and yes_protected != env:
         raise UsageError(f"--yes-protected {yes_protected!r} does not name the environment of this Job "
                          f"({env!r})")
+    if doc is not None and protected and yes_protected is None:  # the pod would refuse it (exit 3)
+        from opsctl.errors import NotConfirmed
+
+        raise NotConfirmed(f"environment {env!r} is protected: an apply Job needs --yes-protected {env}")
     spec = jobs.job_spec(rb, rb.id, given, option=option, dry_run=dry_run, plan_doc=doc,
                          yes_protected=yes_protected)
     s = _settings(image, namespace, config_map, secret, env, ttl, jobs.run_id_for(rb.id))
