@@ -316,3 +316,63 @@ def test_an_apply_job_in_a_protected_environment_needs_its_name(cli: Callable[..
     assert {"name": "OPSCTL_ENV", "value": "prod-eu"} in c["env"]
     r = cli("export", "job", runbook, "--plan", plan, "--image", IMAGE, "--env", "prod-us")
     assert r.code == 2 and "made for environment 'prod-eu'" in r.stderr
+
+
+def test_the_workflow_steps_run_as_written(opsctl: Callable[..., Result], opsctl_env: dict[str, str],
+                                           workdir: Path) -> None:
+    """What Argo would do, by hand: each pod template's command with its environment, parameters
+    substituted; the plan step's output files feed the gate and the apply step."""
+    import json
+    import subprocess
+    import sys
+
+    run_dir = Path(__file__).parents[1] / "engine" / "data" / "run"
+    rb = catalog.load(str(run_dir / "rb-401-write-file.yaml"))
+    flag = workdir / "flag"
+    wt = argo.workflow_template(rb, rb.id, {"target": str(flag)}, settings(config_map=None, secret=None),
+                                argo.ArgoSettings(envs=("prod-eu",)))
+    by = pod_templates(wt)
+    work, plan_in = workdir / "work", workdir / "plan-in"
+    work.mkdir()
+    plan_in.mkdir()
+
+    def substitute(text: str, values: dict[str, str]) -> str:
+        for k, v in values.items():
+            text = text.replace("{{inputs.parameters." + k + "}}", v)
+        return text.replace(argo.PLAN_IN, str(plan_in)).replace(argo.WORK, str(work))
+
+    def run(name: str, values: dict[str, str], pod: str = "") -> subprocess.CompletedProcess[str]:
+        c = by[name]["container"]
+        env = {**opsctl_env, **{e["name"]: e["value"] for e in c["env"]},
+               # each pod its own emptyDir
+               "OPSCTL_STATE_DIR": str(workdir / f"state-{pod or name}"), "OPSCTL_RUNBOOK_PATH": str(run_dir),
+               "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+        if c["command"] == ["opsctl"]:
+            cmd = [sys.executable, "-m", "opsctl"]
+        else:
+            cmd = c["command"]
+            env["PATH"] = f"{workdir / 'bin'}:{env['PATH']}"
+        return subprocess.run([*cmd, *[substitute(a, values) for a in c["args"]]], env=env, cwd=workdir,
+                              capture_output=True, text=True, timeout=300)
+
+    (workdir / "bin").mkdir()  # `opsctl` on the PATH of the plan step's shell, as in the image
+    (workdir / "bin" / "opsctl").write_text(f"#!/bin/sh\nexec {sys.executable} -m opsctl \"$@\"\n")
+    (workdir / "bin" / "opsctl").chmod(0o755)
+
+    r = run("diagnose", {"env": "prod-eu"})
+    assert r.returncode == 0, r.stderr
+    assert {json.loads(line)["run_id"] for line in r.stdout.splitlines()}  # the run log, JSON lines
+    r = run("plan", {"env": "prod-eu"})
+    assert r.returncode == 0, r.stderr
+    plan = json.loads((work / "plan.json").read_text())  # the output parameters' files
+    summary = (work / "summary.md").read_text()
+    assert plan["environment"]["name"] == "prod-eu" and "# Plan for rb-401" in summary
+    assert "write_flag" in summary and not flag.exists()
+    # the gate said YES: the apply step gets the plan parameter as its raw input artifact
+    (plan_in / "plan.json").write_text(json.dumps(plan))
+    r = run("apply", {"env": "prod-eu", "plan": json.dumps(plan)})
+    assert r.returncode == 0, r.stderr
+    assert flag.read_text() == "on"
+    # the same plan again, in another pod (no applied-once claim there): the drift check refuses it
+    r = run("apply", {"env": "prod-eu", "plan": json.dumps(plan)}, pod="apply-again")
+    assert r.returncode == 3, r.stderr
