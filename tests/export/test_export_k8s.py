@@ -49,7 +49,7 @@ def _api(cluster: K8sCluster) -> Any:
 
 class HttpError(Exception):
     def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"{status}: {body[:300]}")
+        super().__init__(f"{status}: {body[:4000]}")
         self.status = status
 
 
@@ -235,3 +235,4 @@ def test_opsctl_in_a_pod_uses_the_pods_service_account(k8s_cluster: K8sCluster, 
     assert refused["status"] == "failed" and "forbidden" in refused["reason"].lower()
     assert f"system:serviceaccount:{k8s_ns}:runner" in refused["reason"]
     assert "Traceback" not in r.stdout + r.stderr
+
