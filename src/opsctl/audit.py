@@ -77,8 +77,10 @@ class RunLog:
     def event(self, kind: str, **data: Any) -> None:
         data = redact(data, self.secrets)
         line = json.dumps({"ts": now_iso(), "event": kind, "run_id": self.run_id, **data}, default=str)
-        with self._lock, open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        with self._lock:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+            _to_stdout(line)
 
     def start(self, runbook: Any, params: dict[str, Any], environment: str, settings: Any,
               argv: list[str], plan_digest: str | None = None) -> None:
@@ -108,7 +110,10 @@ class NullLog(RunLog):
         self.path = Path(os.devnull)
 
     def event(self, kind: str, **data: Any) -> None:
-        pass
+        if log_to_stdout():  # no file, but a pod's log collector still gets the events
+            data = redact(data, self.secrets)
+            _to_stdout(json.dumps({"ts": now_iso(), "event": kind, "run_id": self.run_id, **data},
+                                  default=str))
 
 
 def secret_values(runbook: Any, params: dict[str, Any]) -> tuple[str, ...]:
@@ -118,10 +123,33 @@ def secret_values(runbook: Any, params: dict[str, Any]) -> tuple[str, ...]:
     return values
 
 
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def log_to_stdout() -> bool:
+    """``OPSCTL_RUN_LOG=stdout`` (set in exported Jobs and workflows): every run-log event is also
+    written to stdout as one JSON line, and the renderer writes to stderr."""
+    return os.environ.get("OPSCTL_RUN_LOG", "").strip().lower() == "stdout"
+
+
+def _to_stdout(line: str) -> None:
+    if not log_to_stdout():
+        return
+    import sys
+
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):  # a closed stdout: the file still has the event
+        pass
+
+
 def open_log(runbook_id: str, no_log: bool = False, resumed_from: str | None = None) -> RunLog:
     """The run's log; a state directory that cannot be written is exit 4 with the reason, unless
-    --no-log accepts running without one."""
-    run_id = new_run_id(runbook_id)
+    --no-log accepts running without one.  ``OPSCTL_RUN_ID`` (an exported Job's label) names the
+    run when no run of that id exists yet."""
+    given = os.environ.get("OPSCTL_RUN_ID", "").strip()
+    run_id = given if _RUN_ID.fullmatch(given) else new_run_id(runbook_id)
     try:
         return RunLog(run_id, resumed_from=resumed_from)
     except OSError as e:

@@ -1,8 +1,8 @@
 """Kubernetes client factory and the translation of client failures into opsctl errors.
 
 Connection settings come from the environment's ``kubernetes: {kubeconfig, context}`` section, else
-``$KUBECONFIG`` / ``~/.kube/config``, else the in-cluster service account.  The official client is
-imported here, lazily, so that ``opsctl --help`` never pays for it.
+``$KUBECONFIG``, else (in a pod) the in-cluster service account, else ``~/.kube/config``.  The official
+client is imported here, lazily, so that ``opsctl --help`` never pays for it.
 """
 
 from __future__ import annotations
@@ -85,8 +85,23 @@ def _api_message(e: Any) -> str:
         return str(e.reason)
 
 
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def in_cluster() -> bool:
+    """Running in a pod: the API server's variables are set and the pod's service account token is
+    mounted (the standard place; ``automountServiceAccountToken``)."""
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and \
+        os.path.isfile(os.path.join(SERVICE_ACCOUNT_DIR, "token"))
+
+
 def connect(cfg: dict[str, Any]) -> Kube:
-    """Build a client from an environment's ``kubernetes`` section (may be empty)."""
+    """Build a client from an environment's ``kubernetes`` section (may be empty).
+
+    Order: an explicit kubeconfig (``kubernetes.kubeconfig``, ``$KUBECONFIG``); else, inside a pod,
+    the in-cluster configuration (the pod's service account token and CA, ``KUBERNETES_SERVICE_HOST``
+    / ``_PORT``), so that a kubeconfig left in an image never replaces the pod's identity; else
+    ``~/.kube/config``."""
     import yaml
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
@@ -95,7 +110,7 @@ def connect(cfg: dict[str, Any]) -> Kube:
     kubeconfig = cfg.get("kubeconfig") or os.environ.get("KUBECONFIG")
     context = cfg.get("context")
     try:
-        if kubeconfig or os.path.exists(os.path.expanduser("~/.kube/config")):
+        if kubeconfig or (not in_cluster() and os.path.exists(os.path.expanduser("~/.kube/config"))):
             path = os.path.expanduser(kubeconfig.split(os.pathsep)[0]) if kubeconfig else None
             if path and not os.path.exists(path):
                 raise BackendError("kubernetes", f"kubeconfig {path} does not exist")
@@ -103,10 +118,11 @@ def connect(cfg: dict[str, Any]) -> Kube:
             where = f"context {context or 'current'}, {conf.host}"
         else:
             config.load_incluster_config(client_configuration=conf)
-            where = f"in-cluster, {conf.host}"
+            where = f"in-cluster, service account of the pod, {conf.host}"
     except ConfigException as e:
         raise BackendError("kubernetes", f"no usable configuration: {e}. Set kubernetes.kubeconfig / "
-                           "context in opsctl.yaml or KUBECONFIG.") from None
+                           "context in opsctl.yaml or KUBECONFIG, or run in a pod with a service "
+                           "account token.") from None
     except yaml.YAMLError as e:  # never echo the file: it holds tokens
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

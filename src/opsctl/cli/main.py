@@ -16,6 +16,7 @@ from opsctl import __version__
 from opsctl.cli import (
     alert_cmds,
     catalog_cmds,
+    export_cmds,
     permissions_cmd,
     plan_cmds,
     run_cmd,
@@ -60,6 +61,7 @@ app.command("report")(runs_cmds.report)
 app.command("alert")(alert_cmds.alert)
 app.command("serve")(alert_cmds.serve)
 app.command("permissions")(permissions_cmd.permissions)
+app.add_typer(export_cmds.app, name="export")
 
 
 def main() -> None:

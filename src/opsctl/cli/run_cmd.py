@@ -205,8 +205,15 @@ def open_run(rb: Any, params: dict[str, Any], environment: Any, settings: Any, o
 
 
 def _renderer(output: Output, verbose: bool) -> Any:
+    from opsctl.audit import log_to_stdout
     from opsctl.render import HumanRenderer, JsonRenderer
 
+    if log_to_stdout():  # stdout carries the run log's JSON lines (an exported Job or workflow)
+        from rich.console import Console
+
+        if output == Output.json:
+            return JsonRenderer(stream=sys.stderr)
+        return HumanRenderer(Console(stderr=True, highlight=False), verbose=verbose)
     return JsonRenderer() if output == Output.json else HumanRenderer(verbose=verbose)
 
 
