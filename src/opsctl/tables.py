@@ -1,0 +1,53 @@
+"""Summary tables that read finished records: the fan-out over environments (`opsctl run --env A
+--env B`) and `opsctl doctor`.  Rich for people, one JSON document for machines (secrets masked
+like every other output)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+_STATUS = {"ok": "[green]ok[/]", "not_run": "[dim]not run[/]", "error": "[red]error[/]",
+           "warning": "[yellow]warning[/]", "failed": "[red]failed[/]",
+           "not_configured": "[dim]not configured[/]", "unreachable": "[red]unreachable[/]",
+           "timed_out": "[red]no answer[/]", "denied": "[red]denied[/]",
+           "permission_gap": "[yellow]permission gap[/]"}
+
+
+def _console() -> Console:
+    return Console(file=sys.stdout, highlight=False)
+
+
+def _dump(doc: dict[str, Any]) -> None:
+    from opsctl.audit import redact
+
+    json.dump(redact(doc), sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def fanout_summary(rb: Any, rows: list[Any], code: int, output: str, dry_run: bool) -> None:
+    if output == "json":
+        _dump({"runbook": rb.id, "title": rb.title, "dry_run": dry_run, "exit_code": code,
+               "environments": [r.summary() for r in rows],
+               "runs": {r.environment: r.document for r in rows if r.document}})
+        return
+    table = Table(title=f"{rb.id} over {len(rows)} environment(s)", title_justify="left")
+    for col in ("environment", "verdict", "exit", "findings", "run"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        counts = ", ".join(f"{n} {kind}" for n, kind in ((r.critical, "critical"), (r.warning, "warning"))
+                           if n) or ("-" if r.exit_code is None else "none")
+        detail = r.first_finding if r.exit_code == 0 else (r.message or r.first_finding)
+        table.add_row(escape(r.environment), _STATUS.get(r.status, escape(r.status)),
+                      "-" if r.exit_code is None else str(r.exit_code),
+                      escape(counts + (f": {detail}" if detail else "")), escape(r.run_id or "-"))
+    console = _console()
+    console.print(table)
+    colour = "green" if code == 0 else "red"
+    console.print(f"[bold {colour}]exit {code}[/] (the worst of the environments; each run's log: "
+                  "`opsctl report RUN_ID`)")
