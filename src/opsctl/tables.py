@@ -51,3 +51,30 @@ def fanout_summary(rb: Any, rows: list[Any], code: int, output: str, dry_run: bo
     colour = "green" if code == 0 else "red"
     console.print(f"[bold {colour}]exit {code}[/] (the worst of the environments; each run's log: "
                   "`opsctl report RUN_ID`)")
+
+
+def doctor_table(doc: dict[str, Any], output: str) -> None:
+    if output == "json":
+        _dump(doc)
+        return
+    table = Table(title=f"opsctl doctor: environment {doc['environment']} ({doc['source']})",
+                  title_justify="left")
+    for col in ("backend", "status", "target", "version", "as", "detail"):
+        table.add_column(col, overflow="fold")
+    for row in doc["backends"]:
+        lines = [row["detail"]] if row["detail"] else []
+        lines += [f"missing: {m}" for m in row["missing"]]
+        lines += [f"note: {n}" for n in row["notes"]]
+        if row["status"] != "not_configured" and row["runbooks"]:
+            lines.append(f"used by {', '.join(row['runbooks'])}")
+        latency = f" ({row['latency_ms']:g} ms)" if row["latency_ms"] is not None else ""
+        table.add_row(row["backend"], _STATUS.get(row["status"], escape(row["status"])),
+                      escape(row["target"] or "-"), escape((row["version"] or "-") + latency),
+                      escape(row["identity"] or "-"), escape("\n".join(lines)))
+    console = _console()
+    console.print(table)
+    code = doc["exit_code"]
+    verdict = {0: "ready", 1: "a diagnosis would be refused: grant what is missing",
+               4: "a backend cannot be used"}.get(code, "")
+    console.print(f"[bold {'green' if code == 0 else 'red'}]exit {code}[/] {escape(verdict)} "
+                  f"[dim]({doc['duration']:.2f}s)[/]")

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from opsctl import __version__
-from opsctl.cli import alert_cmds, catalog_cmds, plan_cmds, run_cmd, runs_cmds, validate_cmd
+from opsctl.cli import alert_cmds, catalog_cmds, doctor_cmd, plan_cmds, run_cmd, runs_cmds, validate_cmd
 
 app = typer.Typer(
     name="opsctl", no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
@@ -52,6 +52,7 @@ app.command("runs")(runs_cmds.runs)
 app.command("report")(runs_cmds.report)
 app.command("alert")(alert_cmds.alert)
 app.command("serve")(alert_cmds.serve)
+app.command("doctor")(doctor_cmd.doctor)
 
 
 def main() -> None:
