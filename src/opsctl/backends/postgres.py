@@ -228,12 +228,19 @@ class PgClient:
     def close(self) -> None:
         """Called by the executor at the end of the run.  A call still holding the connection (a
         step abandoned by the watchdog, blocked on a server that does not answer) is not waited
-        for: the connection is closed under it, and the run ends on time."""
+        for: its socket is shut down (its blocked read ends at once; freeing the connection under
+        a thread still inside libpq would not be safe), and the run ends on time."""
         if not self._lock.acquire(timeout=1.0):
             conn = self._conn
             if conn is not None:
                 with suppress(Exception):
-                    conn.close()
+                    import socket
+
+                    sock = socket.socket(fileno=os.dup(conn.fileno()))
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    finally:
+                        sock.close()
             return
         try:
             if self._conn is not None:
