@@ -37,15 +37,16 @@ def fanout_summary(rb: Any, rows: list[Any], code: int, output: str, dry_run: bo
                "runs": {r.environment: r.document for r in rows if r.document}})
         return
     table = Table(title=f"{rb.id} over {len(rows)} environment(s)", title_justify="left")
-    for col in ("environment", "verdict", "exit", "findings", "run"):
+    for col in ("environment", "verdict", "exit", "findings", "first finding / reason", "run"):
         table.add_column(col, overflow="fold")
     for r in rows:
         counts = ", ".join(f"{n} {kind}" for n, kind in ((r.critical, "critical"), (r.warning, "warning"))
                            if n) or ("-" if r.exit_code is None else "none")
+        # what ended a failed run says more than a finding; a clean run's first finding says most
         detail = r.first_finding if r.exit_code == 0 else (r.message or r.first_finding)
         table.add_row(escape(r.environment), _STATUS.get(r.status, escape(r.status)),
-                      "-" if r.exit_code is None else str(r.exit_code),
-                      escape(counts + (f": {detail}" if detail else "")), escape(r.run_id or "-"))
+                      "-" if r.exit_code is None else str(r.exit_code), counts, escape(detail or "-"),
+                      escape(r.run_id or "-"))
     console = _console()
     console.print(table)
     colour = "green" if code == 0 else "red"
