@@ -25,9 +25,9 @@ from typing import Any
 from opsctl.backends.health import Probe
 from opsctl.errors import ExitCode, mask
 
-BACKENDS = ("postgres", "redis", "kafka", "aws", "kubernetes")
+BACKENDS = ("postgres", "redis", "kafka", "aws", "kubernetes", "prometheus")
 DEFAULT_DEADLINE = 5.0
-_ACTION = re.compile(r"^\s*action:\s*['\"]?(postgres|redis|kafka|aws|k8s)\.", re.M)
+_ACTION = re.compile(r"^\s*action:\s*['\"]?(postgres|redis|kafka|aws|k8s|prometheus)\.", re.M)
 _ID = re.compile(r"^id:\s*['\"]?(rb-[0-9]+)", re.M)
 
 
@@ -54,7 +54,7 @@ def _probe(backend: str, cfg: dict[str, Any], timeout: float, namespace: str) ->
     if backend == "kubernetes":
         return health.kubernetes(cfg, timeout, namespace)
     probes = {"postgres": health.postgres, "redis": health.redis, "kafka": health.kafka,
-              "aws": health.aws}
+              "aws": health.aws, "prometheus": health.prometheus}
     return probes[backend](cfg, timeout)
 
 

@@ -63,6 +63,8 @@ def configured(backend: str, cfg: dict[str, Any]) -> bool:
                                         "AWS_CONTAINER_CREDENTIALS_FULL_URI",
                                         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")) or \
             (home / "credentials").is_file() or (home / "config").is_file()
+    if backend == "prometheus":
+        return bool(env.get("PROMETHEUS_URL"))
     if backend == "kubernetes":
         return bool(env.get("KUBECONFIG") or env.get("KUBERNETES_SERVICE_HOST")) or \
             (Path.home() / ".kube" / "config").is_file()
@@ -334,3 +336,36 @@ def _parallel(fn: Any, items: list[Any]) -> list[Any]:
 
     with ThreadPoolExecutor(max_workers=min(8, len(items) or 1)) as pool:
         return list(pool.map(fn, items))
+
+
+# ---- Prometheus ------------------------------------------------------------------------------------
+def prometheus(cfg: dict[str, Any], timeout: float) -> Probe:
+    """``GET /api/v1/status/buildinfo`` (the version) and one instant query (what rb-004 sends)."""
+    import json
+
+    from opsctl.backends import http
+
+    base = str(cfg.get("url") or os.environ.get("PROMETHEUS_URL") or "").rstrip("/")
+    probe = Probe("prometheus", target=http.redact_url(base))
+    start = time.monotonic()
+    try:
+        info = http.get(f"{base}/api/v1/status/buildinfo", timeout)
+        query = http.get(f"{base}/api/v1/query?query=vector(1)", timeout)
+    except http.Unreachable as e:
+        probe.status, probe.detail = "unreachable", f"prometheus: {e}"
+        return probe
+    probe.latency_ms = round((time.monotonic() - start) * 1000, 1)
+    if info.status in (401, 403) or query.status in (401, 403):
+        probe.status = "denied"
+        probe.detail = f"prometheus {probe.target}: HTTP {max(info.status, query.status)}"
+        return probe
+    try:
+        build, answer = json.loads(info.body), json.loads(query.body)
+        probe.version = f"Prometheus {build['data']['version']}"
+        if answer.get("status") != "success":
+            raise ValueError(answer.get("error"))
+    except (ValueError, KeyError, TypeError) as e:
+        probe.status = "unreachable"
+        probe.detail = (f"prometheus {probe.target}: HTTP {info.status}/{query.status} without a Prometheus "
+                        f"API answer ({type(e).__name__}): is this the Prometheus base URL?")
+    return probe
