@@ -6,13 +6,14 @@ from typing import Annotated
 
 import typer
 
-from opsctl.cli.run_cmd import Output
+from opsctl.cli.run_cmd import Output, complete_env
 
 
 def doctor(
     env: Annotated[str | None, typer.Option("--env", "-e", help="Environment from opsctl.yaml (default: "
                                                                 "OPSCTL_ENV, default_environment, else "
-                                                                "the standard variables).")] = None,
+                                                                "the standard variables).",
+                                                  autocompletion=complete_env)] = None,
     output: Annotated[Output, typer.Option("--output", "-o",
                                            help="text for people, json for tools.")] = Output.text,
     timeout: Annotated[float, typer.Option("--timeout", min=0.5, max=300, metavar="SECONDS",

@@ -27,6 +27,17 @@ def complete_runbook(incomplete: str) -> list[tuple[str, str]]:
     return [(e.id, e.title) for e in quick_index() if e.id.startswith(incomplete)]
 
 
+def complete_env(incomplete: str) -> list[str]:
+    """Environment names of opsctl.yaml (shell completion; nothing when the file is broken)."""
+    from opsctl import config
+    from opsctl.errors import OpsctlError
+
+    try:
+        return [n for n in config.environment_names() if n.startswith(incomplete)]
+    except OpsctlError:
+        return []
+
+
 def parse_params(pairs: list[str]) -> dict[str, str]:
     from opsctl.errors import UsageError
 
@@ -54,7 +65,8 @@ def run(
                                                "('none' skips mitigation).")] = None,
     phase: Annotated[Phase | None, typer.Option("--phase", help="Run only this phase.")] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment from opsctl.yaml "
-                                                  "(repeatable: one run per environment).")] = None,
+                                                  "(repeatable: one run per environment).",
+                                                  autocompletion=complete_env)] = None,
     output: Annotated[Output, typer.Option("--output", "-o",
                                            help="text for people, json for tools.")] = Output.text,
     resume: Annotated[str | None, typer.Option("--resume", metavar="RUN_ID",
