@@ -103,7 +103,7 @@ def test_ordinary_role_and_acl_user_are_permission_gaps(
     rows = _rows(_doc(result))
     assert rows["postgres"]["status"] == "permission_gap" and rows["postgres"]["identity"] == "nostats"
     assert any("pg_monitor" in m for m in rows["postgres"]["missing"]), rows["postgres"]
-    assert rows["redis"]["status"] == "permission_gap"
+    assert rows["redis"]["status"] == "permission_gap" and rows["redis"]["identity"] == "doctor-limited"
     assert {m.split(":")[0] for m in rows["redis"]["missing"]} == {"CLIENT LIST", "SLOWLOG GET"}
     assert "limited-s3cret-pw" not in result.output and PASSWORDS["nostats"] not in result.output
 

@@ -151,7 +151,10 @@ def redis(cfg: dict[str, Any], timeout: float) -> Probe:
         return probe
     probe.latency_ms = round((time.monotonic() - start) * 1000, 1)
     probe.version = f"Redis {info.get('redis_version', '?')}"
-    probe.identity = str(dict(settings.overrides).get("username") or "") or "default"
+    from urllib.parse import urlsplit
+
+    probe.identity = str(dict(settings.overrides).get("username") or urlsplit(settings.url).username
+                         or "default")
     checks = {"INFO": lambda: client.info("all"), "CLIENT LIST": client.client_list,
               "SLOWLOG GET": lambda: client.slowlog_get(1), "SCAN": lambda: client.scan(0, count=1),
               "MEMORY USAGE": lambda: client.memory_usage("opsctl:doctor"),
