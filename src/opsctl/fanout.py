@@ -226,7 +226,8 @@ class FanOut:
         finally:
             for env in pending:
                 self.rows[env.name].message = (f"not started: {self._errors()} environment(s) failed "
-                                               f"(--max-errors {self.max_errors})")
+                                               f"(--max-errors {self.max_errors})") \
+                    if self._stop_starting() else "not started: interrupted"
 
     # ---- sequential (may mutate) ----------------------------------------------------------------
     def _sequential(self) -> None:
