@@ -12,6 +12,7 @@ environments:
     aws: {region: eu-west-1, profile: prod, endpoint_url: null}
     kubernetes: {kubeconfig: ~/.kube/config, context: prod}
     http: {timeout: 5}
+    tags: [dev]          # select environments: opsctl run RUNBOOK --env-tag dev
     prometheus: {url: "http://prometheus:9090"}
     notify:              # Slack: run notifications of P0/P1 runbooks, rb-001's messages
       slack_webhook_url: "${SLACK_WEBHOOK_URL}"
@@ -47,6 +48,7 @@ class Environment:
     protected: bool = False  # production: type its name to confirm; --yes needs --yes-protected
     # applies per hour of one runbook here: an int for every runbook, or {runbook id or default: int}
     max_applies_per_hour: int | dict[str, int] | None = None
+    tags: tuple[str, ...] = ()  # for selecting environments: `opsctl run --env-tag prod`
 
     def backend(self, name: str) -> dict[str, Any]:
         return self.backends.get(name, {})
@@ -140,6 +142,9 @@ def _check_env(src: Any, name: str, env: Any) -> None:
         if key == "protected":
             if not isinstance(value, bool):
                 raise _misconfigured(src, where, f"protected must be true or false, got {value!r}")
+        elif key == "tags":
+            if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
+                raise _misconfigured(src, where, f"tags must be a list of names, got {value!r}")
         elif key == "max_applies_per_hour":
             items = value.items() if isinstance(value, dict) else [(None, value)]
             for rb_id, n in items:
@@ -158,7 +163,7 @@ def _check_env(src: Any, name: str, env: Any) -> None:
                     raise _misconfigured(src, (*where, *path), f"notify: {message}")
         else:
             raise _misconfigured(src, where, f"environment {name!r}: unknown section {key!r}; expected "
-                                 f"settings, protected, max_applies_per_hour or one of "
+                                 f"settings, tags, protected, max_applies_per_hour or one of "
                                  f"{', '.join(BACKENDS)}", key=True)
 
 
@@ -188,9 +193,49 @@ def _register_secrets(backends: dict[str, dict[str, Any]]) -> None:
                 register_secret(v)
 
 
-def load_environment(name: str | None = None) -> Environment:
+def _config() -> tuple[Path | None, dict[str, Any]]:
     path = next((p for p in config_paths() if p.is_file()), None)
-    data = _read(path) if path else {}
+    return path, (_read(path) if path else {})
+
+
+def environment_names() -> list[str]:
+    """The environments of opsctl.yaml, in file order (empty without one)."""
+    return list(_config()[1].get("environments") or {})
+
+
+def select_environments(names: list[str] | None = None, *, all_envs: bool = False,
+                        tags: list[str] | None = None) -> list[Environment]:
+    """The environments a fan-out runs in: the named ones (in the order given, each once), every
+    environment (``all_envs``), and/or those carrying every one of ``tags``; at least one, or a
+    usage error saying which names exist.  No selector at all: the one default environment."""
+    path, data = _config()
+    envs: dict[str, Any] = data.get("environments") or {}
+    if not names and not all_envs and not tags:
+        return [load_environment(None)]
+    where = str(path) if path else "no opsctl.yaml found"
+    chosen: list[str] = []
+    for name in names or []:
+        if name not in envs:
+            raise UsageError(f"unknown environment {name!r} ({where}; known: "
+                             f"{', '.join(sorted(envs)) or 'none'})")
+        if name not in chosen:
+            chosen.append(name)
+    if all_envs or tags:
+        want = set(tags or ())
+        for name, env in envs.items():
+            have = set((env or {}).get("tags") or ())
+            if want <= have and name not in chosen:
+                chosen.append(name)
+    if not chosen:
+        what = f"tagged {', '.join(sorted(set(tags or ())))}" if tags else "at all"
+        raise UsageError(f"no environment {what} ({where}; environments and their tags: "
+                         + (", ".join(f"{n} [{', '.join((e or {}).get('tags') or ())}]"
+                                      for n, e in envs.items()) or "none") + ")")
+    return [load_environment(n) for n in chosen]
+
+
+def load_environment(name: str | None = None) -> Environment:
+    path, data = _config()
     envs: dict[str, Any] = data.get("environments") or {}
     name = name or os.environ.get("OPSCTL_ENV") or data.get("default_environment")
     for var in ("PGPASSWORD", "OPSCTL_SLACK_WEBHOOK_URL"):
@@ -207,4 +252,5 @@ def load_environment(name: str | None = None) -> Environment:
     _register_secrets(backends)
     return Environment(name=name, settings=dict(raw.get("settings") or {}), backends=backends,
                        source=str(path), protected=bool(raw.get("protected", False)),
-                       max_applies_per_hour=raw.get("max_applies_per_hour"))
+                       max_applies_per_hour=raw.get("max_applies_per_hour"),
+                       tags=tuple(raw.get("tags") or ()))

@@ -72,6 +72,8 @@ class Executor:
         self.interrupted = False
         self.ended: set[str] = set()  # steps whose end was rendered and logged
         self.usage_error: str | None = None
+        # set from another thread (a fan-out over environments on Ctrl-C): stop as on Ctrl-C
+        self.stop_requested: threading.Event | None = None
         self.runner = StepRunner(dry_run=settings.dry_run, yes=settings.yes,
                                  interactive=settings.interactive, renderer=renderer,
                                  context=self.template_context, make_ctx=self._make_ctx,
@@ -146,6 +148,8 @@ class Executor:
             try:
                 kind, payload = self.inbox.get(timeout=0.1)
             except queue.Empty:
+                if self.stop_requested is not None and self.stop_requested.is_set():
+                    raise KeyboardInterrupt from None  # execute() handles it as a Ctrl-C here
                 self.watchdog(running)
                 continue
             if kind == "done":

@@ -55,9 +55,23 @@ def call_budget(cfg: dict[str, Any], left: float | None) -> tuple[float, float, 
     return connect, round(read, 1), attempts
 
 
-def _make_client(cfg: dict[str, Any], service: str,
-                 budget: tuple[float, float, int] | None = None) -> Any:
+def new_session(cfg: dict[str, Any]) -> Any:
+    """A boto3 session for an environment's ``aws`` section (clients made from one session share
+    its loaded data: several services cost much less than a session each)."""
     import boto3
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what the other SDKs and Lambda use
+        region = cfg.get("region") or os.environ.get("AWS_REGION") or None
+        return boto3.Session(profile_name=cfg.get("profile") or None, region_name=region)
+    except ProfileNotFound as e:
+        raise BackendError("aws", f"{e}. Set aws.profile in opsctl.yaml or AWS_PROFILE to an "
+                                  "existing profile.") from None
+
+
+def _make_client(cfg: dict[str, Any], service: str,
+                 budget: tuple[float, float, int] | None = None, shared: Any = None) -> Any:
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, NoRegionError, ProfileNotFound
 
@@ -65,9 +79,7 @@ def _make_client(cfg: dict[str, Any], service: str,
     config = Config(connect_timeout=connect, read_timeout=read,
                     retries={"mode": "adaptive", "total_max_attempts": attempts}, max_pool_connections=32)
     try:
-        # botocore reads AWS_DEFAULT_REGION only; AWS_REGION is what the other SDKs and Lambda use
-        region = cfg.get("region") or os.environ.get("AWS_REGION") or None
-        session = boto3.Session(profile_name=cfg.get("profile") or None, region_name=region)
+        session = shared or new_session(cfg)
         # endpoint_url None lets botocore honour AWS_ENDPOINT_URL[_SERVICE] itself
         return session.client(service, config=config, endpoint_url=cfg.get("endpoint_url") or None)
     except ProfileNotFound as e:

@@ -178,7 +178,12 @@ class PgClient:
                     # that does not answer cost 4 x connect_timeout instead of 1 x
                     raise self._failed
                 try:
-                    self._conn = connect(self.settings)
+                    # never longer than the step's deadline: a server that accepts and never
+                    # answers costs the step its deadline, not connect_timeout past it
+                    within = self.settings if remaining is None else replace(
+                        self.settings, connect_timeout=max(1.0, min(self.settings.connect_timeout,
+                                                                    remaining)))
+                    self._conn = connect(within)
                 except OpsctlError as e:
                     self._failures, self._failed = self._failures + 1, e
                     raise
@@ -221,11 +226,28 @@ class PgClient:
                 done.set()
 
     def close(self) -> None:
-        """Called by the executor at the end of the run."""
-        with self._lock:
+        """Called by the executor at the end of the run.  A call still holding the connection (a
+        step abandoned by the watchdog, blocked on a server that does not answer) is not waited
+        for: its socket is shut down (its blocked read ends at once; freeing the connection under
+        a thread still inside libpq would not be safe), and the run ends on time."""
+        if not self._lock.acquire(timeout=1.0):
+            conn = self._conn
+            if conn is not None:
+                with suppress(Exception):
+                    import socket
+
+                    sock = socket.socket(fileno=os.dup(conn.fileno()))
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    finally:
+                        sock.close()
+            return
+        try:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        finally:
+            self._lock.release()
 
     def role(self) -> str:
         """The role opsctl connected as (for "GRANT ... TO <role>" hints)."""

@@ -16,6 +16,7 @@ from opsctl import __version__
 from opsctl.cli import (
     alert_cmds,
     catalog_cmds,
+    doctor_cmd,
     export_cmds,
     permissions_cmd,
     plan_cmds,
@@ -62,6 +63,7 @@ app.command("alert")(alert_cmds.alert)
 app.command("serve")(alert_cmds.serve)
 app.command("permissions")(permissions_cmd.permissions)
 app.add_typer(export_cmds.app, name="export")
+app.command("doctor")(doctor_cmd.doctor)
 
 
 def main() -> None:

@@ -27,6 +27,17 @@ def complete_runbook(incomplete: str) -> list[tuple[str, str]]:
     return [(e.id, e.title) for e in quick_index() if e.id.startswith(incomplete)]
 
 
+def complete_env(incomplete: str) -> list[str]:
+    """Environment names of opsctl.yaml (shell completion; nothing when the file is broken)."""
+    from opsctl import config
+    from opsctl.errors import OpsctlError
+
+    try:
+        return [n for n in config.environment_names() if n.startswith(incomplete)]
+    except OpsctlError:
+        return []
+
+
 def parse_params(pairs: list[str]) -> dict[str, str]:
     from opsctl.errors import UsageError
 
@@ -53,7 +64,9 @@ def run(
     option: Annotated[str | None, typer.Option("--option", help="Mitigation option to apply "
                                                "('none' skips mitigation).")] = None,
     phase: Annotated[Phase | None, typer.Option("--phase", help="Run only this phase.")] = None,
-    env: Annotated[str | None, typer.Option("--env", "-e", help="Environment from opsctl.yaml.")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment from opsctl.yaml "
+                                                  "(repeatable: one run per environment).",
+                                                  autocompletion=complete_env)] = None,
     output: Annotated[Output, typer.Option("--output", "-o",
                                            help="text for people, json for tools.")] = Output.text,
     resume: Annotated[str | None, typer.Option("--resume", metavar="RUN_ID",
@@ -72,6 +85,17 @@ def run(
                                                   "target.")] = 30.0,
     no_notify: Annotated[bool, typer.Option("--no-notify", help="Do not post this run's start, "
                                             "mitigation and verdict to Slack.")] = False,
+    all_envs: Annotated[bool, typer.Option("--all-envs", help="Run in every environment of "
+                                                              "opsctl.yaml.")] = False,
+    env_tag: Annotated[list[str] | None, typer.Option("--env-tag", metavar="TAG",
+                                                      help="Run in the environments tagged TAG "
+                                                           "(repeatable: all of them).")] = None,
+    max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1, metavar="N",
+                                                 help="Several environments, read-only: at most N at "
+                                                      "a time.")] = 4,
+    max_errors: Annotated[int | None, typer.Option("--max-errors", min=1, metavar="N",
+                                                   help="Several environments: start no more once N "
+                                                        "have failed.")] = None,
 ) -> int:
     """Run a runbook: diagnose -> mitigate (plan, confirm, apply) -> verify."""
     from opsctl import catalog, config
@@ -87,9 +111,12 @@ def run(
     params = rb.resolve_params(given)
     if option and option != "none":
         rb.check_requires(option, params)
-    environment = config.load_environment(env)
     settings = RunSettings(dry_run=dry_run, yes=yes or bool(yes_protected), interactive=_interactive(),
                            option=option, phase=phase.value if phase else None, notify=not no_notify)
+    if all_envs or env_tag or len(env or []) > 1:
+        return _fan_out(rb, params, settings, env, all_envs, env_tag, output, verbose, no_log, lock_wait,
+                        resume, yes_protected, max_concurrency, max_errors)
+    environment = config.load_environment(env[0] if env else None)
     check_protected(environment, settings, yes_protected)
     check_rate(rb, environment, settings)
     log, renderer = open_run(rb, params, environment, settings, output, verbose, no_log,
@@ -101,6 +128,30 @@ def run(
     if outcome.status == "invalid":  # decided mid-run (e.g. no option chosen): say it where errors go
         typer.echo(f"error: {outcome.message}", err=True)
     return outcome.exit_code
+
+
+def _fan_out(rb: Any, params: dict[str, Any], settings: Any, env: list[str] | None, all_envs: bool,
+             env_tag: list[str] | None, output: Output, verbose: bool, no_log: bool, lock_wait: float,
+             resume: str | None, yes_protected: str | None, max_concurrency: int,
+             max_errors: int | None) -> int:
+    """Several environments (docs/configuration.md, "Several environments at once")."""
+    from opsctl import config
+    from opsctl.fanout import FanOut, cannot_mutate, check_fanout_usage
+
+    environments = config.select_environments(env, all_envs=all_envs, tags=env_tag)
+    check_fanout_usage(resume, yes_protected, environments, settings)
+    for environment in environments:  # every refusal before anything runs anywhere
+        check_rate(rb, environment, settings)
+    if cannot_mutate(rb, settings):
+        settings.interactive = False  # nothing to confirm; nobody to ask in parallel
+
+    def start(environment: Any, renderer: Any) -> tuple[Any, Any]:
+        return open_run(rb, params, environment, settings, output, verbose, no_log, renderer=renderer)
+
+    return FanOut(rb, params, environments, settings, output=output.value, verbose=verbose,
+                  no_log=no_log, max_concurrency=max_concurrency, max_errors=max_errors,
+                  lock_wait=lock_wait, open_run=start,
+                  text_renderer=lambda: _renderer(Output.text, verbose)).run()
 
 
 def gather_params(pairs: list[str] | None, files: list[str] | None = None,
@@ -189,12 +240,12 @@ def check_rate(rb: Any, environment: Any, settings: Any) -> None:
 
 def open_run(rb: Any, params: dict[str, Any], environment: Any, settings: Any, output: Output,
              verbose: bool, no_log: bool, resumed_from: str | None = None,
-             plan_digest: str | None = None) -> tuple[Any, Any]:
+             plan_digest: str | None = None, renderer: Any = None) -> tuple[Any, Any]:
     """The run log (or none with --no-log) and the renderer, with the header printed."""
     from opsctl import audit
 
     log = audit.open_log(rb.id, no_log=no_log, resumed_from=resumed_from)
-    renderer = _renderer(output, verbose)
+    renderer = renderer or _renderer(output, verbose)
     log.start(rb, params, environment.name, settings, sys.argv[1:], plan_digest=plan_digest)
     renderer.secrets = log.secrets
     renderer.protected = environment.name if getattr(environment, "protected", False) else None
