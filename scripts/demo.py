@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.servers.postgres import PgServer, start_postgres  # noqa: E402
+from opsctl.testing.postgres import PgServer, start_postgres  # noqa: E402
 
 
 def banner(text: str) -> None:

@@ -8,6 +8,9 @@ stamp=.venv/.opsctl-installed
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
+  # the distribution was called `opsctl` before (a PyPI name that is another project's): drop it
+  .venv/bin/python -m pip uninstall -q -y opsctl >/dev/null 2>&1 || true
+  rm -rf src/opsctl.egg-info
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" -c constraints.txt 2>&1 | grep -vE "is ignored|^\s*$" || true
   .venv/bin/python -c "import opsctl, typer, psycopg, redis, kafka, boto3, kubernetes, moto" \
     || { echo "setup: installing opsctl into .venv failed" >&2; exit 1; }

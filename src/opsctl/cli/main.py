@@ -15,7 +15,16 @@ from typing import Annotated
 import typer
 
 from opsctl import __version__
-from opsctl.cli import alert_cmds, catalog_cmds, plan_cmds, run_cmd, runs_cmds, validate_cmd
+from opsctl.cli import (
+    alert_cmds,
+    catalog_cmds,
+    new_cmd,
+    plan_cmds,
+    rehearse_cmd,
+    run_cmd,
+    runs_cmds,
+    validate_cmd,
+)
 
 app = typer.Typer(
     name="opsctl", no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
@@ -52,6 +61,8 @@ app.command("runs")(runs_cmds.runs)
 app.command("report")(runs_cmds.report)
 app.command("alert")(alert_cmds.alert)
 app.command("serve")(alert_cmds.serve)
+app.command("rehearse")(rehearse_cmd.rehearse)
+app.command("new")(new_cmd.new)
 
 
 def main() -> None:
