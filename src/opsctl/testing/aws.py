@@ -3,7 +3,7 @@
 opsctl only ever sees ``AWS_ENDPOINT_URL`` + fake credentials + a region (no in-process mock_aws),
 so every call it makes is a real HTTP request.  Set-up code uses boto3 against the same endpoint to
 create resources and inject faults (a DLQ filled with messages, an ECS service whose tasks do not
-run, a Lambda worker with versions).  Needs ``moto[server]`` (the ``opsctl[testing]`` extra).
+run, a Lambda worker with versions).  Needs ``moto[server]`` (the ``testing`` extra).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def moto_available() -> str | None:
     import importlib.util
 
     if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
-        return "moto[server] is not installed (pip install 'opsctl[testing]')"
+        return "moto[server] is not installed (pip install 'opsctl-runbooks[testing]')"
     return None
 
 

