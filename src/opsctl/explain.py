@@ -47,6 +47,8 @@ def _chain(node: nodes.Node) -> list[str] | None:
 def _value(node: nodes.Node, ctx: dict[str, Any]) -> Any:
     if isinstance(node, nodes.Const):
         return node.value
+    if isinstance(node, nodes.List | nodes.Tuple):
+        return [_value(item, ctx) for item in node.items]
     path = _chain(node)
     if path is not None:
         cur: Any = ctx
@@ -104,6 +106,8 @@ def _why(node: nodes.Node, ctx: dict[str, Any]) -> str:
             lpath = _chain(lhs)
             if lpath == ["run", "option"] and op == "eq" and isinstance(rhs, nodes.Const):
                 return f"option {rhs.value} was not chosen"
+            if lpath == ["run", "option"] and op == "in":
+                return f"none of the options {', '.join(map(str, _value(rhs, ctx)))} was chosen"
             if lpath and lpath[0] == "params" and op == "ne" and isinstance(rhs, nodes.Const) \
                     and rhs.value in ("", None, 0):
                 return f"no {_name(lhs)} given (-p {lpath[-1]}=...)"
