@@ -17,6 +17,15 @@ from tests.fixtures.core import REPO, Result
 SHIPPED = sorted((REPO / "runbooks").glob("*.rehearsal.yaml"))
 
 
+def test_the_shipped_catalogue_keeps_the_rb_nnn_convention() -> None:
+    import re
+
+    from opsctl.catalog import runbook_files
+
+    files = runbook_files([REPO / "runbooks"])
+    assert files and all(re.fullmatch(r"rb-\d{3}-[a-z0-9-]+\.yaml", f.name) for f in files), files
+
+
 def test_every_backend_kind_has_a_shipped_rehearsal() -> None:
     from opsctl.testing.rehearse import read_file
 
