@@ -34,8 +34,10 @@ def test_every_backend_kind_has_a_shipped_rehearsal() -> None:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name.split(".")[0][:6] for p in SHIPPED])
 def test_shipped_rehearsals_pass(path: Path, opsctl_rehearse: Callable[..., Any]) -> None:
-    results = opsctl_rehearse(path)
-    assert results and all(r.ok for r in results), [f for r in results for f in r.failures]
+    # each file's first rehearsal (the fault mitigated and what must hold after); rb-006's second one,
+    # a dry-run that changes nothing, is tests/runbooks/test_rb006.py's too (CI time is short)
+    results = opsctl_rehearse(path, only=[0])
+    assert len(results) == 1 and results[0].ok, results[0].failures
 
 
 def test_a_false_must_hold_fails_located(opsctl: Callable[..., Result], tmp_path: Path) -> None:
