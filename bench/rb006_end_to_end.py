@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.servers.postgres import PgServer, start_postgres  # noqa: E402
+from opsctl.testing.postgres import PgServer, start_postgres  # noqa: E402
 
 MANUAL_TARGET = (5 * 60, 10 * 60)  # seed 002: RB-006 recovery target, 5-10 minutes
 

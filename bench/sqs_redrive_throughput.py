@@ -2,7 +2,7 @@
 ``workers`` threads each, batches of 10, with its exactly-once ledger written for every batch) vs the
 single-threaded receive -> send -> delete loop a hand-written script would use (also in batches
 of 10, so the difference is the pipelining and parallelism alone).  One run of each, same message count, same
-moto server (started privately in server mode, its SQS made to scale: see tests/fixtures/aws.py).
+moto server (started privately in server mode, its SQS made to scale: see opsctl/testing/moto_patches.py).
 
     .venv/bin/python bench/sqs_redrive_throughput.py [MESSAGES] [WORKERS] [RTT_MS]   # 5000, 4, 0
 
@@ -53,7 +53,8 @@ def main() -> None:
     workers = int(sys.argv[2]) if len(sys.argv) > 2 else 4
     rtt = float(sys.argv[3]) / 1000 if len(sys.argv) > 3 else 0.0
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", f"from tests.fixtures.aws import serve; serve({port})"],
+    serve = f"from opsctl.testing.moto_patches import serve; serve({port})"
+    server = subprocess.Popen([sys.executable, "-c", serve],
                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_port(port, server)

@@ -63,7 +63,7 @@ def custodian() -> Path:
 
 
 def build_corpora(root: Path, n: int) -> tuple[list[str], list[str]]:
-    shipped = sorted((REPO / "runbooks").glob("rb-*.yaml"))
+    shipped = sorted(p for p in (REPO / "runbooks").glob("rb-*.yaml") if ".rehearsal." not in p.name)
     rb_dir, pol_dir = root / "runbooks", root / "policies"
     rb_dir.mkdir()
     pol_dir.mkdir()

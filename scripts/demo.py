@@ -2,9 +2,11 @@
 "checkout-api" has exhausted, diagnosed and fixed by runbook rb-006 through the real CLI.
 
 Run by scripts/demo.sh with the venv's python.  Starts PostgreSQL 15 on a free port in a temp dir
-(via tests/servers), injects the fault with real connections left idle in transaction, runs
+(with opsctl's rehearsal kit, opsctl.testing), injects the fault with real connections left idle
+in transaction, runs
 `opsctl run rb-006 --dry-run`, then `--yes --option kill-long-queries`, prints the server's view
-before and after, renders `opsctl report <run-id>`, and removes everything it started.
+before and after, renders `opsctl report <run-id>`, and removes the server it started; the runs stay
+in opsctl's run log (`opsctl runs`), so the suggested commands work afterwards.
 
     .venv/bin/python scripts/demo.py [--leaked 16] [--idle-seconds 3]
 """
@@ -16,14 +18,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from opsctl.testing.postgres import PgServer, start_postgres
 
-from tests.servers.postgres import PgServer, start_postgres  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def banner(text: str) -> None:
@@ -50,8 +50,8 @@ def opsctl(env: dict[str, str], *args: str, capture: bool = False) -> subprocess
 
 
 def inject(pg: PgServer, leaked: int, idle_seconds: float) -> None:
-    pg.open_sessions(leaked, "checkout-api", in_transaction=True)
-    pg.open_sessions(2, "worker")
+    pg.leak_connections(leaked, "checkout-api")  # as the ordinary role `app`
+    pg.leak_connections(2, "worker", idle_in_transaction=False)
     time.sleep(idle_seconds + 0.5)  # the leaked transactions age past the threshold
 
 
@@ -71,9 +71,12 @@ def main() -> int:
 
     banner("Starting a private PostgreSQL 15 (max_connections 20)")
     pg = start_postgres(max_connections=20)
-    state = tempfile.mkdtemp(prefix="opsctl-demo-state-")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PG", "OPSCTL_", "DATABASE_URL"))},
-           **pg.env("ops"), "OPSCTL_STATE_DIR": state, "OPSCTL_RUNBOOK_PATH": str(REPO / "runbooks")}
+    # the runs go to opsctl's own run log (OPSCTL_STATE_DIR or ~/.local/state/opsctl): `opsctl runs`
+    # and `opsctl report RUN_ID` find them after the demo
+    keep = ("OPSCTL_STATE_DIR",)
+    env = {**{k: v for k, v in os.environ.items()
+              if k in keep or not k.startswith(("PG", "OPSCTL_", "DATABASE_URL"))},
+           **pg.env("ops"), "OPSCTL_RUNBOOK_PATH": str(REPO / "runbooks")}
     params = ["-p", f"idle_in_transaction_seconds={opts.idle_seconds:g}", "-p", "application_name=checkout-*"]
     try:
         print(f"listening on 127.0.0.1:{pg.port}; opsctl connects as role 'ops' "
@@ -98,11 +101,22 @@ def main() -> int:
         server_view(pg)
 
         banner("3. Post-mortem timeline: opsctl report <run-id>")
-        opsctl(env, "report", last_run_id(env))
+        run_id = last_run_id(env)
+        opsctl(env, "report", run_id)
+        next_steps(run_id)
         return applied.returncode
     finally:
         pg.stop()
-        subprocess.run(["rm", "-rf", state], check=False)
+
+
+def next_steps(run_id: str) -> None:
+    """Where `opsctl` comes from now, and the three commands a new user wants next."""
+    banner("Next")
+    print("The demo installed opsctl into ./.venv: `source .venv/bin/activate` (or use .venv/bin/opsctl);\n"
+          "for daily use: `pipx install git+<this repository>` or `pip install .` (README).\n")
+    print(f"  opsctl runs                                 # the demo's runs are in your run log\n"
+          f"  opsctl report {run_id:<29} # the post-mortem timeline, again\n"
+          "  opsctl new my-check --backend postgres      # your own runbook; then: opsctl rehearse runbooks/")
 
 
 if __name__ == "__main__":

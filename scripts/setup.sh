@@ -7,9 +7,18 @@ fi
 stamp=.venv/.opsctl-installed
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: creating .venv and upgrading pip..." >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "is ignored" || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" -c constraints.txt 2>&1 | grep -vE "is ignored|^\s*$" || true
+  # the distribution was called `opsctl` before (a PyPI name that is another project's): drop it
+  .venv/bin/python -m pip uninstall -q -y opsctl >/dev/null 2>&1 || true
+  rm -rf src/opsctl.egg-info
+  echo "setup: installing opsctl and its dependencies into .venv (the first time takes a minute or two)..." >&2
+  # one line per package as pip gets to it (progress), warnings about unused index locations dropped
+  .venv/bin/python -m pip install --disable-pip-version-check --progress-bar off -e ".[dev]" -c constraints.txt 2>&1 \
+    | grep --line-buffered -E "^(Collecting|Installing collected|Successfully installed|ERROR)" \
+    | sed -u -e 's/^Collecting /  collecting /' -e 's/ (from .*//' >&2 || true
   .venv/bin/python -c "import opsctl, typer, psycopg, redis, kafka, boto3, kubernetes, moto" \
     || { echo "setup: installing opsctl into .venv failed" >&2; exit 1; }
   echo "$want" > "$stamp"
+  echo "setup: done (.venv/bin/opsctl)" >&2
 fi

@@ -8,7 +8,16 @@ worker, about 450 MB).
 
 from __future__ import annotations
 
+import importlib.metadata
+
+# The servers come from the shipped rehearsal kit (opsctl.testing.plugin), registered by the
+# `pytest11` entry point of the installed package; an install that predates the entry point (an old
+# .venv) still gets it from here.
+_REGISTERED = {e.value for e in importlib.metadata.entry_points(group="pytest11")}
+_KIT = [] if "opsctl.testing.plugin" in _REGISTERED else ["opsctl.testing.plugin"]
+
 pytest_plugins = [
+    *_KIT,
     "tests.fixtures.core",
     "tests.fixtures.postgres",
     "tests.fixtures.redis",

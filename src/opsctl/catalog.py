@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from opsctl.loader import Document
     from opsctl.model import Runbook
 
-_ID_LINE = re.compile(r"^id:\s*['\"]?(rb-[0-9]+)", re.M)
+_ID_LINE = re.compile(r"^id:\s*['\"]?([a-z0-9][a-z0-9_-]*)", re.M)
+# beside a runbook, not one: `rb-042.rehearsal.yaml` (opsctl rehearse)
+NOT_RUNBOOKS = (".rehearsal.yaml", ".rehearsal.yml")
 _TITLE_LINE = re.compile(r"^title:\s*['\"]?(.+?)['\"]?\s*$", re.M)
 
 
@@ -36,8 +38,9 @@ def runbook_files(dirs: list[Path] | None = None) -> list[Path]:
     seen: dict[str, Path] = {}
     for d in dirs if dirs is not None else search_dirs():
         if d.is_dir():
-            for f in sorted(d.glob("rb-*.y*ml")):
-                seen.setdefault(f.name, f)
+            for f in sorted(d.glob("*.y*ml")):
+                if f.suffix in (".yaml", ".yml") and not f.name.endswith(NOT_RUNBOOKS):
+                    seen.setdefault(f.name, f)
     return list(seen.values())
 
 
@@ -243,7 +246,8 @@ def expand_paths(paths: list[str]) -> list[str]:
             found = []
             for root, dirs, names in os.walk(p, onerror=None, followlinks=False):
                 dirs.sort()
-                found += [os.path.join(root, n) for n in names if n.endswith((".yaml", ".yml"))]
+                found += [os.path.join(root, n) for n in names
+                          if n.endswith((".yaml", ".yml")) and not n.endswith(NOT_RUNBOOKS)]
             files += sorted(found)
         else:
             files.append(p)

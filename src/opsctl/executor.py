@@ -347,7 +347,16 @@ class Executor:
                        message=message, dry_run=self.s.dry_run,
                        option=sorted(self.selected) if self.selected else None,
                        records=list(self.records.values()), started_at=started, ended_at=now_iso(),
-                       duration=round(duration, 3))
+                       duration=round(duration, 3), recommended=self._recommended_names(code))
+
+    def _recommended_names(self, code: int) -> list[str]:
+        """After a clean dry-run: the options the diagnosis recommends (what to apply next)."""
+        if not self.s.dry_run or code != ExitCode.OK or not self.rb.options:
+            return []
+        try:
+            return [o.name for o in self.recommended()[0]]
+        except Exception:  # noqa: BLE001 - a hint, never a reason to fail the run
+            return []
 
     def verdict(self) -> tuple[int, str, str]:
         recs = list(self.records.values())

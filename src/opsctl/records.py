@@ -151,6 +151,8 @@ class Outcome:
     started_at: str
     ended_at: str
     duration: float
+    # a dry-run's answer to "what next": the options the diagnosis recommends
+    recommended: list[str] = field(default_factory=list)
 
     def findings(self) -> list[Finding]:
         return [f for r in self.records for f in r.findings]

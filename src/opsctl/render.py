@@ -28,12 +28,15 @@ from rich.table import Table
 
 from opsctl.actions import get as get_action
 from opsctl.records import Outcome, Plan, StepRecord
+from opsctl.render_parts import _Handle, _Scrubbed
 from opsctl.signals import sigint_blocked
+from opsctl.units import seconds
 
 ICONS = {"ok": "[green]✔[/]", "applied": "[green]✔[/]", "noop": "[green]=[/]",
          "planned": "[cyan]◇[/]", "skipped": "[dim]-[/]", "failed": "[red]✘[/]",
          "timed_out": "[red]⏱[/]", "declined": "[yellow]✋[/]", "refused": "[yellow]✋[/]",
          "interrupted": "[yellow]![/]", "not_run": "[dim]·[/]"}
+PLAN_ROWS = 10  # rows shown per change group; -v, JSON and the run log have every change
 SEVERITY = {"ok": "[green]ok[/]", "warning": "[yellow]warning[/]", "critical": "[bold red]critical[/]"}
 
 
@@ -43,59 +46,13 @@ def _fmt(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
-class _Handle:
-    def __init__(self, progress: Progress | None, task: Any, console: Console, desc: str) -> None:
-        self._bar, self.task, self.console, self.desc = progress, task, console, desc
-        self.completed = 0.0
-        self.fields: dict[str, Any] = {}
-
-    def advance(self, n: float = 1, **fields: Any) -> None:
-        self.completed += n
-        self.fields.update(fields)
-        if self._bar is not None:
-            self._bar.update(self.task, advance=n, info=self._info())
-
-    def update(self, *, total: float | None = None, completed: float | None = None,
-               description: str | None = None, **fields: Any) -> None:
-        self.fields.update(fields)
-        if completed is not None:
-            self.completed = completed
-        if self._bar is not None:
-            kw: dict[str, Any] = {"info": self._info()}
-            if total is not None:
-                kw["total"] = total
-            if completed is not None:
-                kw["completed"] = completed
-            if description is not None:
-                kw["description"] = description
-            self._bar.update(self.task, **kw)
-
-    def _info(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.fields.items())
-
-
-class _Scrubbed:
-    """A text stream that blanks out the values of secret params, whatever prints them."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.secrets: tuple[str, ...] = ()
-
-    def write(self, text: str) -> int:
-        from opsctl.errors import mask
-
-        return self.stream.write(mask(text, self.secrets))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.stream, name)
-
-
 class HumanRenderer:
     def __init__(self, console: Console | None = None, verbose: bool = False) -> None:
         self._out = _Scrubbed(sys.stdout)
         self.console = console or Console(file=cast(TextIO, self._out), highlight=False)
         self.verbose = verbose
         self.protected: str | None = None  # a protected environment: confirm by typing its name
+        self.command: list[str] = []  # `opsctl run RUNBOOK -p ...` as given (the dry-run's apply hint)
         self.live = self.console.is_terminal
         self._lock = threading.RLock()
         self._tasks: dict[str, Any] = {}
@@ -140,7 +97,8 @@ class HumanRenderer:
         self.console.rule(f"[bold]{name}")
 
     def note(self, message: str) -> None:
-        self.console.print(f"[cyan]›[/] {escape(message)}")
+        with self._lock:
+            self.console.print(f"[cyan]›[/] {escape(message)}")
 
     # ---- steps ---------------------------------------------------------------------------------
     def step_started(self, step: Any) -> None:
@@ -154,17 +112,23 @@ class HumanRenderer:
             task = self._tasks.pop(rec.id, None)
             if task is not None and self._bar is not None:
                 self._bar.remove_task(task)
+            self._step_lines(rec)
+
+    def _step_lines(self, rec: StepRecord) -> None:
         title = f" {escape(rec.title)}" if rec.title != rec.id else ""
-        icon = ICONS.get(rec.status, "?")
+        icon, label = ICONS.get(rec.status, "?"), rec.status.replace("_", " ")
         worst = {f.severity for f in rec.findings}
         if rec.status == "ok" and worst & {"critical", "warning"}:  # the probe ran; what it saw is bad
             icon = "[red]✘[/]" if "critical" in worst else "[yellow]![/]"
+            label = "found a critical problem" if "critical" in worst else "found a warning"
         line = f"{icon} [bold]{escape(rec.id)}[/]{title} " \
-               f"[dim]({rec.duration:.1f}s, {rec.status})[/]"
+               f"[dim]({seconds(rec.duration)}, {label})[/]"
         if rec.reused_from:
             line += f" [dim]reused from {rec.reused_from}[/]"
         self.console.print(line)
         detail = rec.reason if rec.status not in ("ok", "applied") else self._summary(rec)
+        if detail and any(detail in f.message for f in rec.findings if f.severity != "ok"):
+            detail = ""  # the finding below says it (a warning is printed once)
         if rec.status == "failed" and detail in self._errors:  # one backend down fails every probe
             detail = f"same error as {self._errors[detail]}"
         elif rec.status == "failed" and detail:
@@ -195,9 +159,18 @@ class HumanRenderer:
         table = Table(title=f"{title}: {plan.summary}", title_justify="left", show_lines=False)
         for col in ("target", "change", "before", "after"):
             table.add_column(col, overflow="fold")
-        for ch in plan.changes:
-            table.add_row(escape(ch.target), escape(ch.operation + (f" ({ch.detail})" if ch.detail else "")),
-                          escape(_fmt(ch.before)), escape(_fmt(ch.after)))
+        groups: dict[str, list[Any]] = {}
+        for ch in plan.changes:  # a change group: one operation
+            groups.setdefault(ch.operation, []).append(ch)
+        for operation, changes in groups.items():
+            shown = changes if self.verbose else changes[:PLAN_ROWS]
+            for ch in shown:
+                change = ch.operation + (f" ({ch.detail})" if ch.detail else "")
+                table.add_row(escape(ch.target), escape(change), escape(_fmt(ch.before)),
+                              escape(_fmt(ch.after)))
+            if len(changes) > len(shown):
+                table.add_row(f"[dim]… and {len(changes) - len(shown)} more[/]", escape(operation),
+                              "[dim](-v, -o json and the run log have all)[/]", "")
         with self._lock:
             if plan.changes:
                 self.console.print(table)
@@ -210,12 +183,21 @@ class HumanRenderer:
     # ---- questions (main thread only) ----------------------------------------------------------
     @contextmanager
     def _paused(self) -> Iterator[None]:
-        if self._bar is not None:
-            self._bar.stop()
-        try:
-            yield
-        finally:
-            self._start_bar()
+        """The live display off while a question is asked.  Held under the output lock: a worker
+        printing while the display erases itself left stale spinner lines above the prompt."""
+        with self._lock:
+            if self._bar is not None:
+                for task in list(self._bar.task_ids):  # nothing of the display survives the stop
+                    self._bar.update(task, visible=False)
+                self._bar.refresh()
+                self._bar.stop()
+            try:
+                yield
+            finally:
+                if self._bar is not None:
+                    for task in list(self._bar.task_ids):
+                        self._bar.update(task, visible=True)
+                self._start_bar()
 
     def confirm(self, step: Any, plan: Plan) -> bool:
         with self._paused():
@@ -237,9 +219,15 @@ class HumanRenderer:
                 warn = " [red](explicit choice only)[/]" if o.explicit else ""
                 self.console.print(f"  {i}. [bold]{escape(o.name)}[/] {escape(o.title)}{mark}{warn}")
             names = [o.name for o in runbook.options] + ["none"]
+            numbers = {str(i): o.name for i, o in enumerate(runbook.options, 1)}
             default = next((o.name for o in recommended if not o.explicit), "none")
-            choice = Prompt.ask("Choose an option (none = skip mitigation)", choices=names,
-                                default=default, console=self.console)
+            while True:  # the number shown or the name; anything else asks again
+                answer = Prompt.ask(f"Choose an option: 1-{len(runbook.options)}, a name, or none "
+                                    "(skip mitigation)", default=default, console=self.console).strip()
+                choice = numbers.get(answer, answer)
+                if choice in names:
+                    break
+                self.console.print(f"[red]{escape(answer)!r} is not one of the options[/]")
         return None if choice == "none" else choice
 
     # ---- progress for actions (Reporter protocol) ----------------------------------------------
@@ -259,28 +247,56 @@ class HumanRenderer:
                                f"{escape(handle._info())}[/]")
 
     def log(self, step_id: str, message: str) -> None:
-        self.console.print(f"    [dim]{escape(step_id)}: {escape(message)}[/]")
+        with self._lock:
+            self.console.print(f"    [dim]{escape(step_id)}: {escape(message)}[/]")
 
     # ---- the end -------------------------------------------------------------------------------
     def finish(self, outcome: Outcome) -> None:
         if self._bar is not None:
             self._bar.stop()
         everything = outcome.findings()
-        findings = everything if self.verbose else [f for f in everything if f.severity != "ok"]
         passed = sum(1 for f in everything if f.severity == "ok")
-        if findings:
+        if self.verbose and everything:  # each finding was printed with its step; -v adds the table
             table = Table(title="findings", title_justify="left")
             for col in ("phase", "step", "severity", "finding"):
                 table.add_column(col, overflow="fold")
-            for f in findings:
+            for f in everything:
                 table.add_row(f.phase, escape(f.step), SEVERITY[f.severity], escape(f.message))
             self.console.print(table)
-        if passed and not self.verbose:
-            self.console.print(f"[green]{passed} check(s) passed[/] [dim](-v shows them)[/]")
+        counts = {s: sum(1 for f in everything if f.severity == s) for s in ("critical", "warning")}
+        told = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        if told or passed:
+            self.console.print((f"{told} finding(s); " if told else "")
+                               + f"[green]{passed} check(s) passed[/]"
+                               + ("" if self.verbose else " [dim](-v shows them)[/]"))
         colour = "green" if outcome.exit_code == 0 else "red"
-        self.console.print(f"[bold {colour}]{outcome.status}[/] {escape(outcome.message)}  "
-                           f"[dim](exit {outcome.exit_code}, {outcome.duration:.1f}s, "
-                           f"run {outcome.run_id}; `opsctl report {outcome.run_id}`)[/]")
+        message = "" if outcome.message == outcome.status else f" {escape(outcome.message)}"
+        self.console.print(f"[bold {colour}]{outcome.status.replace('_', ' ')}[/]{message}  "
+                           f"[dim](exit {outcome.exit_code}, {seconds(outcome.duration)}; "
+                           f"`opsctl report {outcome.run_id}`)[/]")
+        if outcome.dry_run and outcome.exit_code == 0:
+            self._next(outcome)
+
+    def _next(self, outcome: Outcome) -> None:
+        """What the engineer needs after a dry-run: the diagnosis in one line, the recommended
+        option, the exact command that applies it."""
+        rank = {"critical": 0, "warning": 1}
+        bad = sorted((f for f in outcome.findings() if f.phase == "diagnose" and f.severity in rank),
+                     key=lambda f: rank[f.severity])
+        if bad:
+            f = bad[0]
+            self.console.print(f"[bold]diagnosis:[/] {escape(f.message)} "
+                               f"[dim]({f.severity}, step {f.step})[/]")
+        else:
+            self.console.print("[bold]diagnosis:[/] no problem found")
+        if outcome.recommended:
+            name = outcome.recommended[0]
+            self.console.print(f"[bold]recommended:[/] option {escape(name)}")
+            command = [*self.command, "--option", name] if self.command else []
+            if command:
+                import shlex
+
+                self.console.print(f"[bold]apply it:[/] {escape(shlex.join(command))}", soft_wrap=True)
 
 
 class JsonRenderer:
@@ -347,6 +363,7 @@ class JsonRenderer:
                "started_at": outcome.started_at, "ended_at": outcome.ended_at,
                "duration": outcome.duration, "notes": self.notes,
                "findings": [f.__dict__ for f in outcome.findings()],
+               **({"recommended": outcome.recommended} if outcome.dry_run else {}),
                "steps": [r.as_dict() for r in outcome.records]}
         from opsctl.audit import redact
 

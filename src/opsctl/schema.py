@@ -129,7 +129,8 @@ def base_schema() -> dict[str, Any]:
         "title": "opsctl runbook",
         "type": "object",
         "properties": {
-            "id": {"type": "string", "pattern": "^rb-[0-9]{3,}$"},
+            # any slug a team uses (pg-pool-exhausted); rb-NNN is the shipped catalogue's convention
+            "id": {"type": "string", "pattern": "^[a-z0-9]+([_-][a-z0-9]+)*$", "maxLength": 64},
             "title": {"type": "string", "minLength": 1},
             "severity": {"enum": ["P0", "P1", "P2", "P3", "P4"]},
             "summary": {"type": "string", "minLength": 1},

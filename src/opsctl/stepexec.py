@@ -32,6 +32,7 @@ from opsctl.errors import (
 )
 from opsctl.model import Step, parse_duration
 from opsctl.records import NO_RESULT, Finding, Plan, StepRecord, jsonable, now_iso
+from opsctl.units import seconds
 
 DEFAULT_TIMEOUT = 120.0  # per attempt of a read-only step, and for plan()
 APPLY_TIMEOUT = 1800.0  # apply() of a mutating step, unless the step sets `timeout`
@@ -87,7 +88,8 @@ class StepRunner:
             rec.status, rec.error_kind, rec.reason = "failed", "backend", str(e)
         except StepTimeout as e:
             rec.status, rec.error_kind = "timed_out", "timeout"
-            rec.reason = f"timed out after {_limit(step, rec):g}s; the work was stopped" + _partial(rec, e)
+            rec.reason = f"timed out after {seconds(_limit(step, rec))}; the work was stopped" \
+                + _partial(rec, e)
         except Cancelled as e:
             if state.abandoned:  # cancelled by the watchdog, not by Ctrl-C
                 rec.status, rec.error_kind = "timed_out", "timeout"
@@ -132,7 +134,9 @@ class StepRunner:
             return
         ctx = self.context()
         if step.when is not None and not _truthy(self._eval(step.when, ctx)):
-            rec.status, rec.reason = "skipped", f"when: {step.when}"
+            from opsctl.explain import why_false
+
+            rec.status, rec.reason = "skipped", why_false(step.when, ctx)
             return
         cls = actions.get(step.action)
         if cls is None:
@@ -224,17 +228,17 @@ class StepRunner:
                 break
             expected = attempt + max(1, math.ceil(left / max(step.interval, 0.001)))
             self.renderer.attempt(step, attempt, expected,
-                                  f"waiting for: {waiting}; {left:.0f}s of {window:g}s left")
+                                  f"waiting for: {waiting}; {seconds(left)} of {seconds(window)} left")
             pause = min(step.interval, left)
             self._arm(step, state, pause + 1.0).sleep(pause)
-        took = f"{time.monotonic() - t0:.0f}s"
+        took = seconds(time.monotonic() - t0)
         if last is _NOTHING:
-            raise ActionError(f"still {waiting} after {took} ({attempt} check(s) within {window:g}s)")
+            raise ActionError(f"still {waiting} after {took} ({attempt} check(s) within {seconds(window)})")
         self._finish(step, rec, last, "ok")
-        note = f" (still so after {took}: {attempt} check(s) within {window:g}s)"
+        note = f" (still so after {took}: {attempt} check(s) within {seconds(window)})"
         if step.until is not None:
             rec.status, rec.error_kind = "failed", "action"
-            rec.reason = f"still not {step.until} after {took} ({attempt} check(s) within {window:g}s)"
+            rec.reason = f"still not {step.until} after {took} ({attempt} check(s) within {seconds(window)})"
         for f in rec.findings:
             if f.severity == "critical":
                 f.message += note

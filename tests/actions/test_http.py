@@ -85,11 +85,11 @@ def test_unreachable_is_a_backend_error_unless_allowed() -> None:
 
 def test_timeout_from_argument_and_environment(silent_url: str) -> None:
     start = time.monotonic()
-    with pytest.raises(BackendError, match="timed out after 0.5s"):
+    with pytest.raises(BackendError, match="timed out after 0.5 s"):
         Get({"url": silent_url, "timeout": 0.5}, ctx()).run()
     assert time.monotonic() - start < budget(3)
     start = time.monotonic()
-    with pytest.raises(BackendError, match="timed out after 0.3s"):
+    with pytest.raises(BackendError, match="timed out after 0.3 s"):
         Get({"url": silent_url}, ctx(http={"timeout": 0.3})).run()
     assert time.monotonic() - start < budget(3)
     # the step deadline wins over a longer timeout

@@ -316,7 +316,7 @@ def test_brokers_are_judged_by_a_kafka_answer_not_a_tcp_connect(kafka_broker: Br
     assert result["hung"] == [hung] and result["dead"] == [dead]
     checks = {c["target"]: c for c in result["checks"]}
     assert checks[hung]["tcp"] is True and checks[hung]["answered"] is False  # TCP alone is not "up"
-    assert "did not answer ApiVersions within 1.5s" in checks[hung]["error"]
+    assert "did not answer ApiVersions within 1.5 s" in checks[hung]["error"]
     assert checks[kafka_broker.bootstrap]["state"] == "up"
     assert checks[kafka_broker.bootstrap]["brokers"]  # the Metadata round trip named the cluster
     assert took < budget(10)  # probed concurrently: one deadline, not one per broker (loaded-machine margin)

@@ -12,8 +12,8 @@ from opsctl.actions import load_all
 from opsctl.actions.base import ActionContext
 from opsctl.errors import ActionError, BackendError, Cancelled
 from opsctl.records import Plan
+from opsctl.testing.postgres import PASSWORDS, PgServer
 from tests.fixtures.core import free_port
-from tests.servers.postgres import PASSWORDS, PgServer
 from tests.timing import budget
 
 pytestmark = pytest.mark.postgres
@@ -356,7 +356,7 @@ def test_a_statement_the_server_never_answers_is_a_backend_error_within_the_dead
     """The connection is up, then the wire goes silent: the statement outlives its
     statement_timeout (the step's remaining 2 s) by HUNG_GRACE, the socket is cut, and the action
     fails as an unreachable backend (exit 4), long before the watchdog would abandon it."""
-    from tests.servers.postgres import TcpProxy
+    from opsctl.testing.postgres import TcpProxy
 
     proxy = TcpProxy(pg.port)
     try:

@@ -11,8 +11,8 @@ import pytest
 from opsctl.actions import load_all
 from opsctl.actions.base import ActionContext
 from opsctl.errors import ActionError, BackendError
+from opsctl.testing.redis import PASSWORD, RedisServer
 from tests.fixtures.core import free_port
-from tests.servers.redis import PASSWORD, RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from opsctl.testing.postgres import PASSWORDS, PgServer
 from tests.alerts.helpers import FIXTURES
 from tests.fixtures.core import REPO, Result
 from tests.runbooks.test_rb006 import sessions
-from tests.servers.postgres import PASSWORDS, PgServer
 
 ENV = {"OPSCTL_RUNBOOK_PATH": str(REPO / "runbooks")}
 

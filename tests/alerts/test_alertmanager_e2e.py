@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
+from opsctl.testing.postgres import PASSWORDS, PgServer
 from tests.alerts.helpers import TOKEN, Serve, SlackReceiver, http, serve_env, wait_for
 from tests.fixtures.core import REPO, Result, free_port
 from tests.runbooks.test_rb006 import sessions
-from tests.servers.postgres import PASSWORDS, PgServer
 
 pytestmark = pytest.mark.postgres
 

@@ -129,13 +129,13 @@ def test_a_system_that_drains_within_the_window_is_verified(level: Path, tmp_pat
     # progress: attempt n/N, what is awaited (the failing expectation), time left
     first = renderer.attempts[0]
     assert first[0] == 1 and first[1] > 1
-    assert "waiting for: 500 messages still queued" in first[2] and "s of 60s left" in first[2]
+    assert "waiting for: 500 messages still queued" in first[2] and "s of 60 s left" in first[2]
 
 
 def test_a_system_that_never_drains_fails_honestly_after_the_window(level: Path, tmp_path: Path) -> None:
     outcome, renderer, took = run(tmp_path, RUNBOOK, {"path": str(level), "window": "2s"})
     assert (outcome.exit_code, outcome.status) == (1, "verify_failed"), outcome.message
-    assert outcome.message.startswith("verification failed: 500 messages still queued (still so after 2s")
+    assert outcome.message.startswith("verification failed: 500 messages still queued (still so after 2 s")
     rec = outcome.records[-1]
     assert rec.attempts >= 3
     assert 2.0 <= took < budget(2.0 + 1.0 + 5)  # the window, plus at most one check's timeout (+ load)

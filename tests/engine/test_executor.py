@@ -181,7 +181,7 @@ def test_timeout_stops_the_work(opsctl: Opsctl) -> None:
     assert wall < budget(10.0), f"a 1 s timeout took {wall:.1f} s with start-up"
     slow = steps_of(doc)["slow"]
     assert slow["status"] == "timed_out"
-    assert slow["reason"] == "timed out after 1s; the work was stopped"
+    assert slow["reason"] == "timed out after 1 s; the work was stopped"
     assert 0.9 <= slow["duration"] < budget(2.0)
     assert steps_of(doc)["later"]["status"] == "not_run"
 
@@ -248,7 +248,7 @@ def test_when_false_skips_the_step_and_its_dependants(opsctl: Opsctl) -> None:
     doc = _json(r)
     assert r.code == 0
     steps = steps_of(doc)
-    assert (steps["maybe"]["status"], steps["maybe"]["reason"]) == ("skipped", "when: params.enabled")
+    assert (steps["maybe"]["status"], steps["maybe"]["reason"]) == ("skipped", "enabled is false")
     assert steps["needs_maybe"]["status"] == "skipped"
     assert steps["needs_maybe"]["reason"] == "needs step 'maybe', which is skipped"
     assert steps["always"]["status"] == "ok"

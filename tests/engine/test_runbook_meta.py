@@ -27,7 +27,7 @@ from tests.fixtures.core import REPO
 
 REGISTRY = actions.load_all()
 RUNBOOKS: dict[str, Runbook] = {}
-for _path in sorted((REPO / "runbooks").glob("rb-*.yaml")):
+for _path in sorted(p for p in (REPO / "runbooks").glob("rb-*.yaml") if ".rehearsal." not in p.name):
     _rb = catalog.load(str(_path))
     RUNBOOKS[_rb.id] = _rb
 IDS = sorted(RUNBOOKS)

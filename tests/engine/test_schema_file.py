@@ -19,6 +19,6 @@ def test_committed_schema_matches_the_registry() -> None:
 
 
 def test_every_shipped_runbook_points_its_editor_at_the_schema() -> None:
-    for path in sorted((REPO / "runbooks").glob("rb-*.yaml")):
+    for path in sorted(p for p in (REPO / "runbooks").glob("rb-*.yaml") if ".rehearsal." not in p.name):
         first = path.read_text().splitlines()[0]
         assert first == "# yaml-language-server: $schema=../runbook.schema.json", path.name

@@ -147,7 +147,7 @@ MUTATIONS: list[Mutation] = [_delete_line, _duplicate_line, _retype, _indent, _t
 
 def _corpus(root: Path) -> list[str]:
     r = random.Random(SEED)
-    shipped = sorted((REPO / "runbooks").glob("rb-*.yaml"))
+    shipped = sorted(p for p in (REPO / "runbooks").glob("rb-*.yaml") if ".rehearsal." not in p.name)
     files = []
     for i in range(N_FILES):
         src = r.choice(shipped)

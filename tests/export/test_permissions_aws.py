@@ -21,12 +21,12 @@ import pytest
 
 from tests.fixtures.aws import (
     Moto,
-    _moto_process,
     fast_windows,
     fill,
     make_aurora,
     make_ecs_service,
     make_queue_with_dlq,
+    moto_process,
 )
 from tests.fixtures.core import REPO, Result
 from tests.runbooks.test_rb012 import broken_worker, live
@@ -86,7 +86,7 @@ class IamMoto:
 @pytest.fixture(scope="module")
 def iam_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamMoto]:
     env = {"INITIAL_NO_AUTH_ACTION_COUNT": "inf", "OPSCTL_MOTO_LAMBDA_SIGNATURE": "unchecked"}
-    with _moto_process(tmp_path_factory.mktemp("moto-iam-perms"), env) as m:
+    with moto_process(tmp_path_factory.mktemp("moto-iam-perms"), env) as m:
         yield IamMoto(m)
 
 

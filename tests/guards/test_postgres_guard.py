@@ -18,9 +18,9 @@ from opsctl.actions.postgres.common import PgAction
 from opsctl.backends.pg_sql_guard import refusal
 from opsctl.errors import ActionError, BackendError, ReadOnlyViolation
 from opsctl.records import Change, Plan
+from opsctl.testing.postgres import PgServer
 from tests.fixtures.core import Result
 from tests.guards.helpers import assert_covers, extra_actions, guarded, record, run_engine
-from tests.servers.postgres import PgServer
 
 pytestmark = pytest.mark.postgres
 

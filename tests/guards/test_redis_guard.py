@@ -16,8 +16,8 @@ from opsctl.backends import redis as rb
 from opsctl.backends.readonly import redis_check
 from opsctl.errors import ReadOnlyViolation
 from opsctl.records import Plan
+from opsctl.testing.redis import RedisServer
 from tests.guards.helpers import assert_covers, extra_actions, guarded, record, run_engine
-from tests.servers.redis import RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from opsctl.testing.postgres import PgServer
 from tests.engine.helpers import events, run_logs
 from tests.fixtures.core import REPO, Result
-from tests.servers.postgres import PgServer
 
 pytestmark = pytest.mark.postgres
 PARAMS = ("-p", "min_wait_seconds=1")

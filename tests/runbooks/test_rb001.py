@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from opsctl.testing.postgres import PgServer
+from opsctl.testing.redis import RedisServer
 from tests.alerts.helpers import SlackReceiver
 from tests.fixtures.aws import Moto, fill, make_queue_with_dlq
 from tests.fixtures.core import Result, SilentServer, free_port
 from tests.fixtures.kafka import Broker, unique
 from tests.fixtures.postgres import check_matrix
-from tests.servers.postgres import PgServer
-from tests.servers.redis import RedisServer
 from tests.timing import budget
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from opsctl.testing.postgres import PASSWORDS, PgServer, TcpProxy
 from tests.fixtures.core import REPO, Result, SilentServer, free_port
 from tests.fixtures.postgres import check_matrix, run_in_background, wait_until
-from tests.servers.postgres import PASSWORDS, PgServer, TcpProxy
 
 pytestmark = pytest.mark.postgres
 RUN = ("run", "rb-006", "-p", "idle_in_transaction_seconds=1", "-p", "application_name=checkout-*")

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer
 
+from opsctl.testing.kafka import start_broker
 from tests.fixtures.core import REPO, Result, free_port
-from tests.fixtures.kafka import Broker, _start_noida, unique
+from tests.fixtures.kafka import Broker, unique
 from tests.timing import budget
 
 pytestmark = pytest.mark.kafka
@@ -164,7 +165,7 @@ def test_broker_stopped_mid_run_exits_4(opsctl_env: dict[str, str], tmp_path: Pa
     """The broker goes away between the trend's two samples: exit 4 (backend unreachable) with one
     line naming the servers; kafka-python's NodeNotReadyError used to surface as a failed step
     (exit 1, "kafka: NodeNotReadyError: 1")."""
-    broker = _start_noida(tmp_path)  # a broker of our own: this test stops it
+    broker = start_broker("noida", tmp_path)  # a broker of our own: this test stops it
     try:
         topic, group = build_lag(broker)
         proc = subprocess.Popen([sys.executable, "-m", "opsctl", "run", RUNBOOK, "-p", f"group={group}",

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis
 
+from opsctl.testing.redis import PASSWORD, RedisServer
 from tests.fixtures.core import REPO, Result, free_port
-from tests.servers.redis import PASSWORD, RedisServer
 from tests.timing import budget
 
 pytestmark = pytest.mark.redis

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from opsctl.testing.postgres import PASSWORDS, PgServer, TcpProxy
 from tests.fixtures.core import REPO, Result, SilentServer, free_port
 from tests.fixtures.postgres import check_matrix, run_in_background, wait_until
-from tests.servers.postgres import PASSWORDS, PgServer, TcpProxy
 
 pytestmark = pytest.mark.postgres
 RUN = ("run", "rb-013", "-p", "min_wait_seconds=1")

@@ -1,10 +1,10 @@
-"""Private PostgreSQL and Redis servers on free ports in temp dirs, for tests and the demo.
+"""Moved to the shipped rehearsal kit, ``opsctl.testing`` (issue 15).
 
-Each server is a real process started from the locally installed binaries and stopped by its PID;
-nothing touches the shared instances on the standard ports.
+These modules are thin re-exports kept only so that tests written against ``tests.servers`` keep
+working while branches merge; import from ``opsctl.testing`` in new code.
 """
 
-from tests.servers.postgres import PgServer, start_postgres
-from tests.servers.redis import RedisServer, start_redis
+from opsctl.testing.postgres import PgServer, start_postgres
+from opsctl.testing.redis import RedisServer, start_redis
 
 __all__ = ["PgServer", "RedisServer", "start_postgres", "start_redis"]

@@ -19,6 +19,7 @@ from opsctl.actions.base import Action, is_template, type_schema
 from opsctl.actions.needs import Local
 from opsctl.backends import http
 from opsctl.errors import ActionError, ArgumentError, BackendError, StepTimeout
+from opsctl.units import seconds
 
 TIMEOUT = {"type": "number", "exclusiveMinimum": 0, "description": "seconds (default: http.timeout or 5)"}
 
@@ -321,7 +322,8 @@ def _connect(target: str, timeout: float) -> dict[str, Any]:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass
     except OSError as e:
-        reason = f"timed out after {timeout:g}s" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        reason = f"timed out after {seconds(timeout)}" if isinstance(e, TimeoutError) \
+            else (e.strerror or str(e))
         return {"target": target, "reachable": False, "latency_ms": None, "error": reason}
     return {"target": target, "reachable": True, "latency_ms": round((time.monotonic() - start) * 1000, 1),
             "error": None}

@@ -14,6 +14,8 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
+from opsctl.units import seconds
+
 USER_AGENT = "opsctl"
 
 
@@ -70,7 +72,7 @@ def get(url: str, timeout: float, headers: dict[str, str] | None = None,
     except OSError as e:  # URLError, refused, reset, timeouts are all OSErrors
         reason = getattr(e, "reason", e)
         if isinstance(reason, TimeoutError):
-            reason = f"timed out after {timeout:g}s"
+            reason = f"timed out after {seconds(timeout)}"
         raise Unreachable(f"GET {url}: {reason}") from None  # url has no credentials any more
     except http.client.HTTPException as e:  # something answered, but not HTTP (wrong port?)
         raise Unreachable(f"GET {url}: the server did not answer HTTP ({type(e).__name__}: "

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from opsctl.backends import readonly
 from opsctl.errors import ActionError, BackendError
+from opsctl.units import seconds
 
 if TYPE_CHECKING:
     from opsctl.actions.base import ActionContext
@@ -392,7 +393,7 @@ def probe_broker(target: str, timeout: float, conf: dict[str, Any]) -> dict[str,
     try:
         sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
     except TimeoutError:
-        return {**out, "error": f"TCP connect timed out after {timeout:g}s"}
+        return {**out, "error": f"TCP connect timed out after {seconds(timeout)}"}
     except OSError as e:
         return {**out, "error": e.strerror or str(e)}
     out["tcp"] = True
@@ -412,7 +413,7 @@ def probe_broker(target: str, timeout: float, conf: dict[str, Any]) -> dict[str,
             out["brokers"] = sorted(f"{b.host}:{b.port}" for b in meta.brokers)
     except TimeoutError:
         return {**out, "state": "hung", "error": f"accepts TCP but did not answer {phase} within "
-                                                 f"{timeout:g}s"}
+                                                 f"{seconds(timeout)}"}
     except (OSError, ValueError, ConnectionError) as e:
         return {**out, "state": "error", "error": f"{phase}: {_scrub(str(e) or type(e).__name__, conf)}"}
     finally:

@@ -29,6 +29,7 @@ from typing import Any
 
 from opsctl.backends import pg_readonly as pg_ro
 from opsctl.errors import ActionError, ArgumentError, BackendError, Cancelled, OpsctlError
+from opsctl.units import seconds
 
 APPLICATION_NAME = "opsctl"
 CONNECT_TIMEOUT = 3.0
@@ -213,10 +214,10 @@ class PgClient:
                     with suppress(Exception):
                         conn.close()
                     raise BackendError("postgres", f"{self.settings.describe()}: no answer to a statement "
-                                                   f"within {timeout + HUNG_GRACE:g}s (its statement_timeout "
-                                                   f"was {timeout:g}s): the server accepts connections but "
-                                                   "does not answer (stopped, hung or a network black "
-                                                   "hole)") from None
+                                                   f"within {seconds(timeout + HUNG_GRACE)} (its "
+                                                   f"statement_timeout was {seconds(timeout)}): the server "
+                                                   "accepts connections but does not answer (stopped, "
+                                                   "hung or a network black hole)") from None
                 if read_only:
                     violation = pg_ro.violation(e, self.read_only_role)
                     if violation is not None:
@@ -262,7 +263,7 @@ class PgClient:
         where, text = self.settings.describe(), _clean(str(e), self.settings.secrets)
         if isinstance(e, errors.QueryCanceled):
             return ActionError(f"postgres {where}: query cancelled by statement_timeout "
-                               f"({self.settings.statement_timeout:g}s or the step's remaining time)")
+                               f"({seconds(self.settings.statement_timeout)} or the step's remaining time)")
         if isinstance(e, errors.InsufficientPrivilege):
             hint = pg_ro.permission_hint(self.read_only_role) if read_only else ""
             # what to GRANT, and to whom: the role the statement ran as (SET ROLE in read-only calls)

@@ -121,7 +121,7 @@ def serve(
         from opsctl.serve import main as serve_main
     except ImportError as e:
         raise UsageError(f"opsctl serve needs the 'serve' extra ({e.name} is missing): "
-                         "pip install 'opsctl[serve]'") from None
+                         "pip install 'opsctl-runbooks[serve]'") from None
     return serve_main.run(host=host, port=port, env=env, concurrency=concurrency,
                           queue_size=queue_size, max_body=max_body, no_auth=no_auth)
 

@@ -101,30 +101,88 @@ def procedure(rb: Any) -> str:
 
 
 def actions(
+    name: Annotated[str | None, typer.Argument(help="One action, shown in full.")] = None,
     output: Annotated[Output, typer.Option("--output", "-o")] = Output.text,
+    markdown: Annotated[bool, typer.Option("--markdown", help="The reference page (docs/actions.md).")
+                        ] = False,
 ) -> int:
-    """List the registered actions, read-only or mutating, with their arguments."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """List the registered actions (read-only or mutating); `opsctl actions NAME` shows one in full:
+    arguments with types and defaults, permissions, an example."""
     from opsctl.actions import load_all
+    from opsctl.reference import describe
 
     registry = load_all()
+    if markdown:
+        from opsctl.reference import markdown as page
+
+        typer.echo(page(registry), nl=False)
+        return 0
+    if name is not None:
+        if name not in registry:
+            from opsctl.errors import UsageError
+            from opsctl.schema import did_you_mean
+
+            raise UsageError(f"no action {name!r}{did_you_mean(name, list(registry))}; "
+                             "`opsctl actions` lists them")
+        one = describe(registry[name])
+        if output == Output.json:
+            typer.echo(json.dumps(one, indent=2))
+        else:
+            _show_action(one)
+        return 0
     rows = [{"name": n, "backend": c.backend, "read_only": c.read_only, "summary": c.summary,
              "arguments": c.schema.get("properties", {}), "required": c.schema.get("required", [])}
             for n, c in sorted(registry.items())]
     if output == Output.json:
         typer.echo(json.dumps(rows, indent=2))
         return 0
-    table = Table()
-    for col in ("action", "kind", "arguments", "summary"):
-        table.add_column(col, overflow="fold")
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    wide = console.width >= 120
+    table = Table(caption="`opsctl actions NAME`: one action in full (arguments, permissions, example)")
+    table.add_column("action", no_wrap=True)  # copied into runbooks: never cut
+    table.add_column("kind", no_wrap=True)
+    if wide:
+        table.add_column("arguments (* required)", overflow="fold", ratio=1)
+    table.add_column("summary", overflow="fold", ratio=2)
     for r in rows:
+        kind = "read-only" if r["read_only"] else "[red]mutating[/]"
         args = ", ".join(a + ("*" if a in r["required"] else "") for a in r["arguments"])
-        table.add_row(r["name"], "read-only" if r["read_only"] else "[red]mutating[/]", args,
-                      r["summary"])
-    Console().print(table)
+        table.add_row(r["name"], kind, *([args] if wide else []), r["summary"])
+    console.print(table)
     return 0
+
+
+def _show_action(a: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    console = Console()
+    kind = "read-only" if a["read_only"] else "[red]mutating[/] (planned, shown, confirmed, then applied)"
+    console.print(f"[bold]{a['name']}[/]: {a['backend']}, {kind}")
+    console.print(a["summary"], highlight=False)
+    if a["description"]:
+        console.print("\n" + a["description"], highlight=False)
+    if "permissions" in a:
+        console.print("\n[bold]permissions[/]: " + (", ".join(a["permissions"]) or "none"), highlight=False)
+    if a["arguments"]:
+        table = Table(title="arguments", title_justify="left")
+        for col in ("name", "type", "default", "meaning"):
+            table.add_column(col, overflow="fold", no_wrap=col == "name",
+                             ratio=2 if col == "meaning" else None)
+        for arg in a["arguments"]:
+            default = "required" if arg["required"] else ("" if arg["default"] is None
+                                                         else json.dumps(arg["default"]))
+            table.add_row(arg["name"], arg["type"], default, " ".join(str(arg["description"]).split()))
+        console.print(table)
+    else:
+        console.print("\nno arguments")
+    if a["example"]:
+        console.print("\n[bold]example[/]")
+        console.print(Syntax(a["example"], "yaml", background_color="default"))
 
 
 def schema() -> int:

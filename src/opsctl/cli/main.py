@@ -18,8 +18,10 @@ from opsctl.cli import (
     catalog_cmds,
     doctor_cmd,
     export_cmds,
+    new_cmd,
     permissions_cmd,
     plan_cmds,
+    rehearse_cmd,
     run_cmd,
     runs_cmds,
     validate_cmd,
@@ -64,6 +66,8 @@ app.command("serve")(alert_cmds.serve)
 app.command("permissions")(permissions_cmd.permissions)
 app.add_typer(export_cmds.app, name="export")
 app.command("doctor")(doctor_cmd.doctor)
+app.command("rehearse")(rehearse_cmd.rehearse)
+app.command("new")(new_cmd.new)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from enum import StrEnum
 from typing import Annotated, Any
@@ -36,6 +37,53 @@ def complete_env(incomplete: str) -> list[str]:
         return [n for n in config.environment_names() if n.startswith(incomplete)]
     except OpsctlError:
         return []
+_OPTION_NAME = re.compile(r"^\s*-\s+name:\s*['\"]?([a-z0-9][a-z0-9_-]*)", re.M)
+
+
+def complete_option(ctx: typer.Context, args: list[str], incomplete: str) -> list[tuple[str, str]]:
+    """--option values: the runbook's option names, read from its file without parsing YAML
+    (completion stays instant), plus none."""
+    import os
+    import shlex
+    from pathlib import Path
+
+    from opsctl.catalog import quick_index
+
+    typed = os.environ.get("_TYPER_COMPLETE_ARGS") or os.environ.get("COMP_WORDS") or ""
+    try:  # the words typed so far, as the shell hands them to the completion
+        words = shlex.split(typed)
+    except ValueError:
+        words = typed.split()
+    ref = str(ctx.params.get("runbook") or _first_argument(args) or _first_argument(words))
+    path = Path(ref) if ref.endswith((".yaml", ".yml")) else next(
+        (e.path for e in quick_index() if e.id == ref.lower()), None)
+    names: list[tuple[str, str]] = []
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace") if path else ""
+    except OSError:
+        text = ""
+    block = re.search(r"(?ms)^options:\s*\n(.*?)(?=^\S)", text)
+    if block:
+        names = [(m, "mitigation option") for m in _OPTION_NAME.findall(block.group(1))]
+    names.append(("none", "skip mitigation"))
+    return [(n, h) for n, h in names if n.startswith(incomplete)]
+
+
+def _first_argument(args: list[str]) -> str:
+    """The runbook among the words typed so far (`run [OPTIONS] RUNBOOK ...`): the first word
+    after `run` that is neither an option nor an option's value."""
+    takes_value = {"-p", "--param", "--option", "--phase", "--env", "-e", "--output", "-o", "--resume",
+                   "--param-file", "--yes-protected", "--lock-wait"}
+    words = args[args.index("run") + 1:] if "run" in args else list(args)
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in takes_value:
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return ""
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
@@ -62,7 +110,8 @@ def run(
     param: Annotated[list[str] | None, typer.Option("--param", "-p", metavar="KEY=VALUE",
                                                     help="Runbook parameter (repeatable).")] = None,
     option: Annotated[str | None, typer.Option("--option", help="Mitigation option to apply "
-                                               "('none' skips mitigation).")] = None,
+                                               "('none' skips mitigation).",
+                                               autocompletion=complete_option)] = None,
     phase: Annotated[Phase | None, typer.Option("--phase", help="Run only this phase.")] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="Environment from opsctl.yaml "
                                                   "(repeatable: one run per environment).",
@@ -121,6 +170,7 @@ def run(
     check_rate(rb, environment, settings)
     log, renderer = open_run(rb, params, environment, settings, output, verbose, no_log,
                              resumed_from=resumed_from)
+    renderer.command = rerun_command(runbook, param, param_file, env, rb)
     gate = None if dry_run else ApplyGate(rb.id, log.run_id, environment, renderer, log, wait=lock_wait)
     outcome = Executor(rb, params, environment, settings, renderer, log, previous, gate=gate).execute()
     log.end(outcome)
@@ -152,6 +202,19 @@ def _fan_out(rb: Any, params: dict[str, Any], settings: Any, env: list[str] | No
                   no_log=no_log, max_concurrency=max_concurrency, max_errors=max_errors,
                   lock_wait=lock_wait, open_run=start,
                   text_renderer=lambda: _renderer(Output.text, verbose)).run()
+def rerun_command(runbook: str, params: list[str] | None, files: list[str] | None, env: str | None,
+                  rb: Any) -> list[str]:
+    """`opsctl run RUNBOOK -p ...` as the user gave it (secret values left out), for the hint a
+    dry-run ends with."""
+    secret = {n for n, p in rb.params.items() if getattr(p, "secret", False)}
+    cmd = ["opsctl", "run", runbook]
+    for pair in params or []:
+        key = pair.partition("=")[0].strip()
+        cmd += ["-p", f"{key}=@FILE" if key in secret and not pair.partition("=")[2].startswith("@")
+                else pair]
+    for f in files or []:
+        cmd += ["--param-file", f]
+    return cmd + (["--env", env] if env else [])
 
 
 def gather_params(pairs: list[str] | None, files: list[str] | None = None,

@@ -27,14 +27,20 @@ def runs(
     if not items:
         typer.echo(f"no runs yet in {state_dir() / 'runs'}")
         return 0
-    table = Table()
+    console = Console()
+    wide = console.width >= 110  # at 80 columns: the id (it holds the start time and the runbook)
+    table = Table(caption=None if wide else "the run id starts with its UTC start time and runbook")
     table.add_column("run id", no_wrap=True)  # it is copied into `opsctl report`
-    for col in ("runbook", "started", "user", "mode", "status", "exit"):
-        table.add_column(col)
+    if wide:
+        for col in ("runbook", "started", "user"):
+            table.add_column(col)
+    for col in ("mode", "status", "exit"):
+        table.add_column(col, no_wrap=True)
     for r in items:
-        table.add_row(r["run_id"], r["runbook"], r["started"], str(r["user"]),
-                      "dry-run" if r["dry_run"] else "live", r["status"], str(r["exit_code"]))
-    Console().print(table)
+        extra = [r["runbook"], str(r["started"]).replace("T", " ")[:19], str(r["user"])] if wide else []
+        table.add_row(r["run_id"], *extra, "dry-run" if r["dry_run"] else "live",
+                      str(r["status"]).replace("_", " "), str(r["exit_code"]))
+    console.print(table)
     return 0
 
 

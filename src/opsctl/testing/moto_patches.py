@@ -1,0 +1,289 @@
+"""The moto server process: moto's SQS made to scale, ECS deployment history, Lambda trigger
+qualifiers (patches that run inside that process only; opsctl talks to it over HTTP).
+
+    python -c "from opsctl.testing.moto_patches import serve; serve(PORT)"
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any
+
+
+def _speed_up_moto_sqs() -> None:
+    """moto 5's SQS is quadratic in queue depth: every send computes every queue attribute (three
+    scans of all messages, each calling a slow datetime-based clock per message) and every delete
+    scans all messages twice.  10,000 messages take hours.  These patches keep moto's behaviour
+    (same attributes, same errors) but compute message counts only when asked for, use a cheap
+    clock, and delete in one locked pass.  They run inside the moto server process only; opsctl
+    still talks to it over HTTP.  See docs/backends/aws.md, "moto is not AWS"."""
+    import time as _time
+
+    import moto.sqs.models as m
+    from moto.core.utils import camelcase_to_underscores
+
+    def unix_time(dt: Any = None) -> float:
+        return m.unix_time.__wrapped__(dt) if dt is not None else _time.time()  # type: ignore[attr-defined]
+
+    unix_time.__wrapped__ = m.unix_time  # type: ignore[attr-defined]
+    m.unix_time = unix_time
+    m.unix_time_millis = lambda dt=None: unix_time(dt) * 1000.0
+    counted = {"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed",
+               "ApproximateNumberOfMessagesNotVisible"}
+
+    class LazyAttributes(dict):  # type: ignore[type-arg]
+        def __init__(self, queue: Any, cheap: dict[str, Any]) -> None:
+            super().__init__(cheap)
+            self._queue, self._done = queue, False
+
+        def _complete(self) -> None:
+            if not self._done:
+                self._done = True
+                for k in counted:
+                    dict.__setitem__(self, k, getattr(self._queue, camelcase_to_underscores(k)))
+
+        def get(self, key: Any, default: Any = None) -> Any:
+            if key in counted:
+                self._complete()
+            return dict.get(self, key, default)
+
+        def __getitem__(self, key: Any) -> Any:
+            if key in counted:
+                self._complete()
+            return dict.__getitem__(self, key)
+
+        def __contains__(self, key: Any) -> bool:
+            return key in counted or dict.__contains__(self, key)
+
+        def items(self) -> Any:
+            self._complete()
+            return dict.items(self)
+
+        def keys(self) -> Any:
+            self._complete()
+            return dict.keys(self)
+
+        def __iter__(self) -> Any:
+            self._complete()
+            return dict.__iter__(self)
+
+    def attributes(self: Any) -> dict[str, Any]:
+        # moto's Queue.attributes, minus the eager counts (LazyAttributes adds them on demand)
+        names = [a for a in self.BASE_ATTRIBUTES if a not in counted]
+        names += self.FIFO_ATTRIBUTES if self.fifo_queue else []
+        names += self.KMS_ATTRIBUTES if self.kms_master_key_id else []
+        result = {a: getattr(self, camelcase_to_underscores(a)) for a in names}
+        if self.policy:
+            result["Policy"] = self.policy
+        if self.redrive_policy:
+            result["RedrivePolicy"] = m.json.dumps(self.redrive_policy)
+        result = {k: str(v).lower() if isinstance(v, bool) else v for k, v in result.items()}
+        return LazyAttributes(self, result)
+
+    m.Queue.attributes = property(attributes)  # type: ignore[assignment]
+
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        with self._messages_lock:
+            if receipt_handle in self.deleted_messages:
+                return
+            for i, msg in enumerate(self._messages):  # noqa: B007 - i is used after the loop
+                if msg.receipt_handle == receipt_handle or receipt_handle in msg._old_receipt_handles:
+                    break
+            else:
+                raise m.ReceiptHandleIsInvalid()
+            del self._messages[i]
+            self.pending_messages.discard(msg)
+            self.deleted_messages.update(msg.all_receipt_handles)
+
+    m.Queue.delete_message = delete_message  # type: ignore[assignment]
+
+    class Visible:
+        """Queue.messages, lazily: receive_message stops iterating once it has enough."""
+
+        def __init__(self, queue: Any) -> None:
+            self._all = list(queue._messages)
+
+        def __iter__(self) -> Any:
+            return (x for x in self._all if x.visible and not x.delayed)
+
+        def __len__(self) -> int:
+            return sum(1 for _ in self)
+
+        def __bool__(self) -> bool:
+            return any(True for _ in self)
+
+    m.Queue.messages = property(Visible)  # type: ignore[assignment]
+
+    # moto checks visibility and marks a message received without a lock, so two concurrent
+    # receivers can both get the same message; SQS hides a message from other receivers at once
+    receive, receiving = m.SQSBackend.receive_message, threading.Lock()
+
+    def receive_message(self: Any, queue_name: str, count: int, wait_seconds_timeout: int,
+                        visibility_timeout: int, message_attribute_names: Any = None) -> Any:
+        end = _time.time() + wait_seconds_timeout
+        while True:  # long polling outside the lock, so one empty queue does not block the others
+            with receiving:
+                got = receive(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
+            if got or _time.time() >= end:
+                return got
+            self.get_queue(queue_name).wait_for_messages(min(0.2, max(0.01, end - _time.time())))
+
+    m.SQSBackend.receive_message = receive_message  # type: ignore[assignment]
+
+
+def _keep_alias_qualifiers_of_triggers() -> None:
+    """AWS keeps the qualifier a trigger was created with: ``FunctionName=fn:LIVE`` gives a mapping
+    whose FunctionArn ends in ``:LIVE`` (it follows the alias).  moto 5 resolves the alias and stores
+    the version's ARN, so a trigger bound to an alias would look pinned to a version.  Keep the
+    alias, in the server process only."""
+    import moto.awslambda.models as lm
+
+    create = lm.LambdaBackend.create_event_source_mapping
+
+    def create_event_source_mapping(self: Any, spec: dict[str, Any]) -> Any:
+        given = str(spec.get("FunctionName", ""))
+        esm = create(self, spec)
+        qualifier = given.split(":")[-1] if given.count(":") in (1, 7) else ""
+        if qualifier and not qualifier.isdigit() and qualifier != "$LATEST":
+            base = ":".join(esm.function_arn.split(":")[:7])
+            esm.function_arn = f"{base}:{qualifier}"
+        return esm
+
+    lm.LambdaBackend.create_event_source_mapping = create_event_source_mapping  # type: ignore[method-assign]
+
+
+def _ecs_deployment_history() -> None:
+    """AWS keeps a service's deployment history (ListServiceDeployments, DescribeServiceRevisions,
+    2024); moto 5 has neither, and its service keeps the first deployment's task definition after an
+    update.  Record each deployment (create_service, update_service with a new task definition or
+    forceNewDeployment) and answer both calls, in the server process only."""
+    import itertools
+    import time as _time
+
+    import moto.ecs.models as em
+    import moto.ecs.responses as er
+    from moto.core.responses import ActionResult
+
+    history: dict[str, list[dict[str, Any]]] = {}
+    revisions: dict[str, dict[str, Any]] = {}
+    counter = itertools.count(1)
+
+    def record(backend: Any, service: Any, cluster: str) -> None:
+        n = next(counter)
+        td = service.task_definition
+        if not td.startswith("arn:"):
+            td = service.task_definition = backend.describe_task_definition(td).arn
+        arn = service.arn
+        base = arn.replace(":service/", ":service-revision/")
+        rev = {"serviceRevisionArn": f"{base}/{n}", "serviceArn": arn, "clusterArn": cluster,
+               "taskDefinition": td, "createdAt": _time.time()}
+        revisions[rev["serviceRevisionArn"]] = rev
+        for d in history.get(arn, []):
+            if d["status"] == "IN_PROGRESS":
+                d["status"] = "SUCCESSFUL"
+        history.setdefault(arn, []).append({
+            "serviceDeploymentArn": f"{base.replace(':service-revision/', ':service-deployment/')}/{n}",
+            "serviceArn": arn, "clusterArn": cluster, "createdAt": _time.time(),
+            "startedAt": _time.time(), "finishedAt": _time.time(),
+            "targetServiceRevisionArn": rev["serviceRevisionArn"], "status": "SUCCESSFUL"})
+        for d in getattr(service, "deployments", []) or []:
+            d["taskDefinition"] = td
+
+    backend = em.EC2ContainerServiceBackend
+    create, update = backend.create_service, backend.update_service
+
+    def create_service(self: Any, cluster_str: str, *args: Any, **kwargs: Any) -> Any:
+        service = create(self, cluster_str, *args, **kwargs)
+        record(self, service, self._get_cluster(cluster_str).arn)
+        return service
+
+    def update_service(self: Any, props: dict[str, Any]) -> Any:
+        cluster = props.get("cluster", "default")
+        new_td, forced = props.get("task_definition"), props.get("force_new_deployment")
+        service = self._get_service(cluster, props["service"].split("/")[-1])
+        before = service.task_definition
+        got = update(self, props)
+        if forced or (new_td and got.task_definition != before):
+            record(self, got, self._get_cluster(cluster).arn)
+        return got
+
+    em.EC2ContainerServiceBackend.create_service = create_service  # type: ignore[method-assign]
+    em.EC2ContainerServiceBackend.update_service = update_service  # type: ignore[method-assign, assignment]
+
+    def list_service_deployments(self: Any) -> ActionResult:
+        service = self._get_param("service")
+        cluster = self._get_param("cluster", "default")
+        arn = self.ecs_backend._get_service(cluster, service.split("/")[-1]).arn
+        found = sorted(history.get(arn, []), key=lambda d: d["createdAt"], reverse=True)
+        return ActionResult({"serviceDeployments": found})
+
+    def describe_service_revisions(self: Any) -> ActionResult:
+        arns = self._get_param("serviceRevisionArns", [])
+        missing = [{"arn": a, "reason": "MISSING"} for a in arns if a not in revisions]
+        return ActionResult({"serviceRevisions": [revisions[a] for a in arns if a in revisions],
+                             "failures": missing})
+
+    er.EC2ContainerServiceResponse.list_service_deployments = list_service_deployments  # type: ignore[attr-defined]
+    er.EC2ContainerServiceResponse.describe_service_revisions = describe_service_revisions  # type: ignore[attr-defined]
+
+
+
+def _after_import(hooks: dict[str, Any]) -> None:
+    """Run ``hooks[module]()`` right after ``module`` is imported: moto imports a service's code on
+    its first request, and importing every patched service up front made the server start too
+    slowly for its fixture on a loaded machine."""
+    import importlib.abc
+    import importlib.machinery
+
+    class Loader(importlib.abc.Loader):
+        def __init__(self, inner: Any, hook: Any) -> None:
+            self.inner, self.hook = inner, hook
+
+        def create_module(self, spec: Any) -> Any:
+            return self.inner.create_module(spec)
+
+        def exec_module(self, module: Any) -> None:
+            self.inner.exec_module(module)
+            self.hook()
+
+    class Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+            if name not in hooks:
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is not None and spec.loader is not None:
+                spec.loader = Loader(spec.loader, hooks.pop(name))
+            return spec
+
+    sys.meta_path.insert(0, Finder())
+
+
+def _lambda_signature_unchecked() -> None:
+    """moto's server recomputes the SigV4 signature of Lambda's REST requests differently from
+    botocore (SignatureDoesNotMatch for a correctly signed GetFunction), so an IAM-enforcing moto
+    cannot be called for Lambda at all.  With OPSCTL_MOTO_LAMBDA_SIGNATURE=unchecked, the signature
+    of Lambda requests only is not checked; the access key still names the user, and the user's
+    policies are still evaluated for every request (tests/export/test_permissions_aws.py)."""
+    from moto.iam.access_control import IAMRequestBase
+
+    check = IAMRequestBase.check_signature
+
+    def check_signature(self: Any) -> None:
+        if self._service != "lambda":
+            check(self)
+
+    IAMRequestBase.check_signature = check_signature  # type: ignore[method-assign]
+
+
+def serve(port: int) -> None:
+    """Entry point of the moto server process used by the fixtures and the bench."""
+    _speed_up_moto_sqs()
+    _after_import({"moto.awslambda.models": _keep_alias_qualifiers_of_triggers,
+                   "moto.ecs.responses": _ecs_deployment_history})
+    if os.environ.get("OPSCTL_MOTO_LAMBDA_SIGNATURE") == "unchecked":
+        _lambda_signature_unchecked()
+    from moto.server import main
+
+    main(["-H", "127.0.0.1", "-p", str(port)])
