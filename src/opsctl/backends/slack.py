@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 from opsctl.errors import BackendError
@@ -36,6 +34,9 @@ def host(url: str) -> str:
 def post(url: str, body: dict[str, Any], timeout: float = 10.0) -> int:
     """POST one message (``text`` and/or Block Kit ``blocks``) to an incoming webhook; the HTTP
     status, or BackendError naming the host only (the URL's path is the secret)."""
+    import urllib.error  # here: urllib.request pulls in http.client, ssl and email
+    import urllib.request
+
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
     where = host(url)
