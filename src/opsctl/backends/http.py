@@ -7,11 +7,8 @@ failure to get any response at all raises ``Unreachable``.
 from __future__ import annotations
 
 import base64
-import http.client
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 
 from opsctl.units import seconds
@@ -54,6 +51,12 @@ def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
 
 def get(url: str, timeout: float, headers: dict[str, str] | None = None,
         max_bytes: int = 1 << 20) -> Response:
+    # imported here: http.client pulls in email and ssl, which `opsctl validate` (that loads every
+    # action module) does not need
+    import http.client
+    import urllib.error
+    import urllib.request
+
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise Unreachable(f"not an http(s) URL: {redact_url(url)}")
     url, auth = _split_credentials(url)
