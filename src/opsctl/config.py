@@ -17,6 +17,11 @@ environments:
       slack_webhook_url: "${SLACK_WEBHOOK_URL}"
       channel: "#incidents"
       templates: {start: "..."}   # override a message (docs/notifications.md)
+    params:              # this team's parameter values (under --param-file and -p)
+      default: {namespace: shop}              # for every runbook that has such a parameter
+      rb-011: {cluster: web, service: api}    # for one runbook
+    escalation:          # who the runbooks' escalation roles are here (`opsctl show`)
+      Platform Lead: "platform-lead@example.com, #platform"
 ```
 ``${VAR}`` is expanded from the process environment so secrets can stay out of the file.  A backend
 whose section is missing falls back to its standard variables (libpq / DATABASE_URL, REDIS_URL,
@@ -47,6 +52,8 @@ class Environment:
     protected: bool = False  # production: type its name to confirm; --yes needs --yes-protected
     # applies per hour of one runbook here: an int for every runbook, or {runbook id or default: int}
     max_applies_per_hour: int | dict[str, int] | None = None
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # {runbook id or default: {name: value}}
+    escalation: dict[str, str] = field(default_factory=dict)  # escalation role -> contact(s)
 
     def backend(self, name: str) -> dict[str, Any]:
         return self.backends.get(name, {})
@@ -54,6 +61,22 @@ class Environment:
     def template_view(self) -> dict[str, Any]:
         """What runbooks see as ``env``: the name and the non-secret settings only."""
         return {"name": self.name, **self.settings}
+
+    def params_for(self, runbook: Any) -> dict[str, Any]:
+        """This environment's values for the runbook's parameters: ``default`` ones it has, then its own."""
+        shared = {k: v for k, v in (self.params.get("default") or {}).items() if k in runbook.params}
+        own = self.params.get(runbook.id) or {}
+        unknown = sorted(set(own) - set(runbook.params))
+        if unknown:
+            raise ConfigError(f"{self.source}: environments.{self.name}.params.{runbook.id}: misconfigured: "
+                              f"{runbook.id} has no parameter {unknown[0]!r} (parameters: "
+                              f"{', '.join(runbook.params) or 'none'})")
+        return {**shared, **own}
+
+    def contact(self, role: str) -> str:
+        """Who an escalation role is in this environment ("" when the environment does not say)."""
+        wanted = role.strip().lower()
+        return next((str(v) for k, v in self.escalation.items() if k.strip().lower() == wanted), "")
 
     def max_applies(self, runbook_id: str) -> int | None:
         limit = self.max_applies_per_hour
@@ -147,6 +170,30 @@ def _check_env(src: Any, name: str, env: Any) -> None:
                     sub = where if rb_id is None else (*where, rb_id)
                     raise _misconfigured(src, sub, "max_applies_per_hour must be a positive integer, or a "
                                          f"mapping of runbook id (or default) to one; got {n!r}")
+        elif key == "params":
+            if value is not None and not isinstance(value, dict):
+                raise _misconfigured(src, where, "params must be a mapping of runbook id (or default) "
+                                     "to {parameter: value}")
+            for rb_id, values in (value or {}).items():
+                if rb_id != "default" and not re.fullmatch(r"rb-[0-9]{3,}", str(rb_id)):
+                    raise _misconfigured(src, (*where, rb_id), f"params: {rb_id!r} is neither a runbook "
+                                         "id (rb-NNN) nor default", key=True)
+                if values is not None and not isinstance(values, dict):
+                    raise _misconfigured(src, (*where, rb_id), f"params.{rb_id} must be a mapping of "
+                                         "parameter -> value")
+                for pname, pvalue in (values or {}).items():
+                    if isinstance(pvalue, (dict, list)):
+                        raise _misconfigured(src, (*where, rb_id, pname), f"params.{rb_id}.{pname} must "
+                                             "be a single value (string, number or boolean)")
+        elif key == "escalation":
+            if value is not None and not isinstance(value, dict):
+                raise _misconfigured(src, where, "escalation must be a mapping of role (the runbooks' "
+                                     "escalation 'to') -> contact")
+            for role, who in (value or {}).items():
+                if not isinstance(who, (str, list)) or (isinstance(who, list)
+                                                        and not all(isinstance(w, str) for w in who)):
+                    raise _misconfigured(src, (*where, role), f"escalation.{role} must be a contact "
+                                         "string or a list of them")
         elif key in BACKENDS or key == "settings":
             if value is not None and not isinstance(value, dict):
                 raise _misconfigured(src, where, f"section {key!r} must be a mapping, got "
@@ -158,7 +205,7 @@ def _check_env(src: Any, name: str, env: Any) -> None:
                     raise _misconfigured(src, (*where, *path), f"notify: {message}")
         else:
             raise _misconfigured(src, where, f"environment {name!r}: unknown section {key!r}; expected "
-                                 f"settings, protected, max_applies_per_hour or one of "
+                                 f"settings, params, escalation, protected, max_applies_per_hour or one of "
                                  f"{', '.join(BACKENDS)}", key=True)
 
 
@@ -207,4 +254,7 @@ def load_environment(name: str | None = None) -> Environment:
     _register_secrets(backends)
     return Environment(name=name, settings=dict(raw.get("settings") or {}), backends=backends,
                        source=str(path), protected=bool(raw.get("protected", False)),
-                       max_applies_per_hour=raw.get("max_applies_per_hour"))
+                       max_applies_per_hour=raw.get("max_applies_per_hour"),
+                       params={str(k): dict(v or {}) for k, v in (raw.get("params") or {}).items()},
+                       escalation={str(k): ", ".join(v) if isinstance(v, list) else str(v)
+                                   for k, v in (raw.get("escalation") or {}).items()})

@@ -45,25 +45,34 @@ def list_runbooks(
 
 def show(
     runbook: Annotated[str, typer.Argument(help="Runbook id or file.", autocompletion=complete_runbook)],
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Environment from opsctl.yaml: its "
+                                            "parameter values and escalation contacts.")] = None,
 ) -> int:
     """Show a runbook as a readable procedure, per phase and option."""
     from rich.console import Console
     from rich.markdown import Markdown
 
+    from opsctl import config
     from opsctl.catalog import load
 
-    Console().print(Markdown(procedure(load(runbook))))
+    rb = load(runbook)
+    Console().print(Markdown(procedure(rb, config.load_environment(env))))
     return 0
 
 
-def procedure(rb: Any) -> str:
+def procedure(rb: Any, environment: Any = None) -> str:
     lines = [f"# {rb.id}: {rb.title} ({rb.severity})", "", rb.summary, ""]
     if rb.triggers:
         lines += ["**Triggers:** " + ", ".join(f"`{t}`" for t in rb.triggers), ""]
     if rb.params:
+        here = environment.params_for(rb) if environment else {}
         lines += ["## Parameters", ""]
+        env_name = environment.name if environment else ""
         lines += [f"- `{p.name}` ({p.type}{', required' if p.required else ''}"
-                  f"{', default ' + repr(p.default) if p.default is not None else ''}): {p.description}"
+                  f"{', default ' + repr(p.default) if p.default is not None else ''}"
+                  + (f", in {env_name}: {'***' if p.secret else repr(here[p.name])}"
+                     if p.name in here else "")
+                  + f"): {p.description}"
                   for p in rb.params.values()]
         lines.append("")
     for phase, steps in rb.phases.items():
@@ -90,8 +99,14 @@ def procedure(rb: Any) -> str:
             lines.append("")
     if rb.escalation:
         lines += ["## Escalation", ""]
-        lines += [f"- after {e.get('after', 'immediately')}: {e['to']} {e.get('contact', '')} "
-                  f"{e.get('notes', '')}" for e in rb.escalation]
+        for e in rb.escalation:
+            who = e.get("contact") or (environment.contact(e["to"]) if environment else "")
+            if not who:
+                named = environment is not None and environment.source != "environment variables"
+                env_name = environment.name if named else "NAME"
+                who = f"(no contact: set environments.{env_name}.escalation.{e['to']!r} in opsctl.yaml)"
+            lines.append(f"- after {e.get('after', 'immediately')}: **{e['to']}** {who}"
+                         + (f": {e['notes']}" if e.get("notes") else ""))
         lines.append("")
     if rb.references:
         lines += ["## References", ""] + [f"- {r}" for r in rb.references]

@@ -84,10 +84,10 @@ def run(
     if resume:
         given, option, previous, resumed_from = _resume(rb, resume, given, option)
     _check_option(rb, option)
-    params = rb.resolve_params(given)
+    environment = config.load_environment(env)
+    params = rb.resolve_params(with_environment(rb, environment, given))
     if option and option != "none":
         rb.check_requires(option, params)
-    environment = config.load_environment(env)
     settings = RunSettings(dry_run=dry_run, yes=yes or bool(yes_protected), interactive=_interactive(),
                            option=option, phase=phase.value if phase else None, notify=not no_notify)
     check_protected(environment, settings, yes_protected)
@@ -101,6 +101,15 @@ def run(
     if outcome.status == "invalid":  # decided mid-run (e.g. no option chosen): say it where errors go
         typer.echo(f"error: {outcome.message}", err=True)
     return outcome.exit_code
+
+
+def with_environment(rb: Any, environment: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """The environment's parameter values (opsctl.yaml `params`) under what the command line gave."""
+    from opsctl.errors import register_secret
+
+    own = environment.params_for(rb)
+    register_secret(*(str(v) for k, v in own.items() if rb.params[k].secret and v not in (None, "")))
+    return {**own, **given}
 
 
 def gather_params(pairs: list[str] | None, files: list[str] | None = None,
