@@ -419,3 +419,18 @@ FAULT_MATRIX: dict[str, tuple[str | None, str]] = {
 
 def test_fault_matrix_every_cell_is_tested_or_explained() -> None:
     check_matrix(FAULT_MATRIX, globals())
+
+
+def test_opsctl_as_the_applications_own_ordinary_role_ends_the_blocker(
+        opsctl: Callable[..., Result], pg: PgServer, pg_server: PgServer, lock_incident: int) -> None:
+    """The usual set-up: opsctl has only the application's DSN (role app: no pg_monitor, no
+    pg_signal_backend). It still sees its own role's sessions and locks, and may signal them."""
+    env = {**pg_server.env("app"), "PGCONNECT_TIMEOUT": "10",
+           "OPSCTL_RUNBOOK_PATH": str(REPO / "runbooks")}
+    dry = opsctl(*RUN, "--dry-run", "-o", "json", env=env)
+    assert dry.code == 0, dry.output
+    assert step(out(dry), "locks")["result"]["root_pids"] == [lock_incident]
+    result = opsctl(*RUN, "--yes", "-o", "json", env=env)
+    assert result.code == 0, result.output
+    assert step(out(result), "end_blockers")["result"]["terminated"] == [lock_incident]
+    assert pg.count(f"pid = {lock_incident}") == 0
