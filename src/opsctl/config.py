@@ -20,8 +20,6 @@ environments:
     params:              # this team's parameter values (under --param-file and -p)
       default: {namespace: shop}              # for every runbook that has such a parameter
       rb-011: {cluster: web, service: api}    # for one runbook
-    escalation:          # who the runbooks' escalation roles are here (`opsctl show`)
-      Platform Lead: "platform-lead@example.com, #platform"
 ```
 ``${VAR}`` is expanded from the process environment so secrets can stay out of the file.  A backend
 whose section is missing falls back to its standard variables (libpq / DATABASE_URL, REDIS_URL,
@@ -53,7 +51,6 @@ class Environment:
     # applies per hour of one runbook here: an int for every runbook, or {runbook id or default: int}
     max_applies_per_hour: int | dict[str, int] | None = None
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # {runbook id or default: {name: value}}
-    escalation: dict[str, str] = field(default_factory=dict)  # escalation role -> contact(s)
 
     def backend(self, name: str) -> dict[str, Any]:
         return self.backends.get(name, {})
@@ -74,15 +71,25 @@ class Environment:
         return {**shared, **own}
 
     def contact(self, role: str) -> str:
-        """Who an escalation role is in this environment ("" when the environment does not say)."""
-        wanted = role.strip().lower()
-        return next((str(v) for k, v in self.escalation.items() if k.strip().lower() == wanted), "")
+        """Who an escalation role ("Platform Lead") is here: ``settings.escalation.platform_lead``
+        (the role's name in snake case, or as written), "" when the environment does not say."""
+        contacts = self.settings.get("escalation")
+        if not isinstance(contacts, dict):
+            return ""
+        wanted = {role_key(role), role.strip().lower()}
+        who = next((v for k, v in contacts.items() if str(k).strip().lower() in wanted), "")
+        return ", ".join(map(str, who)) if isinstance(who, list) else str(who or "")
 
     def max_applies(self, runbook_id: str) -> int | None:
         limit = self.max_applies_per_hour
         if isinstance(limit, dict):
             return limit.get(runbook_id, limit.get("default"))
         return limit
+
+
+def role_key(role: str) -> str:
+    """An escalation role as a settings key: "Platform Lead" -> platform_lead."""
+    return re.sub(r"[^a-z0-9]+", "_", role.strip().lower()).strip("_")
 
 
 def config_paths() -> list[Path]:
@@ -185,15 +192,6 @@ def _check_env(src: Any, name: str, env: Any) -> None:
                     if isinstance(pvalue, (dict, list)):
                         raise _misconfigured(src, (*where, rb_id, pname), f"params.{rb_id}.{pname} must "
                                              "be a single value (string, number or boolean)")
-        elif key == "escalation":
-            if value is not None and not isinstance(value, dict):
-                raise _misconfigured(src, where, "escalation must be a mapping of role (the runbooks' "
-                                     "escalation 'to') -> contact")
-            for role, who in (value or {}).items():
-                if not isinstance(who, (str, list)) or (isinstance(who, list)
-                                                        and not all(isinstance(w, str) for w in who)):
-                    raise _misconfigured(src, (*where, role), f"escalation.{role} must be a contact "
-                                         "string or a list of them")
         elif key in BACKENDS or key == "settings":
             if value is not None and not isinstance(value, dict):
                 raise _misconfigured(src, where, f"section {key!r} must be a mapping, got "
@@ -205,7 +203,7 @@ def _check_env(src: Any, name: str, env: Any) -> None:
                     raise _misconfigured(src, (*where, *path), f"notify: {message}")
         else:
             raise _misconfigured(src, where, f"environment {name!r}: unknown section {key!r}; expected "
-                                 f"settings, params, escalation, protected, max_applies_per_hour or one of "
+                                 f"settings, params, protected, max_applies_per_hour or one of "
                                  f"{', '.join(BACKENDS)}", key=True)
 
 
@@ -255,6 +253,4 @@ def load_environment(name: str | None = None) -> Environment:
     return Environment(name=name, settings=dict(raw.get("settings") or {}), backends=backends,
                        source=str(path), protected=bool(raw.get("protected", False)),
                        max_applies_per_hour=raw.get("max_applies_per_hour"),
-                       params={str(k): dict(v or {}) for k, v in (raw.get("params") or {}).items()},
-                       escalation={str(k): ", ".join(v) if isinstance(v, list) else str(v)
-                                   for k, v in (raw.get("escalation") or {}).items()})
+                       params={str(k): dict(v or {}) for k, v in (raw.get("params") or {}).items()})

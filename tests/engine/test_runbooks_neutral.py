@@ -77,15 +77,18 @@ def _write(tmp_path: Path, text: str) -> dict[str, str]:
 def test_show_names_the_environments_contacts_and_values(opsctl: Callable[..., Result],
                                                          tmp_path: Path) -> None:
     env = _write(tmp_path, "environments:\n  prod:\n    params:\n      rb-011: {service: api}\n"
-                           "    escalation:\n      platform lead: [lead@example.org, '#platform']\n")
+                           "    settings:\n"
+                           "      escalation: {platform_lead: [lead@example.org, '#platform']}\n")
     shown = opsctl("show", "rb-011", "--env", "prod", env=env)
     assert shown.code == 0, shown.output
     text = " ".join(shown.stdout.split())
     assert "Platform Lead lead@example.org, #platform" in text
     assert "in prod: 'api'" in text
-    assert "Engineering Manager (no contact: set environments.prod.escalation.'Engineering Manager'" in text
+    assert "Engineering Manager (no contact: set environments.prod.settings.escalation.engineering_manager" \
+        in text
     bare = opsctl("show", "rb-011")
-    assert bare.code == 0 and "no contact: set environments.NAME.escalation" in " ".join(bare.stdout.split())
+    bare_text = " ".join(bare.stdout.split())
+    assert bare.code == 0 and "no contact: set environments.NAME.settings.escalation" in bare_text
 
 
 def test_environment_params_reach_the_run_and_are_checked(opsctl: Callable[..., Result],

@@ -104,7 +104,10 @@ def procedure(rb: Any, environment: Any = None) -> str:
             if not who:
                 named = environment is not None and environment.source != "environment variables"
                 env_name = environment.name if named else "NAME"
-                who = f"(no contact: set environments.{env_name}.escalation.{e['to']!r} in opsctl.yaml)"
+                from opsctl.config import role_key
+
+                who = (f"(no contact: set environments.{env_name}.settings.escalation."
+                       f"{role_key(e['to'])} in opsctl.yaml)")
             lines.append(f"- after {e.get('after', 'immediately')}: **{e['to']}** {who}"
                          + (f": {e['notes']}" if e.get("notes") else ""))
         lines.append("")
