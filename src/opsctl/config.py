@@ -18,6 +18,9 @@ environments:
       slack_webhook_url: "${SLACK_WEBHOOK_URL}"
       channel: "#incidents"
       templates: {start: "..."}   # override a message (docs/notifications.md)
+    params:              # this team's parameter values (under --param-file and -p)
+      default: {namespace: shop}              # for every runbook that has such a parameter
+      rb-011: {cluster: web, service: api}    # for one runbook
 ```
 ``${VAR}`` is expanded from the process environment so secrets can stay out of the file.  A backend
 whose section is missing falls back to its standard variables (libpq / DATABASE_URL, REDIS_URL,
@@ -49,6 +52,7 @@ class Environment:
     # applies per hour of one runbook here: an int for every runbook, or {runbook id or default: int}
     max_applies_per_hour: int | dict[str, int] | None = None
     tags: tuple[str, ...] = ()  # for selecting environments: `opsctl run --env-tag prod`
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # {runbook id or default: {name: value}}
 
     def backend(self, name: str) -> dict[str, Any]:
         return self.backends.get(name, {})
@@ -57,11 +61,37 @@ class Environment:
         """What runbooks see as ``env``: the name and the non-secret settings only."""
         return {"name": self.name, **self.settings}
 
+    def params_for(self, runbook: Any) -> dict[str, Any]:
+        """This environment's values for the runbook's parameters: ``default`` ones it has, then its own."""
+        shared = {k: v for k, v in (self.params.get("default") or {}).items() if k in runbook.params}
+        own = self.params.get(runbook.id) or {}
+        unknown = sorted(set(own) - set(runbook.params))
+        if unknown:
+            raise ConfigError(f"{self.source}: environments.{self.name}.params.{runbook.id}: misconfigured: "
+                              f"{runbook.id} has no parameter {unknown[0]!r} (parameters: "
+                              f"{', '.join(runbook.params) or 'none'})")
+        return {**shared, **own}
+
+    def contact(self, role: str) -> str:
+        """Who an escalation role ("Platform Lead") is here: ``settings.escalation.platform_lead``
+        (the role's name in snake case, or as written), "" when the environment does not say."""
+        contacts = self.settings.get("escalation")
+        if not isinstance(contacts, dict):
+            return ""
+        wanted = {role_key(role), role.strip().lower()}
+        who = next((v for k, v in contacts.items() if str(k).strip().lower() in wanted), "")
+        return ", ".join(map(str, who)) if isinstance(who, list) else str(who or "")
+
     def max_applies(self, runbook_id: str) -> int | None:
         limit = self.max_applies_per_hour
         if isinstance(limit, dict):
             return limit.get(runbook_id, limit.get("default"))
         return limit
+
+
+def role_key(role: str) -> str:
+    """An escalation role as a settings key: "Platform Lead" -> platform_lead."""
+    return re.sub(r"[^a-z0-9]+", "_", role.strip().lower()).strip("_")
 
 
 def config_paths() -> list[Path]:
@@ -152,6 +182,21 @@ def _check_env(src: Any, name: str, env: Any) -> None:
                     sub = where if rb_id is None else (*where, rb_id)
                     raise _misconfigured(src, sub, "max_applies_per_hour must be a positive integer, or a "
                                          f"mapping of runbook id (or default) to one; got {n!r}")
+        elif key == "params":
+            if value is not None and not isinstance(value, dict):
+                raise _misconfigured(src, where, "params must be a mapping of runbook id (or default) "
+                                     "to {parameter: value}")
+            for rb_id, values in (value or {}).items():
+                if rb_id != "default" and not re.fullmatch(r"rb-[0-9]{3,}", str(rb_id)):
+                    raise _misconfigured(src, (*where, rb_id), f"params: {rb_id!r} is neither a runbook "
+                                         "id (rb-NNN) nor default", key=True)
+                if values is not None and not isinstance(values, dict):
+                    raise _misconfigured(src, (*where, rb_id), f"params.{rb_id} must be a mapping of "
+                                         "parameter -> value")
+                for pname, pvalue in (values or {}).items():
+                    if isinstance(pvalue, (dict, list)):
+                        raise _misconfigured(src, (*where, rb_id, pname), f"params.{rb_id}.{pname} must "
+                                             "be a single value (string, number or boolean)")
         elif key in BACKENDS or key == "settings":
             if value is not None and not isinstance(value, dict):
                 raise _misconfigured(src, where, f"section {key!r} must be a mapping, got "
@@ -163,7 +208,7 @@ def _check_env(src: Any, name: str, env: Any) -> None:
                     raise _misconfigured(src, (*where, *path), f"notify: {message}")
         else:
             raise _misconfigured(src, where, f"environment {name!r}: unknown section {key!r}; expected "
-                                 f"settings, tags, protected, max_applies_per_hour or one of "
+                                 f"settings, tags, params, protected, max_applies_per_hour or one of "
                                  f"{', '.join(BACKENDS)}", key=True)
 
 
@@ -253,4 +298,5 @@ def load_environment(name: str | None = None) -> Environment:
     return Environment(name=name, settings=dict(raw.get("settings") or {}), backends=backends,
                        source=str(path), protected=bool(raw.get("protected", False)),
                        max_applies_per_hour=raw.get("max_applies_per_hour"),
-                       tags=tuple(raw.get("tags") or ()))
+                       tags=tuple(raw.get("tags") or ()),
+                       params={str(k): dict(v or {}) for k, v in (raw.get("params") or {}).items()})

@@ -101,7 +101,7 @@ def cannot_mutate(rb: Any, settings: Any) -> bool:
 @dataclass
 class FanOut:
     rb: Any
-    params: dict[str, Any]
+    params: dict[str, dict[str, Any]]  # environment name -> the run's parameters there
     environments: list[Any]
     settings: Any  # RunSettings shared by every environment (interactive decided here)
     output: str = "text"
@@ -148,7 +148,7 @@ class FanOut:
             row.run_id = log.run_id
             gate = None if self.settings.dry_run else ApplyGate(self.rb.id, log.run_id, env, renderer, log,
                                                                 wait=self.lock_wait)
-            executor = Executor(self.rb, self.params, env, self.settings, renderer, log, gate=gate)
+            executor = Executor(self.rb, self.params[env.name], env, self.settings, renderer, log, gate=gate)
             if stop is not None:
                 executor.stop_requested = stop
             outcome = executor.execute()

@@ -98,8 +98,11 @@ def test_bigkeys_uses_scan_never_keys(rds: RedisServer) -> None:
     client = rds.client()
     client.config_set("maxmemory", "64mb")  # the 1.5 MB command buffer counts against maxmemory
     client.set("huge", "y" * 1_500_000)
+    hits = client.info("stats")["keyspace_hits"], client.info("stats")["keyspace_misses"]
     result = run("redis.bigkeys", max_scan=1000, min_bytes=1_000_000)
     assert result["top"][0]["key"] == "huge" and result["big_count"] == 1
+    # measuring 301 keys added no keyspace hit or miss: the hit rate others read is undisturbed
+    assert (client.info("stats")["keyspace_hits"], client.info("stats")["keyspace_misses"]) == hits
     assert result["scanned"] == 301 and result["complete"] is True
     stats = client.info("commandstats")
     assert "cmdstat_scan" in stats and "cmdstat_keys" not in stats

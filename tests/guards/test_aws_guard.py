@@ -49,6 +49,7 @@ PLANS: dict[str, dict[str, Any]] = {
     "aws.lambda.concurrency": {"function": "w", "reserved": 0},
     "aws.lambda.rollback_alias": {"function": "w", "alias": "LIVE"},
     "aws.lambda.trigger": {"function": "w", "queue": "orders", "enabled": False},
+    "aws.rds.add_reader": {"cluster": "db"},
     "aws.rds.failover": {"cluster": "db"},
     "aws.sqs.redrive": {"queue": "orders"},
 }

@@ -25,6 +25,8 @@ READ_ONLY: dict[str, dict[str, Any]] = {
     "kafka.brokers": {},
     "kafka.describe_topic": {"topic": "{topic}"},
     "kafka.dlq_depth": {"topic": "{dlq}"},
+    "kafka.dlq_ratio": {"topic": "{topic}", "dlq_topic": "{dlq}"},
+    "kafka.find_dlqs": {},
     "kafka.lag": {"group": "{group}", "topic": "{topic}"},
     "kafka.lag_trend": {"group": "{group}", "topic": "{topic}", "interval": 0.2},
     "kafka.peek": {"topic": "{dlq}", "limit": 3},

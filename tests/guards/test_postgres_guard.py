@@ -36,6 +36,8 @@ READ_ONLY: dict[str, dict[str, Any]] = {
     "postgres.replication": {},
     "postgres.sessions": {"idle_in_transaction_seconds": 0, "long_query_seconds": 0},
     "postgres.top_statements": {"slow_ms": 0},
+    "postgres.index_hints": {"min_rows": 0},
+    "postgres.explain": {"statement": "UPDATE pg_class SET relname = relname WHERE oid = $1"},
 }
 # every registered mutating postgres action: its plan() runs under the guard too
 PLANS: dict[str, dict[str, Any]] = {

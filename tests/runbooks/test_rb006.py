@@ -213,13 +213,14 @@ def _started(opsctl_env: dict[str, str], step_id: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize("user", ["postgres", "monitor"])
+@pytest.mark.parametrize("user", ["postgres", "monitor", "app"])
 def test_ordinary_application_role_superuser_or_monitor_opsctl(opsctl: Callable[..., Result], pg: PgServer,
                                                                pg_server: PgServer, incident: set[Any],
                                                                user: str) -> None:
     """The leaking sessions belong to the ordinary login role `app`; opsctl runs (a) as a
-    superuser, (b) as a role with pg_monitor + pg_signal_backend only: the same diagnosis, plan,
-    terminations and verdict."""
+    superuser, (b) as a role with pg_monitor + pg_signal_backend only, (c) as the application's own
+    role app (what opsctl has when it is given the application's DSN; a role may signal its own
+    sessions): the same diagnosis, plan, terminations and verdict."""
     result = opsctl(*RUN, "--yes", "--option", "kill-long-queries", "-o", "json", env=_env(pg_server, user))
     assert result.code == 0, result.output
     out = report(result)

@@ -362,3 +362,27 @@ def test_fault_matrix_every_cell_is_tested_or_explained() -> None:
     from tests.fixtures.kafka import check_fault_matrix
 
     check_fault_matrix(FAULT_MATRIX, sys.modules[__name__])
+
+
+def test_dlq_volume_ratio_and_other_dlqs_found_by_name(opsctl: Callable[..., Result],
+                                                       kafka_broker: Broker) -> None:
+    """1000 records on the source topic in the window, 20 of them dead-lettered: 2 % of the traffic,
+    over the 0.05 % at which deploys pause (critical); another dead-letter topic of the cluster
+    (found by its .dlq suffix) holds records too (warning). Nothing is produced by the diagnosis."""
+    names = build_dlq(kafka_broker)
+    source, dlq, _ = names
+    kafka_broker.produce(source, 1000, partition=0)
+    other = kafka_broker.create_topic(f"{unique('payments')}.dlq", 1)
+    kafka_broker.produce(other, 3, partition=0)
+    result = run(opsctl, kafka_broker, names, "--dry-run")
+    assert result.code == 0, result.output
+    ratio = step(result, "ratio")
+    assert (ratio["result"]["source_records"], ratio["result"]["dlq_records"]) == (1000, 20)
+    assert ratio["result"]["ratio_pct"] == 2.0
+    assert any(f["severity"] == "critical" and "2.0 % of" in f["message"] and "pause deploys" in f["message"]
+               for f in ratio["findings"])
+    found = step(result, "other_dlqs")
+    assert {dlq, other} <= set(found["result"]["nonempty"])
+    warned = [f["message"] for f in found["findings"] if f["severity"] == "warning"]
+    assert warned and f"{other} (3)" in warned[0] and f"{dlq} (" not in warned[0]
+    assert len(kafka_broker.read_all(source)) == 1000  # 0 records produced

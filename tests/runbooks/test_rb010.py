@@ -558,3 +558,59 @@ def test_matrix_interrupted_after_the_change_resumes_without_redoing_it(
     assert after == config_sets  # nothing doubled: no second CONFIG SET
     second_log = [p for p in run_logs(opsctl_env) if first_id not in p.name][0]
     assert not [e for e in events(second_log) if e["event"] == "apply_start"]
+
+
+# ==== issue 14: connections against maxclients; raising maxmemory ====================================
+
+def test_raise_maxmemory_is_explicit_raises_only_and_verifies(
+        opsctl: Callable[..., Result], rds: RedisServer, redis_env: dict[str, str],
+        cache_incident: dict[str, Any]) -> None:
+    """The full noeviction cache (4 MB): raising maxmemory to 64 MB lets writes through, verified by a
+    probe write and memory under memory_pct of the new limit; a value that does not raise it is
+    refused in the plan; without -p new_maxmemory the option is exit 2 before any change."""
+    bare = opsctl(*RUN, "--yes", "--option", "raise-maxmemory", env=redis_env)
+    assert bare.code == 2 and "needs new_maxmemory" in bare.stderr
+    lower = opsctl(*RUN, "--yes", "--option", "raise-maxmemory", "-p", "new_maxmemory=2mb", env=redis_env)
+    assert lower.code == 1 and "does not raise the current limit" in " ".join(lower.output.split())
+    assert rds.client().config_get("maxmemory")["maxmemory"] == str(4 * 1024 * 1024)
+    result = opsctl(*RUN, "--yes", "--option", "raise-maxmemory", "-p", "new_maxmemory=64mb", "-o", "json",
+                    env=redis_env)
+    assert result.code == 0, result.output
+    report = out(result)
+    change = step(report, "raise_maxmemory")["plan"]["changes"][0]
+    assert (change["before"], change["after"]) == (str(4 * 1024 * 1024), str(64 * 1024 * 1024))
+    assert step(report, "writes_succeed")["result"]["ok"] is True
+    assert rds.client().config_get("maxmemory")["maxmemory"] == str(64 * 1024 * 1024)
+    assert policy(rds) == "noeviction" and rds.client().set("probe", "x" * 1000)
+
+
+def test_connections_near_maxclients_and_refused_ones_are_found(
+        opsctl: Callable[..., Result], rds: RedisServer, redis_env: dict[str, str]) -> None:
+    """The application's pools fill maxclients: the next connection is refused (rejected_connections),
+    which INFO alone shows; the diagnosis reports both, and names the limit."""
+    admin = rds.client()
+    limit = len(admin.client_list()) + 20
+    admin.config_set("maxclients", limit)
+    pools: list[Any] = []
+    try:
+        while len(pools) < 30:
+            conn = rds.client()
+            try:
+                conn.ping()
+            except redis.exceptions.ConnectionError:  # ERR max number of clients reached
+                break
+            pools.append(conn)
+        assert admin.info("stats")["rejected_connections"] >= 1
+        for conn in pools[:4]:  # room for opsctl's own connections
+            conn.close()
+        result = opsctl(*RUN, "--dry-run", "-o", "json", env=redis_env)
+        assert result.code == 0, result.output
+        info = step(out(result), "info")
+        assert info["result"]["maxclients"] == limit and info["result"]["clients_pct"] >= 80
+        messages = {f["severity"]: f["message"] for f in info["findings"]}
+        assert "connections refused (maxclients" in messages["critical"]
+        assert f"of maxclients {limit} connections" in messages["warning"]
+    finally:
+        for conn in pools:
+            conn.close()
+        admin.config_set("maxclients", 10000)

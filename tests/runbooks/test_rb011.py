@@ -161,7 +161,10 @@ def bad_deploy(moto: Moto, alarm: str = "ALARM") -> list[str]:
     cw = moto.client("cloudwatch")
     cw.put_metric_alarm(AlarmName="PlooralAPIHighErrorRate", Namespace="AWS/ApplicationELB",
                         MetricName="HTTPCode_Target_5XX_Count", Statistic="Sum", Period=60,
-                        EvaluationPeriods=1, Threshold=10, ComparisonOperator="GreaterThanThreshold")
+                        EvaluationPeriods=1, Threshold=10, ComparisonOperator="GreaterThanThreshold",
+                        # no -p error_alarm: the runbook finds the alarm by the service in its dimensions
+                        Dimensions=[{"Name": "TargetGroup",
+                                     "Value": "targetgroup/plooral-api/6d0ecf831eec9f09"}])
     cw.set_alarm_state(AlarmName="PlooralAPIHighErrorRate", StateValue=alarm, StateReason="5xx")
     return arns
 

@@ -16,6 +16,7 @@ import pytest
 from opsctl.testing.postgres import PASSWORDS, PgServer, TcpProxy
 from tests.fixtures.core import REPO, Result, SilentServer, free_port
 from tests.fixtures.postgres import check_matrix, run_in_background, wait_until
+from tests.timing import budget
 
 pytestmark = pytest.mark.postgres
 RUN = ("run", "rb-013", "-p", "min_wait_seconds=1")
@@ -273,7 +274,7 @@ def test_a_server_that_hangs_mid_run_is_exit_4_within_the_deadline(
     try:
         wait_until(lambda: _started(opsctl_env, "locks_after"), what="verify started")
         pg_proxy.freeze()
-        stdout, stderr = proc.communicate(timeout=120)
+        stdout, stderr = proc.communicate(timeout=budget(120))  # stretched by the machine's load
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -419,3 +420,71 @@ FAULT_MATRIX: dict[str, tuple[str | None, str]] = {
 
 def test_fault_matrix_every_cell_is_tested_or_explained() -> None:
     check_matrix(FAULT_MATRIX, globals())
+
+
+def test_opsctl_as_the_applications_own_ordinary_role_ends_the_blocker(
+        opsctl: Callable[..., Result], pg: PgServer, pg_server: PgServer, lock_incident: int) -> None:
+    """The usual set-up: opsctl has only the application's DSN (role app: no pg_monitor, no
+    pg_signal_backend). It still sees its own role's sessions and locks, and may signal them."""
+    env = {**pg_server.env("app"), "PGCONNECT_TIMEOUT": "10",
+           "OPSCTL_RUNBOOK_PATH": str(REPO / "runbooks")}
+    dry = opsctl(*RUN, "--dry-run", "-o", "json", env=env)
+    assert dry.code == 0, dry.output
+    assert step(out(dry), "locks")["result"]["root_pids"] == [lock_incident]
+    result = opsctl(*RUN, "--yes", "-o", "json", env=env)
+    assert result.code == 0, result.output
+    assert step(out(result), "end_blockers")["result"]["terminated"] == [lock_incident]
+    assert pg.count(f"pid = {lock_incident}") == 0
+
+
+def test_index_hints_and_the_plan_of_the_slowest_statement_on_request(
+        opsctl: Callable[..., Result], pg: PgServer, pg_server: PgServer) -> None:
+    """A table the application reads by an unindexed column (sequential scans over 100k rows) and
+    an index nobody uses: both are hinted; with explain_top the slowest statement's plan (a generic
+    plan of the normalized UPDATE, EXPLAIN without ANALYZE) shows the sequential scan, and the
+    UPDATE did not run: no row changed."""
+    with pg.connect("app") as conn:
+        conn.execute("DROP TABLE IF EXISTS ledger")
+        conn.execute("CREATE TABLE ledger (id int PRIMARY KEY, account text, note text)")
+        conn.execute("INSERT INTO ledger SELECT g, 'acct-' || (g % 500), md5(g::text) "
+                     "FROM generate_series(1, 100000) g")
+        conn.execute("CREATE INDEX ledger_note_unused ON ledger (note)")
+        conn.execute("ANALYZE ledger")
+    if pg.stat_statements:
+        pg.sql("SELECT pg_stat_statements_reset()")
+    with pg.connect("app") as conn:
+        for i in range(3):
+            conn.execute("UPDATE ledger SET note = note || '+' WHERE account = %s", (f"acct-{i}",))
+    touched = "SELECT count(*) FROM ledger WHERE note LIKE '%+'"
+    before = pg.sql(touched)[0][0]
+    env = {**pg_server.env("app"), "PGCONNECT_TIMEOUT": "10",
+           "OPSCTL_RUNBOOK_PATH": str(REPO / "runbooks")}
+    result = opsctl(*RUN, "--dry-run", "-o", "json", "-p", "explain_top=true", "-p", "min_table_rows=1000",
+                    "-p", "slow_ms=1", env=env)
+    assert result.code == 0, result.output
+    report = out(result)
+    hints = step(report, "index_hints")
+    assert [t["table"] for t in hints["result"]["seq_scanned"]] == ["ledger"]
+    assert "ledger_note_unused" in [i["index"] for i in hints["result"]["unused"]]
+    assert "ledger_pkey" not in [i["index"] for i in hints["result"]["unused"]]  # a primary key is kept
+    messages = " ".join(f["message"] for f in hints["findings"])
+    assert "ledger (" in messages and "seq scans reading" in messages and "ledger_note_unused" in messages
+    explain = step(report, "explain_top")
+    if not pg.stat_statements:
+        assert explain["status"] == "skipped"
+        return
+    plan = explain["result"]
+    assert plan and plan["available"] is True, (explain["status"], explain.get("reason"),
+                                                 step(report, "top_statements")["result"])
+    assert plan["generic_plan"] is True and plan["statement"].startswith("UPDATE ledger")
+    assert [s["relation"] for s in plan["seq_scans"]] == ["ledger"]
+    assert any("ledger by a sequential scan" in f["message"] for f in explain["findings"])
+    assert pg.sql(touched)[0][0] == before  # the UPDATE was planned, never executed
+
+
+def test_explain_refuses_anything_but_one_plain_statement() -> None:
+    from opsctl.backends.pg_sql_guard import explainable
+
+    assert explainable("UPDATE t SET a = $2 WHERE id = $1") == ("", 2)
+    assert explainable("EXPLAIN ANALYZE DELETE FROM t")[0].startswith("only SELECT, INSERT, UPDATE")
+    assert explainable("SELECT 1; DROP TABLE t")[0] == "exactly one statement can be explained, got 2"

@@ -331,7 +331,7 @@ def _connect(target: str, timeout: float) -> dict[str, Any]:
 
 @register
 class TcpCheck(Action):
-    """TCP connect to host:port targets (the seed's `telnet kafka-kafka 9092`); unreachable is a result.
+    """TCP connect to host:port targets (what `telnet kafka 9092` would see); unreachable is a result.
 
     ```yaml
     - id: brokers

@@ -199,3 +199,27 @@ def _judge(node: Any, ast: Any, text: str) -> str:
             return (f"operator {'.'.join(parts)} is not a built-in operator on the read-only allow-list"
                     f"{_at(text, getattr(node, 'location', None))}")
     return ""
+
+
+_EXPLAINABLE = {"SelectStmt": "SELECT", "InsertStmt": "INSERT", "UpdateStmt": "UPDATE",
+                "DeleteStmt": "DELETE"}
+
+
+def explainable(sql: str) -> tuple[str, int]:
+    """(refusal or "", the highest $n parameter) for a statement to EXPLAIN without running it:
+    exactly one SELECT / INSERT / UPDATE / DELETE, parsed by PostgreSQL's grammar (an EXPLAIN,
+    ANALYZE included, or a second statement after a semicolon is refused)."""
+    from pglast import ast, parse_sql
+    from pglast.parser import ParseError
+
+    try:
+        statements = parse_sql(sql)
+    except ParseError as e:
+        return f"not valid SQL: {e}", 0
+    if len(statements) != 1:
+        return f"exactly one statement can be explained, got {len(statements)}", 0
+    kind = type(statements[0].stmt).__name__
+    if kind not in _EXPLAINABLE:
+        return f"only SELECT, INSERT, UPDATE or DELETE can be explained, got {_verb(kind)}", 0
+    params = [int(n.number or 0) for n in _walk(statements[0].stmt) if isinstance(n, ast.ParamRef)]
+    return "", max(params, default=0)

@@ -47,6 +47,8 @@ def list_runbooks(
 
 def show(
     runbook: Annotated[str, typer.Argument(help="Runbook id or file.", autocompletion=complete_runbook)],
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Environment from opsctl.yaml: its "
+                                            "parameter values and escalation contacts.")] = None,
 ) -> int:
     """Show a runbook as a readable procedure, per phase and option."""
     from rich.console import Console
@@ -54,18 +56,28 @@ def show(
 
     from opsctl import catalog
 
-    Console().print(Markdown(catalog.procedure(runbook, procedure)))
+    if env is None:  # the procedure as validate's cache keeps it
+        Console().print(Markdown(catalog.procedure(runbook, procedure)))
+        return 0
+    from opsctl import config
+
+    Console().print(Markdown(procedure(catalog.load(runbook), config.load_environment(env))))
     return 0
 
 
-def procedure(rb: Any) -> str:
+def procedure(rb: Any, environment: Any = None) -> str:
     lines = [f"# {rb.id}: {rb.title} ({rb.severity})", "", rb.summary, ""]
     if rb.triggers:
         lines += ["**Triggers:** " + ", ".join(f"`{t}`" for t in rb.triggers), ""]
     if rb.params:
+        here = environment.params_for(rb) if environment else {}
         lines += ["## Parameters", ""]
+        env_name = environment.name if environment else ""
         lines += [f"- `{p.name}` ({p.type}{', required' if p.required else ''}"
-                  f"{', default ' + repr(p.default) if p.default is not None else ''}): {p.description}"
+                  f"{', default ' + repr(p.default) if p.default is not None else ''}"
+                  + (f", in {env_name}: {'***' if p.secret else repr(here[p.name])}"
+                     if p.name in here else "")
+                  + f"): {p.description}"
                   for p in rb.params.values()]
         lines.append("")
     for phase, steps in rb.phases.items():
@@ -92,8 +104,17 @@ def procedure(rb: Any) -> str:
             lines.append("")
     if rb.escalation:
         lines += ["## Escalation", ""]
-        lines += [f"- after {e.get('after', 'immediately')}: {e['to']} {e.get('contact', '')} "
-                  f"{e.get('notes', '')}" for e in rb.escalation]
+        for e in rb.escalation:
+            who = e.get("contact") or (environment.contact(e["to"]) if environment else "")
+            if not who:
+                named = environment is not None and environment.source != "environment variables"
+                env_name = environment.name if named else "NAME"
+                from opsctl.config import role_key
+
+                who = (f"(no contact: set environments.{env_name}.settings.escalation."
+                       f"{role_key(e['to'])} in opsctl.yaml)")
+            lines.append(f"- after {e.get('after', 'immediately')}: **{e['to']}** {who}"
+                         + (f": {e['notes']}" if e.get("notes") else ""))
         lines.append("")
     if rb.references:
         lines += ["## References", ""] + [f"- {r}" for r in rb.references]

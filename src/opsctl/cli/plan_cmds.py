@@ -52,10 +52,11 @@ def plan(
     run_cmd._check_option(rb, option)
     if option == "none":
         raise UsageError("--option none plans nothing: a plan file needs a mitigation option")
-    params = rb.resolve_params(run_cmd.gather_params(param, param_file, rb))
+    environment = config.load_environment(env)
+    params = rb.resolve_params(run_cmd.with_environment(rb, environment,
+                                                        run_cmd.gather_params(param, param_file, rb)))
     if option:
         rb.check_requires(option, params)
-    environment = config.load_environment(env)
     settings = RunSettings(dry_run=True, interactive=run_cmd._interactive(), option=option, one_option=True)
     log, renderer = run_cmd.open_run(rb, params, environment, settings, output, verbose, no_log)
     outcome = Executor(rb, params, environment, settings, renderer, log).execute()

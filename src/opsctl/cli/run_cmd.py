@@ -157,20 +157,18 @@ def run(
     if resume:
         given, option, previous, resumed_from = _resume(rb, resume, given, option)
     _check_option(rb, option)
-    params = rb.resolve_params(given)
-    if option and option != "none":
-        rb.check_requires(option, params)
     settings = RunSettings(dry_run=dry_run, yes=yes or bool(yes_protected), interactive=_interactive(),
                            option=option, phase=phase.value if phase else None, notify=not no_notify)
     if all_envs or env_tag or len(env or []) > 1:
-        return _fan_out(rb, params, settings, env, all_envs, env_tag, output, verbose, no_log, lock_wait,
+        return _fan_out(rb, given, settings, env, all_envs, env_tag, output, verbose, no_log, lock_wait,
                         resume, yes_protected, max_concurrency, max_errors)
     environment = config.load_environment(env[0] if env else None)
+    params = environment_params(rb, environment, given, option)
     check_protected(environment, settings, yes_protected)
     check_rate(rb, environment, settings)
     log, renderer = open_run(rb, params, environment, settings, output, verbose, no_log,
                              resumed_from=resumed_from)
-    renderer.command = rerun_command(runbook, param, param_file, env, rb)
+    renderer.command = rerun_command(runbook, param, param_file, env[0] if env else None, rb)
     gate = None if dry_run else ApplyGate(rb.id, log.run_id, environment, renderer, log, wait=lock_wait)
     outcome = Executor(rb, params, environment, settings, renderer, log, previous, gate=gate).execute()
     log.end(outcome)
@@ -180,7 +178,7 @@ def run(
     return outcome.exit_code
 
 
-def _fan_out(rb: Any, params: dict[str, Any], settings: Any, env: list[str] | None, all_envs: bool,
+def _fan_out(rb: Any, given: dict[str, Any], settings: Any, env: list[str] | None, all_envs: bool,
              env_tag: list[str] | None, output: Output, verbose: bool, no_log: bool, lock_wait: float,
              resume: str | None, yes_protected: str | None, max_concurrency: int,
              max_errors: int | None) -> int:
@@ -190,18 +188,23 @@ def _fan_out(rb: Any, params: dict[str, Any], settings: Any, env: list[str] | No
 
     environments = config.select_environments(env, all_envs=all_envs, tags=env_tag)
     check_fanout_usage(resume, yes_protected, environments, settings)
+    params = {}
     for environment in environments:  # every refusal before anything runs anywhere
         check_rate(rb, environment, settings)
+        params[environment.name] = environment_params(rb, environment, given, settings.option)
     if cannot_mutate(rb, settings):
         settings.interactive = False  # nothing to confirm; nobody to ask in parallel
 
     def start(environment: Any, renderer: Any) -> tuple[Any, Any]:
-        return open_run(rb, params, environment, settings, output, verbose, no_log, renderer=renderer)
+        return open_run(rb, params[environment.name], environment, settings, output, verbose, no_log,
+                        renderer=renderer)
 
     return FanOut(rb, params, environments, settings, output=output.value, verbose=verbose,
                   no_log=no_log, max_concurrency=max_concurrency, max_errors=max_errors,
                   lock_wait=lock_wait, open_run=start,
                   text_renderer=lambda: _renderer(Output.text, verbose)).run()
+
+
 def rerun_command(runbook: str, params: list[str] | None, files: list[str] | None, env: str | None,
                   rb: Any) -> list[str]:
     """`opsctl run RUNBOOK -p ...` as the user gave it (secret values left out), for the hint a
@@ -215,6 +218,24 @@ def rerun_command(runbook: str, params: list[str] | None, files: list[str] | Non
     for f in files or []:
         cmd += ["--param-file", f]
     return cmd + (["--env", env] if env else [])
+
+
+def environment_params(rb: Any, environment: Any, given: dict[str, Any],
+                       option: str | None) -> dict[str, Any]:
+    """The run's parameters in one environment (typed, checked), and what the option requires."""
+    params: dict[str, Any] = rb.resolve_params(with_environment(rb, environment, given))
+    if option and option != "none":
+        rb.check_requires(option, params)
+    return params
+
+
+def with_environment(rb: Any, environment: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """The environment's parameter values (opsctl.yaml `params`) under what the command line gave."""
+    from opsctl.errors import register_secret
+
+    own = environment.params_for(rb)
+    register_secret(*(str(v) for k, v in own.items() if rb.params[k].secret and v not in (None, "")))
+    return {**own, **given}
 
 
 def gather_params(pairs: list[str] | None, files: list[str] | None = None,

@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from opsctl.actions.aws import cloudwatch, ecs, lambda_, rds, redrive, sqs
+from opsctl.actions.aws import cloudwatch, ecs, lambda_, rds, rds_capacity, redrive, sqs
 
-__all__ = ["cloudwatch", "ecs", "lambda_", "rds", "redrive", "sqs"]
+__all__ = ["cloudwatch", "ecs", "lambda_", "rds", "rds_capacity", "redrive", "sqs"]

@@ -23,7 +23,7 @@ class Metric(Action):
       with:
         namespace: AWS/RDS
         metric: CPUUtilization
-        dimensions: {DBClusterIdentifier: plooral-aurora}
+        dimensions: {DBClusterIdentifier: orders-db}
         statistic: Average
         minutes: 15
       expect:
@@ -71,12 +71,17 @@ class Metric(Action):
 
 @register
 class Alarms(Action):
-    """CloudWatch alarms and their state, by names or name prefix.
+    """CloudWatch alarms and their state, by names, name prefix, or the metric they watch.
+
+    `names` wins, then `prefix`; with neither, `metric` (+ `namespace`, `dimensions`) finds every
+    alarm on that metric (DescribeAlarmsForMetric), and `mentioning` every alarm whose name or one of
+    whose dimension values contains that text (case-insensitive), so a runbook needs no alarm
+    naming convention.
 
     ```yaml
     - id: alarms
       action: aws.cloudwatch.alarms
-      with: {names: [PlooralWorkerFailure]}
+      with: {namespace: AWS/Lambda, metric: Errors, dimensions: {FunctionName: jobs-worker}}
       expect:
         - that: "result.in_alarm == 0"
           severity: warning
@@ -89,17 +94,38 @@ class Alarms(Action):
     backend = "aws"
     summary = "alarm states (OK / ALARM / INSUFFICIENT_DATA)"
     schema = type_schema({"names": {"type": "array", "items": {"type": "string"}},
-                          "prefix": {"type": "string"}})
+                          "prefix": {"type": "string"},
+                          "namespace": {"type": "string"}, "metric": {"type": "string"},
+                          "dimensions": {"type": "object", "additionalProperties": {"type": "string"}},
+                          "mentioning": {"type": "string"}})
 
     def run(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
-        if self.args.get("names"):
-            kwargs["AlarmNames"] = list(self.args["names"])
+        names = [n for n in self.args.get("names") or [] if n]
+        if names:
+            kwargs["AlarmNames"] = names
         elif self.args.get("prefix"):
             kwargs["AlarmNamePrefix"] = self.args["prefix"]
+        elif self.args.get("metric"):
+            dims = [{"Name": k, "Value": str(v)} for k, v in (self.args.get("dimensions") or {}).items()]
+            with aws_errors(f"alarms on {self.args.get('namespace', '')}/{self.args['metric']}"):
+                found = client(self.ctx, "cloudwatch").describe_alarms_for_metric(
+                    MetricName=self.args["metric"], Namespace=self.args.get("namespace", ""),
+                    Dimensions=dims).get("MetricAlarms", [])
+            return self._result(found)
+        elif not self.args.get("mentioning") and "names" in self.args:
+            return self._result([])  # names that all rendered empty: no alarm asked for, not every alarm
         with aws_errors("describe alarms"):
             pages = client(self.ctx, "cloudwatch").get_paginator("describe_alarms").paginate(**kwargs)
             found = [a for page in pages for a in page.get("MetricAlarms", [])]
+        if not kwargs and self.args.get("mentioning"):
+            text = self.args["mentioning"].lower()
+            found = [a for a in found if text in a["AlarmName"].lower()
+                     or any(text in str(d.get("Value", "")).lower() for d in a.get("Dimensions", []))]
+        return self._result(found)
+
+    @staticmethod
+    def _result(found: list[dict[str, Any]]) -> dict[str, Any]:
         alarms = [{"name": a["AlarmName"], "state": a.get("StateValue", ""),
                    "reason": a.get("StateReason", ""), "metric": a.get("MetricName", "")}
                   for a in found]

@@ -119,7 +119,7 @@ class Service(Action):
     ```yaml
     - id: service
       action: aws.ecs.service
-      with: {cluster: plooral-cluster, service: plooral-api-service}
+      with: {cluster: web, service: api}
       expect:
         - that: "result.running == result.desired"
           message: "{{ result.running }}/{{ result.desired }} tasks running"
@@ -161,7 +161,7 @@ class Scale(_ServiceChange):
     ```yaml
     - id: scale
       action: aws.ecs.scale
-      with: {cluster: plooral-cluster, service: plooral-api-service, desired: 6, max_desired: 20}
+      with: {cluster: web, service: api, desired: 6, max_desired: 20}
     ```
     """
 
@@ -201,7 +201,7 @@ class ForceDeployment(_ServiceChange):
     ```yaml
     - id: restart
       action: aws.ecs.force_deployment
-      with: {cluster: plooral-cluster, service: plooral-api-service}
+      with: {cluster: web, service: api}
     ```
     """
 
@@ -230,7 +230,7 @@ class Rollback(_ServiceChange):
     ```yaml
     - id: rollback
       action: aws.ecs.rollback
-      with: {cluster: plooral-cluster, service: plooral-api-service}
+      with: {cluster: web, service: api}
     ```
     """
 

@@ -59,7 +59,7 @@ class Function(Action):
     ```yaml
     - id: worker
       action: aws.lambda.function
-      with: {function: plooral-worker, alias: LIVE}
+      with: {function: jobs-worker, alias: LIVE}
     ```
     """
 
@@ -124,7 +124,7 @@ class RollbackAlias(Action):
     ```yaml
     - id: rollback
       action: aws.lambda.rollback_alias
-      with: {function: plooral-worker, alias: LIVE, queue: plooral-queue}
+      with: {function: jobs-worker, alias: LIVE, queue: jobs-queue}
     ```
     """
 
@@ -217,7 +217,7 @@ class Concurrency(Action):
     ```yaml
     - id: throttle
       action: aws.lambda.concurrency
-      with: {function: plooral-worker, reserved: 0}
+      with: {function: jobs-worker, reserved: 0}
     ```
     """
 
@@ -261,7 +261,7 @@ class Trigger(Action):
     ```yaml
     - id: pause
       action: aws.lambda.trigger
-      with: {function: plooral-worker, queue: plooral-queue, enabled: false}
+      with: {function: jobs-worker, queue: jobs-queue, enabled: false}
     ```
     """
 

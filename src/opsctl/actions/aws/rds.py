@@ -98,7 +98,7 @@ class Describe(_TargetAction):
     ```yaml
     - id: status
       action: aws.rds.describe
-      with: {cluster: plooral-aurora}
+      with: {cluster: orders-db}
       expect:
         - that: "result.available and result.readers | length > 0"
           message: "status {{ result.status }}, writer {{ result.writer }}"
@@ -128,7 +128,7 @@ class Events(_TargetAction):
     ```yaml
     - id: events
       action: aws.rds.events
-      with: {cluster: plooral-aurora, minutes: 60}
+      with: {cluster: orders-db, minutes: 60}
     ```
     """
 
@@ -158,7 +158,7 @@ class Snapshots(_TargetAction):
     ```yaml
     - id: snapshots
       action: aws.rds.snapshots
-      with: {cluster: plooral-aurora}
+      with: {cluster: orders-db}
       expect:
         - that: "result.latest_age_hours is not none and result.latest_age_hours < 24"
           message: "latest snapshot is {{ result.latest_age_hours }}h old"
@@ -198,7 +198,7 @@ class Failover(_TargetAction):
     ```yaml
     - id: failover
       action: aws.rds.failover
-      with: {cluster: plooral-aurora, target_instance: plooral-aurora-2, wait_timeout: 600}
+      with: {cluster: orders-db, target_instance: orders-db-2, wait_timeout: 600}
     ```
     """
 

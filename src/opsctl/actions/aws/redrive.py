@@ -54,7 +54,7 @@ class Redrive(Action):
     ```yaml
     - id: redrive
       action: aws.sqs.redrive
-      with: {queue: plooral-queue, max_messages: 10000, workers: 4}
+      with: {queue: jobs-queue, max_messages: 10000, workers: 4}
     ```
     """
 

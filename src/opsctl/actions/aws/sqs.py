@@ -80,7 +80,7 @@ class QueueStats(Action):
     ```yaml
     - id: depth
       action: aws.sqs.stats
-      with: {queue: plooral-queue}
+      with: {queue: jobs-queue}
       expect:
         - that: "result.dlq_visible == 0"
           severity: warning
@@ -117,7 +117,7 @@ class Peek(Action):
     ```yaml
     - id: sample
       action: aws.sqs.peek
-      with: {queue: plooral-worker-dlq, count: 5}
+      with: {queue: jobs-worker-dlq, count: 5}
     ```
     """
 
@@ -184,7 +184,7 @@ class Consumers(Action):
     ```yaml
     - id: consumer
       action: aws.sqs.consumers
-      with: {queue: plooral-queue, function: plooral-worker, alias: LIVE}
+      with: {queue: jobs-queue, function: jobs-worker, alias: LIVE}
       expect:
         - that: "result.enabled > 0"
           severity: warning

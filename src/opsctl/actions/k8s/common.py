@@ -11,7 +11,7 @@ from opsctl.errors import ActionError
 NS: dict[str, Any] = {"type": "string", "default": "default", "description": "namespace"}
 KIND: dict[str, Any] = {"type": "string", "enum": ["deployment", "statefulset"], "default": "deployment"}
 NAME: dict[str, Any] = {"type": "string", "minLength": 1, "description": "workload name"}
-SELECTOR: dict[str, Any] = {"type": "string", "description": "label selector, e.g. app=order-service"}
+SELECTOR: dict[str, Any] = {"type": "string", "description": "label selector, e.g. app=orders"}
 RESTARTED_AT: str = "kubectl.kubernetes.io/restartedAt"
 
 

@@ -90,7 +90,7 @@ class Scale(_Mutating):
     ```yaml
     - id: scale
       action: k8s.scale
-      with: {name: order-service, namespace: shop, replicas: 4, max_replicas: 6}
+      with: {name: orders, namespace: shop, replicas: 4, max_replicas: 6}
     ```
     """
 
@@ -261,7 +261,7 @@ class SetEnv(_Mutating):
     ```yaml
     - id: raise_pool
       action: k8s.set_env
-      with: {name: order-service, namespace: shop, container: app, var: DB_POOL_SIZE, value: "40"}
+      with: {name: orders, namespace: shop, container: app, var: DB_POOL_SIZE, value: "40"}
     ```
     """
 

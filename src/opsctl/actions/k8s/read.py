@@ -319,7 +319,7 @@ class Hpa(K8sAction):
     ```yaml
     - id: hpa
       action: k8s.hpa
-      with: {name: order-service, namespace: shop}
+      with: {name: orders, namespace: shop}
       expect:
         - that: "not result.found or result.current_replicas < result.max_replicas"
           severity: warning

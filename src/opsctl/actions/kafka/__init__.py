@@ -1,6 +1,7 @@
 """Kafka actions, split by concern: ``lag`` (consumer lag, lag trend), ``topics`` (description, DLQ
-depth, peek), ``connectivity`` (brokers judged at the protocol level), ``redrive`` (DLQ -> source,
-exactly-once across interruptions, and its status) and ``offsets`` (consumer-group offset reset).
+depth, peek), ``volume`` (DLQ share of the source's traffic, DLQs found by name), ``connectivity``
+(brokers judged at the protocol level), ``redrive`` (DLQ -> source, exactly-once across
+interruptions, and its status) and ``offsets`` (consumer-group offset reset).
 
 Every lookup is batched: one OffsetFetch for all of a group's partitions and one ListOffsets per
 partition leader, never a request per partition (see bench/kafka_lag_1000_partitions.py).
@@ -8,7 +9,14 @@ opsctl never joins the groups it inspects or changes: it reads with group-less c
 commits through the admin API, which Kafka only accepts while the group has no active members.
 """
 
-from opsctl.actions.kafka import connectivity, lag, offsets, redrive, topics  # noqa: F401 - registers
+from opsctl.actions.kafka import (  # noqa: F401 - registers
+    connectivity,
+    lag,
+    offsets,
+    redrive,
+    topics,
+    volume,
+)
 from opsctl.actions.kafka.common import REDRIVEN_HEADER
 from opsctl.actions.kafka.connectivity import Brokers
 from opsctl.actions.kafka.lag import Lag, LagTrend

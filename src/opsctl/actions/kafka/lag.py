@@ -29,7 +29,7 @@ class Lag(Action):
     ```yaml
     - id: lag
       action: kafka.lag
-      with: {group: order-service-group, topic: order.events, lag_threshold: 1000}
+      with: {group: orders-consumer, topic: order.events, lag_threshold: 1000}
       expect:
         - that: "result.max_partition_lag < 1000"
           message: "partition lag up to {{ result.max_partition_lag }}"
@@ -148,7 +148,7 @@ class LagTrend(Action):
     ```yaml
     - id: trend
       action: kafka.lag_trend
-      with: {group: order-service-group, topic: order.events, interval: 10, drain_window: 600}
+      with: {group: orders-consumer, topic: order.events, interval: 10, drain_window: 600}
     ```
     """
 

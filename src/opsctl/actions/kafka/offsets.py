@@ -39,7 +39,7 @@ class ResetOffsets(Action):
     ```yaml
     - id: skip
       action: kafka.reset_offsets
-      with: {group: order-service-group, topic: order.events, to: latest, max_skipped: 100000}
+      with: {group: orders-consumer, topic: order.events, to: latest, max_skipped: 100000}
     ```
     """
 

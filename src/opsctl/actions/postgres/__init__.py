@@ -6,4 +6,12 @@ superusers and non-client backends (walsenders, autovacuum...) are never selecte
 asks for them explicitly, and ``max_targets`` bounds how many backends a step may touch.
 """
 
-from opsctl.actions.postgres import locks, query, sessions, settings, stats, terminate  # noqa: F401 - registers
+from opsctl.actions.postgres import (  # noqa: F401 - registers
+    locks,
+    plans,
+    query,
+    sessions,
+    settings,
+    stats,
+    terminate,
+)

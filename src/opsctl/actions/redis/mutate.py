@@ -176,6 +176,19 @@ class ClientKill(RedisAction):
 _CONFIG_ALLOWED = {"maxmemory-policy", "maxmemory", "maxmemory-samples", "timeout", "maxclients",
                    "slowlog-log-slower-than", "slowlog-max-len", "lazyfree-lazy-eviction", "activedefrag",
                    "hz", "lfu-decay-time", "lfu-log-factor"}
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+
+
+def memory_bytes(value: str) -> int | None:
+    """A Redis memory value ("2gb", "512mb", "1000000", units as redis.conf reads them) in bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", str(value))
+    if not m or m.group(2).lower() not in _UNITS:
+        return None
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
 _POLICIES = {"noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu",
              "volatile-random", "volatile-ttl"}
 
@@ -214,11 +227,33 @@ class ConfigSet(RedisAction):
         param, new = self.args["parameter"], str(self.args["value"])
         old = self.call(lambda c: c.config_get(param)).get(param)
         warnings = self._policy_warnings(new) if param == "maxmemory-policy" else []
+        if param == "maxmemory":
+            warnings = self._maxmemory_guard(str(old), new)
+            new = str(memory_bytes(new))
         if old == new:
             return Plan(summary=f"{param} is already {new}", warnings=warnings)
         return Plan(summary=f"CONFIG SET {param}", data={"before": old}, warnings=warnings,
                     changes=[Change(target=f"config {param}", operation="config set", before=old, after=new,
                                     detail="runtime only (not written to redis.conf)")])
+
+    def _maxmemory_guard(self, old: str, new: str) -> list[str]:
+        """maxmemory is only ever raised here: a lower limit evicts (or fails writes) at once."""
+        wanted, before = memory_bytes(new), int(old or 0)
+        if wanted is None or wanted <= 0:
+            raise ActionError(f"maxmemory {new!r} is not a memory size (bytes, or e.g. 512mb, 2gb)")
+        info = self.call(lambda c: c.info("memory"))
+        used, system = int(info.get("used_memory", 0)), int(info.get("total_system_memory", 0))
+        if before and wanted <= before:
+            raise ActionError(f"maxmemory {new} ({wanted} bytes) does not raise the current limit of "
+                              f"{before} bytes: lowering it evicts or fails writes at once")
+        if wanted <= used:
+            raise ActionError(f"maxmemory {new} ({wanted} bytes) is under the {used} bytes in use")
+        if system and wanted > system:
+            return [f"maxmemory {new} is more than the host's {system} bytes of memory: the kernel may "
+                    "kill redis (OOM) before it evicts; persist the change in redis.conf / the parameter "
+                    "group only once sized"]
+        return [f"memory in use {used} bytes: {round(100.0 * used / wanted, 1)}% of the new limit; "
+                "runtime only (persist it in redis.conf / the parameter group)"]
 
     def _policy_warnings(self, policy: str) -> list[str]:
         """A volatile-* policy evicts only keys that have a TTL: on a cache whose keys have none,
@@ -239,6 +274,8 @@ class ConfigSet(RedisAction):
 
     def apply(self, plan: Plan) -> dict[str, Any]:
         param, new = self.args["parameter"], str(self.args["value"])
+        if param == "maxmemory":
+            new = str(memory_bytes(new))
         self.call(lambda c: c.config_set(param, new))
         after = self.call(lambda c: c.config_get(param)).get(param)
         return {"parameter": param, "before": plan.data.get("before"), "after": after}

@@ -66,6 +66,12 @@ class Info(RedisAction):
             "eviction_candidates": eviction_candidates(policy, keys, with_ttl),
             "under_maxmemory": (used < maxmem) if maxmem else True,
             "connected_clients": int(info.get("connected_clients", 0)),
+            "maxclients": int(info.get("maxclients", 0)) or None,
+            "clients_pct": round(100.0 * int(info.get("connected_clients", 0)) / int(info["maxclients"]), 1)
+            if int(info.get("maxclients", 0) or 0) else None,
+            # refused connections in the window (since start without one, like the hit rate)
+            "rejected_in_window": int(info.get("rejected_connections", 0))
+            - (int(first.get("rejected_connections", 0)) if window else 0),
             "blocked_clients": int(info.get("blocked_clients", 0)),
             "rejected_connections": int(info.get("rejected_connections", 0)),
             "ops_per_sec": int(info.get("instantaneous_ops_per_sec", 0)),
@@ -80,7 +86,8 @@ class Info(RedisAction):
         rate = f"{result['hit_rate_pct']}%" if result["hit_rate_pct"] is not None else "n/a"
         return (f"memory {result['used_memory_human']} ({mem}, {result['maxmemory_policy']}), "
                 f"hit rate {rate}, {result['evicted_keys']} evicted, {result['connected_clients']} clients "
-                f"({result['blocked_clients']} blocked), role {result['role']}")
+                f"of {result['maxclients'] or '?'} ({result['blocked_clients']} blocked, "
+                f"{result['rejected_connections']} rejected), role {result['role']}")
 
 
 def eviction_candidates(policy: str, keys: int, with_ttl: int) -> int:
@@ -210,6 +217,9 @@ class Clients(RedisAction):
 @register
 class BigKeys(RedisAction):
     """The largest keys by MEMORY USAGE, found with SCAN (never KEYS) and bounded by `max_scan`.
+    Measuring disturbs nothing it measures: SCAN and MEMORY USAGE do not count as keyspace hits or
+    misses (TYPE, OBJECT, EXISTS, TTL do, one per key), so the hit rate dashboards and alerts read
+    stays what the application made it; the key's type is therefore not reported.
 
     ```yaml
     - id: bigkeys
@@ -254,12 +264,11 @@ class BigKeys(RedisAction):
         def pipeline(c: Any) -> list[Any]:
             pipe = c.pipeline(transaction=False)
             for k in keys:
-                pipe.type(k)
-                pipe.memory_usage(k)
+                pipe.memory_usage(k)  # no keyspace hit (TYPE would add one per key)
             return list(pipe.execute())
 
         res = self.call(pipeline)
-        return [{"key": k, "type": res[2 * i], "bytes": int(res[2 * i + 1] or 0)} for i, k in enumerate(keys)]
+        return [{"key": k, "bytes": int(res[i] or 0)} for i, k in enumerate(keys)]
 
 
 @register
