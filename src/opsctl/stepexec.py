@@ -29,6 +29,7 @@ from opsctl.errors import (
     PlanDrift,
     ReadOnlyViolation,
     StepTimeout,
+    Unresponsive,
 )
 from opsctl.model import Step, parse_duration
 from opsctl.records import NO_RESULT, Finding, Plan, StepRecord, jsonable, now_iso
@@ -162,7 +163,9 @@ class StepRunner:
             try:
                 result = jsonable(cls(args, ctx).run())
             except (BackendError, ActionError) as e:
-                if last or isinstance(e, StepTimeout | ArgumentError | ReadOnlyViolation):
+                # a server that does not answer cost this attempt its whole deadline: one
+                # deadline, not one per attempt (a refused or dropped connection is looked at again)
+                if last or isinstance(e, StepTimeout | ArgumentError | ReadOnlyViolation | Unresponsive):
                     raise
                 self.renderer.attempt(step, attempt, attempts, str(e))
                 ctx.sleep(step.interval)

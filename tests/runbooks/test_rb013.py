@@ -16,6 +16,7 @@ import pytest
 from tests.fixtures.core import REPO, Result, SilentServer, free_port
 from tests.fixtures.postgres import check_matrix, run_in_background, wait_until
 from tests.servers.postgres import PASSWORDS, PgServer, TcpProxy
+from tests.timing import budget
 
 pytestmark = pytest.mark.postgres
 RUN = ("run", "rb-013", "-p", "min_wait_seconds=1")
@@ -273,11 +274,15 @@ def test_a_server_that_hangs_mid_run_is_exit_4_within_the_deadline(
     try:
         wait_until(lambda: _started(opsctl_env, "locks_after"), what="verify started")
         pg_proxy.freeze()
-        stdout, stderr = proc.communicate(timeout=120)
+        frozen_at = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 4, stdout + stderr
+    # one deadline (the step's 30 s), not one per retry: the retries of locks_after used to
+    # reconnect to the frozen server 8 times, 10 s each (over 2 minutes)
+    assert time.monotonic() - frozen_at < budget(50), stdout
     doc = json.loads(stdout)
     # a statement in flight is cut at statement_timeout + 1 s; a (re)connection at connect_timeout
     assert "does not answer" in doc["message"] or "timeout expired" in doc["message"], doc["message"]
