@@ -199,9 +199,7 @@ def skipped_without(rb: Runbook, option: Option, step: Step, name: str) -> bool:
         return False  # depends on the diagnosis: cannot tell, so it does not count as a guard
 
 
-KNOWN_UNREQUIRED: dict[str, str] = {
-    "rb-008": f"skip-to-latest needs topic; scale/restart-consumers need deployment ({_OWNER})",
-}
+KNOWN_UNREQUIRED: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("rb_id", IDS)
@@ -274,10 +272,7 @@ def broken_promises(rb: Runbook) -> list[str]:
     return broken
 
 
-KNOWN_BROKEN_PROMISES: dict[str, str] = {
-    "rb-008": f"scale-consumers, restart-consumers: needs deployment is not a requires ({_OWNER})",
-    "rb-011": f"scale: needs desired is not a requires ({_OWNER})",
-}
+KNOWN_BROKEN_PROMISES: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("rb_id", IDS)
