@@ -274,8 +274,10 @@ class StepRunner:
         except ActionError as e:
             if not self.dry_run or isinstance(e, StepTimeout | ReadOnlyViolation):
                 raise
-            # a dry-run reports what would happen; a refusing guard is part of that answer
+            # a dry-run reports what would happen; a refusing guard is part of that answer, and
+            # the run's exit code says so (executor.verdict: 1, or 2 for bad input)
             rec.status, rec.reason = "planned", f"the plan refuses: {e}"
+            rec.error_kind = "usage" if isinstance(e, ArgumentError) else "plan_refused"
             rec.findings.append(Finding(step.id, step.phase, "critical", f"would refuse: {e}"))
             return
         if self.replay is not None:  # a plan file: the live plan must still be the reviewed one

@@ -226,6 +226,7 @@ def test_nonexistent_task_definition_is_refused_in_the_plan(opsctl: Callable[...
     arns = bad_deploy(moto)
     dry = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", *P, "--option", "rollback-task-definition",
                  "-p", "task_definition=plooral-api:99", env=moto.env)
+    assert dry.code == 2, dry.output  # the dry-run's verdict is the real run's: bad input
     rollback = step(dry, "rollback")
     assert rollback["status"] == "planned" and rollback["plan"] is None
     assert any(f["severity"] == "critical" and "'plooral-api:99' does not exist" in f["message"]
