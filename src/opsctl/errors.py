@@ -101,6 +101,11 @@ class BackendError(OpsctlError):
         self.backend = backend
 
 
+class Unresponsive(BackendError):
+    """The server accepts connections but does not answer within its deadline (stopped, hung, a
+    network black hole).  Never retried: a hung server costs one deadline, not one per attempt."""
+
+
 class ActionError(OpsctlError):
     """An action ran but could not do its job (bad target, refused by a guard, ...)."""
 

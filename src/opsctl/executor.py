@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from opsctl import templating
+from opsctl import templating, verdict
 from opsctl.actions import get as get_action
 from opsctl.actions.base import ActionContext
 from opsctl.config import Environment
@@ -359,37 +359,8 @@ class Executor:
             return []
 
     def verdict(self) -> tuple[int, str, str]:
-        recs = list(self.records.values())
-        if self.interrupted:  # a real Ctrl-C (SIGINT), and only that, is exit 130
-            return ExitCode.INTERRUPTED, "interrupted", "interrupted"
-        for r in recs:  # a step stopped without Ctrl-C (cannot happen today): a failure, not 130
-            if r.status == "interrupted":
-                r.status, r.error_kind = "failed", r.error_kind or "action"
-                r.reason = f"stopped without Ctrl-C: {r.reason}"
-        if self.usage_error:
-            return ExitCode.INVALID, "invalid", self.usage_error
-        for r in recs:
-            if r.status in ("declined", "refused"):
-                return ExitCode.NOT_CONFIRMED, "not_confirmed", f"{r.id}: {r.reason}"
-        failed = [r for r in recs if r.status in ("failed", "timed_out") and not r.continue_on_error]
-        # bad input (a template or argument problem) is the root cause of whatever else failed
-        failed.sort(key=lambda r: r.error_kind not in ("template", "usage"))
-        if failed:
-            r = failed[0]
-            code = {"backend": ExitCode.BACKEND, "template": ExitCode.INVALID,
-                    "usage": ExitCode.INVALID}.get(r.error_kind or "", ExitCode.FAILED)
-            kind = {ExitCode.BACKEND: "backend_error", ExitCode.INVALID: "invalid"}.get(code, "failed")
-            return code, kind, f"{r.phase}/{r.id}: {r.reason}"
-        if self.s.dry_run:
-            return ExitCode.OK, "ok", "dry-run complete: nothing was changed"
-        bad = [f for r in recs if r.phase == "verify" for f in r.findings if f.severity == "critical"]
-        if bad:
-            return ExitCode.FAILED, "verify_failed", f"verification failed: {bad[0].message}"
-        if any(r.phase == "verify" and r.status == "ok" for r in recs):
-            if not any(r.status == "applied" for r in recs):
-                return ExitCode.OK, "ok", "verified (no mitigation was applied)"
-            return ExitCode.OK, "ok", "verified"
-        return ExitCode.OK, "ok", "done"
+        return verdict.judge(list(self.records.values()), interrupted=self.interrupted,
+                             usage_error=self.usage_error, settings=self.s, runbook=self.rb)
 
 
 def _detached(rec: StepRecord) -> StepRecord:

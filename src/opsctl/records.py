@@ -109,7 +109,9 @@ class StepRecord:
     read_only: bool
     status: str = "not_run"
     reason: str = ""
-    error_kind: str | None = None  # backend | template | usage | action | timeout | internal
+    # backend | template | usage | action | timeout | internal | plan_refused (a dry-run's plan
+    # that the action refuses: status stays 'planned')
+    error_kind: str | None = None
     args: dict[str, Any] | None = None  # the rendered `with`, as the action received it
     result: Any = None
     outputs: dict[str, Any] = field(default_factory=dict)

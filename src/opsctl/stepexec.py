@@ -29,6 +29,7 @@ from opsctl.errors import (
     PlanDrift,
     ReadOnlyViolation,
     StepTimeout,
+    Unresponsive,
 )
 from opsctl.model import Step, parse_duration
 from opsctl.records import NO_RESULT, Finding, Plan, StepRecord, jsonable, now_iso
@@ -166,7 +167,9 @@ class StepRunner:
             try:
                 result = jsonable(cls(args, ctx).run())
             except (BackendError, ActionError) as e:
-                if last or isinstance(e, StepTimeout | ArgumentError | ReadOnlyViolation):
+                # a server that does not answer cost this attempt its whole deadline: one
+                # deadline, not one per attempt (a refused or dropped connection is looked at again)
+                if last or isinstance(e, StepTimeout | ArgumentError | ReadOnlyViolation | Unresponsive):
                     raise
                 self.renderer.attempt(step, attempt, attempts, str(e))
                 ctx.sleep(step.interval)
@@ -275,8 +278,10 @@ class StepRunner:
         except ActionError as e:
             if not self.dry_run or isinstance(e, StepTimeout | ReadOnlyViolation):
                 raise
-            # a dry-run reports what would happen; a refusing guard is part of that answer
+            # a dry-run reports what would happen; a refusing guard is part of that answer, and
+            # the run's exit code says so (executor.verdict: 1, or 2 for bad input)
             rec.status, rec.reason = "planned", f"the plan refuses: {e}"
+            rec.error_kind = "usage" if isinstance(e, ArgumentError) else "plan_refused"
             rec.findings.append(Finding(step.id, step.phase, "critical", f"would refuse: {e}"))
             return
         if self.replay is not None:  # a plan file: the live plan must still be the reviewed one

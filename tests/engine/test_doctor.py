@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from opsctl.testing.postgres import PASSWORDS, PgServer
+from opsctl.testing.redis import RedisServer
 from tests.fixtures.aws import Moto
 from tests.fixtures.breaker_app import Prometheus
 from tests.fixtures.core import Result, SilentServer, free_port
 from tests.fixtures.kafka import Broker
-from tests.servers.postgres import PASSWORDS, PgServer
-from tests.servers.redis import RedisServer
 from tests.timing import budget
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from opsctl.testing.postgres import PASSWORDS, PgServer, TcpProxy, start_postgres
 from tests.fixtures.core import REPO, Result, free_port
-from tests.servers.postgres import PASSWORDS, PgServer, TcpProxy, start_postgres
 from tests.timing import budget
 
 pytestmark = pytest.mark.postgres

@@ -64,13 +64,17 @@ def test_run_json_usage_error_is_a_json_document(opsctl):
     assert doc["status"] == "invalid" and doc["exit_code"] == 2 and "rb-nope" in doc["message"]
 
 
-def test_dry_run_reports_a_refusing_plan_as_a_finding_with_exit_0(opsctl, tmp_path):
+def test_dry_run_whose_plan_refuses_is_exit_1_and_says_why(opsctl, tmp_path):
+    """A dry-run is a rehearsal: a mutation that would be refused is a critical finding and the
+    run's exit code (1, as the real run's), never "dry-run complete", exit 0."""
     r = opsctl("run", _file(tmp_path, "rb-960-p.yaml", PHASED), "--dry-run", "-o", "json")
-    assert r.code == 0, r.output
+    assert r.code == 1, r.output
     doc = json.loads(r.stdout)
     write = next(s for s in doc["steps"] if s["id"] == "write")
     assert write["status"] == "planned" and "the plan refuses" in write["reason"]
     assert any(f["severity"] == "critical" and f["step"] == "write" for f in doc["findings"])
+    assert doc["message"].startswith("dry-run: nothing was changed, but mitigate/write would not run: "
+                                     "the plan refuses: ")
     real = opsctl("run", _file(tmp_path, "rb-960-q.yaml", PHASED), "--yes")
     assert real.code == 1, real.output  # outside a dry-run the refusal fails the step
 
@@ -86,3 +90,49 @@ def test_phase_needing_another_phase_is_exit_2_unless_resumed(opsctl, opsctl_env
     resumed = opsctl("run", path, "--phase", "verify", "--resume", run_id, "-o", "json")
     assert resumed.code == 0, resumed.output
     assert json.loads(resumed.stdout)["message"] == "verified (no mitigation was applied)"
+
+
+OPTIONS = """\
+id: rb-963
+title: Two options, one of which refuses
+severity: P3
+summary: a dry-run without --option plans both
+params:
+  good: {type: string, required: true}
+options:
+  - {name: bad, title: writes into a directory (refused)}
+  - {name: good, title: writes a file}
+diagnose:
+  - id: probe
+    action: core.echo
+    with: {value: 7}
+mitigate:
+  - id: bad_write
+    option: bad
+    action: core.write_file
+    with: {path: /tmp, content: "x"}
+  - id: good_write
+    option: good
+    action: core.write_file
+    with: {path: "{{ params.good }}", content: "x"}
+verify:
+  - id: check
+    action: core.echo
+    with: {value: 7}
+"""
+
+
+def test_a_dry_run_of_every_option_exits_0_while_one_of_them_would_work(opsctl, tmp_path):
+    """Without --option the dry-run plans every alternative: a refused one is a finding; the exit
+    code is 1 only when the option chosen (or every planned one) would be refused."""
+    path = _file(tmp_path, "rb-963-options.yaml", OPTIONS)
+    target = str(tmp_path / "out.txt")
+    every = opsctl("run", path, "--dry-run", "-o", "json", "-p", f"good={target}")
+    assert every.code == 0, every.output
+    doc = json.loads(every.stdout)
+    assert any(f["severity"] == "critical" and f["step"] == "bad_write" for f in doc["findings"])
+    chosen = opsctl("run", path, "--dry-run", "-o", "json", "-p", f"good={target}", "--option", "bad")
+    assert chosen.code == 1, chosen.output
+    assert "mitigate/bad_write would not run" in json.loads(chosen.stdout)["message"]
+    assert not Path(target).exists()
+

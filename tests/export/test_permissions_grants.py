@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from opsctl.testing.postgres import PgServer
+from opsctl.testing.redis import RedisServer
 from tests.fixtures.core import REPO, Result
 from tests.runbooks.test_rb006 import RUN as RB006
 from tests.runbooks.test_rb006 import incident  # noqa: F401 - a fixture
@@ -18,8 +20,6 @@ from tests.runbooks.test_rb010 import RUN as RB010
 from tests.runbooks.test_rb010 import cache_incident, policy  # noqa: F401 - a fixture
 from tests.runbooks.test_rb013 import RUN as RB013
 from tests.runbooks.test_rb013 import lock_incident  # noqa: F401 - a fixture
-from tests.servers.postgres import PgServer
-from tests.servers.redis import RedisServer
 
 PASSWORD = "generated-grants-1"
 

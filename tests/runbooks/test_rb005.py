@@ -193,6 +193,8 @@ def test_the_only_reader_stopped_refuses_the_failover_in_the_dry_run(opsctl: Cal
     ids = make_aurora(moto, "plooral-aurora")
     moto.client("rds").stop_db_instance(DBInstanceIdentifier=ids[1])
     dry = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", "-p", "cluster=plooral-aurora", env=moto.env)
+    assert dry.code == 1, dry.output  # the failover would be refused: not "dry-run complete", exit 0
+    assert "mitigate/failover would not run" in json.loads(dry.stdout)["message"]
     failover = step(dry, "failover")
     assert failover["status"] == "planned" and failover["plan"] is None
     assert any(f"no healthy reader to fail over to ({ids[1]} is stopped)" in f["message"]
@@ -239,6 +241,49 @@ def test_failover_that_does_not_clear_the_alarm_fails_verify(opsctl: Callable[..
     assert "verified" not in json.loads(result.stdout)["message"]
 
 
+def test_ctrl_c_after_the_failover_then_resume_does_not_fail_over_again(
+        opsctl: Callable[..., Result], opsctl_env: dict[str, str], tmp_path: Any, moto: Moto,
+        slow_moto: tuple[Moto, Any]) -> None:
+    """Ctrl-C while opsctl waits for the new writer: exit 130, the run log says the failover was
+    sent; --resume plans against the live cluster (the writer already moved): nothing to fail
+    over, verified, and the writer is still the one of the first failover (a second failover
+    used to move it again)."""
+    import signal
+
+    from tests.fixtures.postgres import run_in_background, wait_until
+
+    ids = make_aurora(moto, "plooral-aurora", members=3)
+    slow, proxy = slow_moto
+    proxy.delay = 1.0  # every request reaches moto 1 s late: the test sees the failover land first
+    args = ("run", RUNBOOK, "--yes", "-o", "json", "-p", "cluster=plooral-aurora",
+            "-p", f"target_instance={ids[1]}")
+    rds = moto.client("rds")
+    proc = run_in_background(opsctl_env, tmp_path, *args, env=slow.env)
+    try:
+        wait_until(lambda: writer(moto, "plooral-aurora") == ids[1], what="failover sent")
+        # the new writer is stopped before opsctl's next look (1 s away): its wait cannot end
+        rds.stop_db_instance(DBInstanceIdentifier=ids[1])
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    first = json.loads(stdout)
+    cut = next(s for s in first["steps"] if s["id"] == "failover")
+    assert cut["status"] == "interrupted" and "failover of plooral-aurora was sent" in cut["reason"]
+    rds.start_db_instance(DBInstanceIdentifier=ids[1])  # the new writer serves
+    second = opsctl(*args, "--resume", first["run_id"], env=moto.env)
+    assert second.code == 0, second.output
+    again = step(second, "failover")
+    assert again["status"] == "noop", again
+    assert f"the writer of plooral-aurora is already {ids[1]}, not {ids[0]} as diagnosed" in again["reason"]
+    # (the resumed run applied nothing itself: its message says so)
+    assert json.loads(second.stdout)["message"].startswith("verified")
+    assert step(second, "new_writer")["status"] == "ok"
+    assert writer(moto, "plooral-aurora") == ids[1]  # one failover, not two
+
+
 # ---- fault matrix ---------------------------------------------------------------------------------
 FAULT_MATRIX: dict[str, tuple[str, str]] = {
     "dead": ("test", "test_dead_endpoint_exits_4"),
@@ -252,10 +297,7 @@ FAULT_MATRIX: dict[str, tuple[str, str]] = {
     "scope": ("test", "test_unknown_target_is_refused_before_any_change"),
     "converges_slowly": ("test", "test_database_alarm_that_clears_slowly_converges"),
     "fix_fails": ("test", "test_failover_that_does_not_clear_the_alarm_fails_verify"),
-    "interrupt_resume": ("n/a", "moto completes failover_db_cluster within the call, so there is no "
-                                "point between the request and the new writer to interrupt; an "
-                                "interrupted wait records failover_sent in the run log, but a resumed "
-                                "run plans again from the live writer (see the report: not rehearsed)"),
+    "interrupt_resume": ("test", "test_ctrl_c_after_the_failover_then_resume_does_not_fail_over_again"),
 }
 
 

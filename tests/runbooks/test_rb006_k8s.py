@@ -112,10 +112,10 @@ def test_yes_raise_pool_patches_the_env_var(opsctl: Callable[..., Result], app: 
 
 def test_raise_pool_refuses_a_pool_over_the_limit(opsctl: Callable[..., Result], app: App) -> None:
     before = app.snapshot()
-    # a dry-run reports the refusal as a critical finding (exit 0: every read-only step ran) ...
+    # a dry-run reports the refusal as a critical finding, and exits 1 as the real run would ...
     result = opsctl(*app.run_args("--dry-run", "--option", "raise-pool", "-p", "new_pool_size=500"),
                     env=app.env)
-    assert result.code == 0, result.output
+    assert result.code == 1, result.output
     assert "would refuse: refusing DB_POOL_SIZE=500: above max_value" in result.output
     assert "max_pool_size 100" in result.output
     # new_pool_size is one of the option's inputs (`requires`): exit 2 before anything runs
@@ -193,7 +193,7 @@ def test_raise_pool_refuses_a_pool_that_does_not_fit_max_connections(opsctl: Cal
     pool that fits (8 x 2 = 16 of 19 usable slots) is planned."""
     before = app.snapshot()
     dry = opsctl(*app.run_args("--dry-run", "--option", "raise-pool", "-p", "new_pool_size=20"), env=app.env)
-    assert dry.code == 0, dry.output
+    assert dry.code == 1, dry.output  # the rehearsal's verdict is the real run's
     refusal = [f["message"] for f in report(dry)["findings"] if f["step"] == "raise_pool"]
     assert refusal and "pool x replicas must fit max_connections: 2 replica(s) x 20 = 40 connections " \
                        "for 19 usable slots (max_connections 20 - 1 reserved - 0 held by applications " \

@@ -196,6 +196,12 @@ def test_dry_run_without_a_topic_plans_what_it_can(opsctl: Callable[..., Result]
     before = noida_broker.committed(group, topic)
     chosen = opsctl(*base, "--yes", "--option", "skip-to-latest", env=noida_broker.env)
     assert chosen.code == 2, chosen.output
+    assert "option 'skip-to-latest' needs topic (-p topic=...)" in chosen.output
+    # the Kubernetes options without -p deployment: exit 2 before the run starts (requires)
+    for option in ("scale-consumers", "restart-consumers"):
+        chosen = opsctl(*base, "-p", f"topic={topic}", "--yes", "--option", option, env=noida_broker.env)
+        assert chosen.code == 2, chosen.output
+        assert f"option {option!r} needs deployment (-p deployment=...)" in chosen.output
     assert noida_broker.committed(group, topic) == before
 
 

@@ -169,7 +169,8 @@ def test_scale_consumers_is_bounded_by_max_consumers(opsctl: Callable[..., Resul
 @pytest.mark.parametrize("option", ["scale-consumers", "restart-consumers"])
 def test_a_kubernetes_option_without_a_deployment_is_bad_input(opsctl: Callable[..., Result],
                                                                scaled_to_zero: Lag, option: str) -> None:
-    """The option's step was skipped (when: deployment != '') and verify judged an untouched lag."""
+    """The option's step was skipped (when: deployment != '') and verify judged an untouched lag.
+    Now the option's `requires`: exit 2 before the run starts, naming the missing input."""
     lag = scaled_to_zero
     before = lag.snapshot()
     args = list(lag.run_args("--yes", "--option", option))
@@ -177,7 +178,7 @@ def test_a_kubernetes_option_without_a_deployment_is_bad_input(opsctl: Callable[
     del args[i - 1:i + 1]
     result = opsctl(*args, env=lag.env)
     assert result.code == 2, result.output
-    assert "name" in result.output and "non-empty" in result.output
+    assert f"option {option!r} needs deployment (-p deployment=...)" in result.output
     assert lag.snapshot() == before
 
 

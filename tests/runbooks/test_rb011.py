@@ -83,6 +83,19 @@ def test_scale_above_max_desired_is_refused(opsctl: Callable[..., Result], moto:
     assert service(moto)["desiredCount"] == 3
 
 
+def test_scale_without_desired_is_exit_2_before_anything_changes(opsctl: Callable[..., Result],
+                                                                moto: Moto) -> None:
+    """The option's input is its `requires`: refused before the run starts, nothing diagnosed,
+    nothing changed (it used to plan desired=0 against the service)."""
+    make_ecs_service(moto, "plooral-cluster", "plooral-api", desired=3)
+    before = service(moto)
+    result = opsctl("run", RUNBOOK, "--yes", *P, "--option", "scale", env=moto.env)
+    assert result.code == 2, result.output
+    assert "option 'scale' needs desired (-p desired=...)" in result.output
+    after = service(moto)
+    assert after["desiredCount"] == 3 and after["deployments"] == before["deployments"]
+
+
 def test_rollback_points_the_service_at_the_previous_revision(opsctl: Callable[..., Result],
                                                               moto: Moto) -> None:
     arns = make_ecs_service(moto, "plooral-cluster", "plooral-api", desired=3)
@@ -216,6 +229,7 @@ def test_nonexistent_task_definition_is_refused_in_the_plan(opsctl: Callable[...
     arns = bad_deploy(moto)
     dry = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", *P, "--option", "rollback-task-definition",
                  "-p", "task_definition=plooral-api:99", env=moto.env)
+    assert dry.code == 2, dry.output  # the dry-run's verdict is the real run's: bad input
     rollback = step(dry, "rollback")
     assert rollback["status"] == "planned" and rollback["plan"] is None
     assert any(f["severity"] == "critical" and "'plooral-api:99' does not exist" in f["message"]

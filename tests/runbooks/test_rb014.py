@@ -218,7 +218,12 @@ def test_dry_run_finds_the_brokers_down_and_changes_nothing(opsctl: Callable[...
     assert {("brokers", "critical"), ("kafka", "critical"), ("kafka_logs", "warning")} <= findings
     plan = step(out, "restart_kafka")["plan"]
     assert plan["changes"][0]["target"] == f"statefulset {inc.ns}/kafka"
-    assert len(step(out, "restart_consumers")["plan"]["changes"]) == 2
+    # the consumers are ready (the brokers are what is down): not one is proven disconnected
+    consumers = step(out, "restart_consumers")
+    assert consumers["status"] == "noop" and consumers["plan"]["changes"] == []
+    assert sorted(consumers["plan"]["data"]["excluded"]) == sorted(
+        f"deployment {n} excluded (1/1 ready): its pods are ready: not proven disconnected, a restart "
+        "would only cost a rebalance" for n in CONSUMERS)
     assert step(out, "members_after")["status"] == "skipped"
     assert inc.snapshot() == before and not inc.proxy.up
 
@@ -329,7 +334,8 @@ def test_hung_broker_is_critical_and_restarting_consumers_is_never_chosen(
     assert step(out, "restart_consumers")["status"] == "skipped"
     assert cluster.snapshot()["deployments"] == before  # no consumer deployment touched
     after = step(out, "brokers_after")
-    assert after["result"]["hung"] == [hung] and after["result"]["waited_s"] <= 5.5  # recovery_timeout
+    # the window is recovery_timeout, each probe bounded by broker_timeout: 5 s + one 2 s probe
+    assert after["result"]["hung"] == [hung] and after["attempts"] >= 2 and after["duration"] < budget(10)
     assert step(out, "members_after")["status"] == "skipped" and step(out, "group")["status"] == "skipped"
     assert took < budget(120)  # the whole run, rollout included; was 3 min 51 s of verify
 
@@ -411,6 +417,28 @@ def test_restart_consumers_touches_only_the_deployments_in_scope(opsctl: Callabl
     assert inc.snapshot()["deployments"]["web"] == web_before
 
 
+def test_restart_consumers_restarts_only_the_disconnected_ones(opsctl: Callable[..., Result],
+                                                               cluster: Incident) -> None:
+    """Only order-service is disconnected (its pods not ready, the group lost its member):
+    restart-consumers restarts it alone; billing-service, ready, matches consumer_selector too and
+    is left alone, the plan saying why (it used to roll every deployment of the selector)."""
+    inc = cluster
+    annotate_pods(inc.core, inc.ns, "app=order-service", DISCONNECTED)
+    assert eventually(lambda: inc.members() == 0, timeout=30), "the consumer never left the group"
+    billing_before = inc.snapshot()["deployments"]["billing-service"]
+    result = opsctl(*inc.run_args("--yes", "--option", "restart-consumers", "-p", "recovery_timeout=60s"),
+                    env=inc.env)
+    assert result.code == 0, result.output
+    out = report(result)
+    restart = step(out, "restart_consumers")
+    assert [c["target"] for c in restart["plan"]["changes"]] == [f"deployment {inc.ns}/order-service"]
+    assert restart["plan"]["warnings"][0].startswith("deployment billing-service excluded (1/1 ready): "
+                                                     "its pods are ready: not proven disconnected")
+    assert restart["result"]["restarted"] == ["order-service"]
+    assert out["message"] == "verified" and inc.members() == 1
+    assert inc.snapshot()["deployments"]["billing-service"] == billing_before  # never touched
+
+
 FAULT_MATRIX: dict[str, tuple[str, Any]] = {
     "dead": ("a closed port is a critical finding naming it; verify fails after recovery_timeout without "
              "polling the group; a dead broker beside a live one still lets the group be diagnosed", [
@@ -431,10 +459,12 @@ FAULT_MATRIX: dict[str, tuple[str, Any]] = {
                                    "Kubernetes RBAC denials belong to the k8s action tests"),
     "ordinary_role": ("n/a", "Kafka has no superuser role to fall back from, and the suite's brokers "
                       "grant every principal everything; the Kubernetes identity is the kubeconfig's"),
-    "scope": ("restart-consumers restarts only consumer_selector's deployments in the namespace; a "
+    "scope": ("restart-consumers restarts only consumer_selector's deployments in the namespace, and "
+              "of those only the ones proven disconnected (the plan lists the others); a "
               "statefulset that is not there is a finding and is never a target (Kafka outside "
               "Kubernetes)", [
         "test_restart_consumers_touches_only_the_deployments_in_scope",
+        "test_restart_consumers_restarts_only_the_disconnected_ones",
         "test_kafka_outside_kubernetes_is_a_finding_not_a_failure"]),
     "converges_slowly": ("the group's members rejoin some seconds after the restart: verify waits for "
                          "them (within recovery_timeout) and passes", [

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from opsctl.testing.postgres import PgServer
 from tests.fixtures.aws import (
     Moto,
     assert_dead_endpoint_exits_4,
@@ -24,7 +25,6 @@ from tests.fixtures.aws import (
     run_step,
 )
 from tests.fixtures.core import REPO, Result
-from tests.servers.postgres import PgServer
 
 pytestmark = [pytest.mark.aws, pytest.mark.postgres]
 REAL_RUNBOOK = str(REPO / "runbooks" / "rb-015-aurora-replication-lag-cpu.yaml")

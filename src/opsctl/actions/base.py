@@ -181,6 +181,11 @@ class Action:
     # what it needs on the server (Kubernetes RBAC, IAM, PostgreSQL roles, Redis/Kafka ACLs): see
     # opsctl.actions.needs; None means "not declared", which the meta-tests refuse
     permissions: ClassVar[tuple[Need, ...] | None] = None
+    # arguments that make the action itself wait for convergence, bounded by the step's deadline,
+    # where the wait is not a plain re-check (`within:` is the norm): kafka.lag judges the drain
+    # rate seen over the whole wait, kafka.brokers ends its last probe before the deadline with
+    # its verdict.  The runbook meta-tests count them as a verify step's window.
+    window_args: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, args: dict[str, Any], ctx: ActionContext) -> None:
         self.args = args

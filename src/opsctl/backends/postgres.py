@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from opsctl.backends import pg_readonly as pg_ro
-from opsctl.errors import ActionError, ArgumentError, BackendError, Cancelled, OpsctlError
+from opsctl.errors import ActionError, ArgumentError, BackendError, Cancelled, OpsctlError, Unresponsive
 from opsctl.units import seconds
 
 APPLICATION_NAME = "opsctl"
@@ -138,8 +138,10 @@ def connect(settings: PgSettings) -> Any:
             raise ArgumentError(f"postgres: database {db!r} does not exist on {settings.describe()} "
                                 "(the step's database argument; SELECT datname FROM pg_database "
                                 "lists the databases)") from None
-        raise BackendError("postgres", f"cannot connect to {settings.describe()}: {message}"
-                                       f"{_hint(message)}") from None
+        # "timeout expired": the port accepts TCP and the server never answers the handshake
+        kind = Unresponsive if "timeout expired" in message else BackendError
+        raise kind("postgres", f"cannot connect to {settings.describe()}: {message}"
+                               f"{_hint(message)}") from None
 
 
 class PgClient:
@@ -213,7 +215,7 @@ class PgClient:
                     self._conn = None
                     with suppress(Exception):
                         conn.close()
-                    raise BackendError("postgres", f"{self.settings.describe()}: no answer to a statement "
+                    raise Unresponsive("postgres", f"{self.settings.describe()}: no answer to a statement "
                                                    f"within {seconds(timeout + HUNG_GRACE)} (its "
                                                    f"statement_timeout was {seconds(timeout)}): the server "
                                                    "accepts connections but does not answer (stopped, "

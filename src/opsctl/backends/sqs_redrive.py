@@ -363,10 +363,12 @@ class Mover:
                 for i, m in enumerate(messages)])
 
     def _receive(self, n: int) -> list[dict[str, Any]]:
+        # only the system attribute a copy needs (a FIFO message's group): every other one is
+        # computed by the server and parsed by the client for nothing, on every batch
         resp = self.client.receive_message(
             QueueUrl=self.source_url, MaxNumberOfMessages=n, WaitTimeSeconds=self.wait_seconds,
             VisibilityTimeout=self.visibility_timeout, MessageAttributeNames=["All"],
-            AttributeNames=["All"])
+            **({"AttributeNames": ["MessageGroupId"]} if self.fifo else {}))
         return list(resp.get("Messages", []))
 
     def _send_chunk(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

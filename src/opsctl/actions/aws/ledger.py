@@ -44,6 +44,7 @@ class Ledger:
         self.deleted: set[str] = set()
         self.sending: set[str] = set()  # sending recorded, no outcome yet
         self.failed: set[str] = set()
+        self._file: Any = None  # opened on the first record, once (not once per batch)
         self._load()
 
     # ---- reading -------------------------------------------------------------------------------
@@ -113,10 +114,11 @@ class Ledger:
         rec = {"op": op, "t": round(time.time(), 3), **fields}
         line = json.dumps(rec, separators=(",", ":")) + "\n"
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a") as f:  # one write per line: a kill leaves whole lines
-                f.write(line)
-                f.flush()
+            if self._file is None or self._file.closed:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("a")  # noqa: SIM115 - kept open for the redrive's lines
+            self._file.write(line)  # one write per line, flushed: a kill leaves whole lines
+            self._file.flush()
             self._apply(rec)
 
     def start(self, planned: int, run: str, source: str, dest: str) -> None:
@@ -126,3 +128,6 @@ class Ledger:
     def close(self, reason: str) -> None:
         if self.open:
             self.record("closed", reason=reason, moved=self.moved, duplicates=self.duplicates)
+        with self._lock:
+            if self._file is not None:
+                self._file.close()

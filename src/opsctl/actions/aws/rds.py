@@ -213,7 +213,12 @@ class Failover(_TargetAction):
     schema = type_schema({**_TARGET,
                           "target_instance": {"type": ["string", "null"],
                                               "description": "Aurora reader to promote"},
-                          "wait_timeout": {"type": "number", "minimum": 0, "default": 600}})
+                          "wait_timeout": {"type": "number", "minimum": 0, "default": 600},
+                          "diagnosed": {"type": ["object", "null"], "description": (
+                              "what the diagnosis found failing ({writer: ID} for a cluster, {az: AZ} "
+                              "for a Multi-AZ instance): when the live writer / AZ is already another "
+                              "one, the failover happened (this run before an interruption, Aurora "
+                              "itself, another operator) and the plan is empty")}})
 
     @classmethod
     def validate_args(cls, args: dict[str, Any]) -> list[tuple[str, str]]:
@@ -231,7 +236,20 @@ class Failover(_TargetAction):
             raise ActionError("target_instance only applies to an Aurora cluster failover")
         return self._plan_instance(describe_instance(rds, ident))
 
+    def _already(self, live: str, key: str, what: str) -> Plan | None:
+        """An empty plan when the writer (AZ) the diagnosis found failing is no longer the live one:
+        a resumed run, or an automatic failover since the diagnosis, must not fail over again."""
+        seen = (self.args.get("diagnosed") or {}).get(key)
+        if not seen or seen == live:
+            return None
+        return Plan(summary=f"nothing to fail over: the {what} is already {live}, not {seen} as diagnosed "
+                            "(the failover happened: an earlier attempt of this run, or RDS itself)",
+                    data={"already": {key: live, "diagnosed": seen}})
+
     def _plan_cluster(self, c: dict[str, Any]) -> Plan:
+        done = self._already(c["writer"], "writer", f"writer of {c['id']}")
+        if done is not None:
+            return done
         readers = [m for m in c["members"] if not m["writer"]]
         wanted = self.args.get("target_instance") or None
         if wanted and wanted not in c["readers"]:
@@ -261,6 +279,9 @@ class Failover(_TargetAction):
                           "explicit": True}, warnings=warnings)
 
     def _plan_instance(self, i: dict[str, Any]) -> Plan:
+        done = self._already(i["az"], "az", f"primary AZ of {i['id']}")
+        if done is not None:
+            return done
         if not i["multi_az"]:
             raise ActionError(f"instance {i['id']} is not Multi-AZ: a forced failover has no standby "
                               "to promote (a plain reboot would only restart it)")

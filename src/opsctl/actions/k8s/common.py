@@ -13,6 +13,14 @@ KIND: dict[str, Any] = {"type": "string", "enum": ["deployment", "statefulset"],
 NAME: dict[str, Any] = {"type": "string", "minLength": 1, "description": "workload name"}
 SELECTOR: dict[str, Any] = {"type": "string", "description": "label selector, e.g. app=orders"}
 RESTARTED_AT: str = "kubectl.kubernetes.io/restartedAt"
+# only the workloads the diagnosis proved guilty, among what the selector matches (scope)
+ONLY: dict[str, Any] = {
+    "only": {"type": ["array", "null"], "items": {"type": "string"},
+             "description": "restart only these of the workloads the selector matches (the ones the "
+                            "diagnosis proved guilty); the others are listed in the plan as excluded, "
+                            "with excluded_reason; an empty list restarts nothing"},
+    "excluded_reason": {"type": "string", "default": "not proven guilty by the diagnosis",
+                        "description": "why a workload outside `only` is left alone (shown in the plan)"}}
 
 
 class K8sAction(Action):
@@ -70,6 +78,23 @@ def name_or_selector(cls: type[Action], args: dict[str, Any]) -> list[tuple[str,
 def selector_of(obj: Any) -> str:
     labels = obj.spec.selector.match_labels or {}
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def only_guilty(objs: list[Any], args: dict[str, Any], kind: str) -> tuple[list[Any], list[str]]:
+    """(targets, why each other matching workload is left alone) for the `only` argument."""
+    only = args.get("only")
+    if only is None:
+        return objs, []
+    wanted = set(only)
+    targets = [o for o in objs if o.metadata.name in wanted]
+    reason = args.get("excluded_reason") or "not proven guilty by the diagnosis"
+    excluded = []
+    for o in objs:
+        if o.metadata.name not in wanted:
+            st = workload_status(o, kind)
+            excluded.append(f"{kind} {o.metadata.name} excluded ({st['ready']}/{st['desired']} ready): "
+                            f"{reason}")
+    return targets, excluded
 
 
 def workload_status(obj: Any, kind: str) -> dict[str, Any]:

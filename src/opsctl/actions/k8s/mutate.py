@@ -17,10 +17,12 @@ from opsctl.actions.k8s.common import (
     KIND,
     NAME,
     NS,
+    ONLY,
     RESTARTED_AT,
     SELECTOR,
     K8sAction,
     name_or_selector,
+    only_guilty,
     pod_info,
     selector_of,
     workload_status,
@@ -158,11 +160,11 @@ class RolloutRestart(_Mutating):
                    Kube("", ("pods",), ("list",), apply=True))
     summary = "set the restartedAt template annotation on each target (max_targets), then wait"
     schema = type_schema({"kind": KIND, "name": NAME, "selector": SELECTOR, "namespace": NS,
-                          "max_targets": {"type": "integer", "minimum": 1, "default": 5}, **WAIT})
+                          "max_targets": {"type": "integer", "minimum": 1, "default": 5}, **ONLY, **WAIT})
     validate_args = classmethod(name_or_selector)
 
     def plan(self) -> Plan:
-        objs = self.targets()
+        objs, excluded = only_guilty(self.targets(), self.args, self.kind)
         limit = int(self.args.get("max_targets", 5))
         if len(objs) > limit:
             raise ActionError(f"{len(objs)} {self.kind}s match {self.args.get('selector')!r}: above "
@@ -179,8 +181,10 @@ class RolloutRestart(_Mutating):
                 stuck = st["current"] - st["ready"]
                 warnings.append(f"{o.metadata.name} is OrderedReady with {stuck} pod(s) not ready: the "
                                 "restart stalls until they are; delete them (k8s.delete_pod)")
-        return Plan(summary=f"rollout restart of {len(objs)} {self.kind}(s)", changes=changes,
-                    data={"names": [o.metadata.name for o in objs]}, warnings=warnings)
+        left = f"; {len(excluded)} left alone" if excluded else ""
+        return Plan(summary=f"rollout restart of {len(objs)} {self.kind}(s){left}", changes=changes,
+                    data={"names": [o.metadata.name for o in objs], "excluded": excluded},
+                    warnings=excluded + warnings)
 
     def apply(self, plan: Plan) -> dict[str, Any]:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
