@@ -14,7 +14,7 @@ import pytest
 
 from opsctl.testing.postgres import PASSWORDS, PgServer
 from tests.alerts.helpers import FIXTURES
-from tests.fixtures.core import REPO, Result
+from tests.fixtures.core import REPO, RUNBOOK_FILES, Result
 from tests.runbooks.test_rb006 import sessions
 
 ENV = {"OPSCTL_RUNBOOK_PATH": str(REPO / "runbooks")}
@@ -205,7 +205,7 @@ def test_every_shipped_binding_maps_an_alert_with_its_labels() -> None:
 
     catalogue, errors = load_catalogue([str(REPO / "runbooks")])
     assert errors == []
-    assert len(catalogue.runbooks) == len(list((REPO / "runbooks").glob("rb-*.yaml")))
+    assert len(catalogue.runbooks) == len(RUNBOOK_FILES)
     for rb in catalogue.runbooks.values():
         assert rb.bindings, rb.id
         for b in rb.bindings:

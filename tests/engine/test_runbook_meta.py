@@ -23,11 +23,11 @@ import pytest
 
 from opsctl import actions, catalog, templating
 from opsctl.model import Option, Runbook, Step
-from tests.fixtures.core import REPO
+from tests.fixtures.core import RUNBOOK_FILES
 
 REGISTRY = actions.load_all()
 RUNBOOKS: dict[str, Runbook] = {}
-for _path in sorted(p for p in (REPO / "runbooks").glob("rb-*.yaml") if ".rehearsal." not in p.name):
+for _path in RUNBOOK_FILES:
     _rb = catalog.load(str(_path))
     RUNBOOKS[_rb.id] = _rb
 IDS = sorted(RUNBOOKS)

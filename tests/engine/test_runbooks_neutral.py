@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from opsctl import actions, catalog, config
-from tests.fixtures.core import REPO, Result
+from tests.fixtures.core import REPO, RUNBOOK_FILES, Result
 
 # The source documents' companies, their hosts, channels, pager services and ticket system; an
 # e-mail address; a citation of a source document ("seed 001 §1.4", "§3.3.2").
@@ -20,7 +20,6 @@ FORBIDDEN = re.compile(
     r"|pagerduty-payments|slack-alerts|prod-alerts|incidente|jira|confluence"
     r"|(?<![\w.%+/-])[A-Za-z0-9._%+-]+@(?!example\.)[A-Za-z0-9-]+\.[A-Za-z.]{2,}"  # not in a URL
     r"|\bseeds?\b(?! ?[=(])|§", re.I)
-RUNBOOK_FILES = sorted((REPO / "runbooks").glob("rb-*.yaml"))
 USER_DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
              *sorted((REPO / "docs" / "backends").glob("*.md"))]
 EXAMPLE = REPO / "docs" / "examples" / "opsctl.yaml"

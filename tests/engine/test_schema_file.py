@@ -8,6 +8,7 @@ from pathlib import Path
 
 from opsctl.actions import load_all
 from opsctl.schema import runbook_schema
+from tests.fixtures.core import RUNBOOK_FILES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,6 +20,6 @@ def test_committed_schema_matches_the_registry() -> None:
 
 
 def test_every_shipped_runbook_points_its_editor_at_the_schema() -> None:
-    for path in sorted(p for p in (REPO / "runbooks").glob("rb-*.yaml") if ".rehearsal." not in p.name):
+    for path in RUNBOOK_FILES:
         first = path.read_text().splitlines()[0]
         assert first == "# yaml-language-server: $schema=../runbook.schema.json", path.name

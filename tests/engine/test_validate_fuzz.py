@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from opsctl import validation
+from tests.fixtures.core import RUNBOOK_FILES
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = 20261129
@@ -147,7 +148,7 @@ MUTATIONS: list[Mutation] = [_delete_line, _duplicate_line, _retype, _indent, _t
 
 def _corpus(root: Path) -> list[str]:
     r = random.Random(SEED)
-    shipped = sorted(p for p in (REPO / "runbooks").glob("rb-*.yaml") if ".rehearsal." not in p.name)
+    shipped = RUNBOOK_FILES
     files = []
     for i in range(N_FILES):
         src = r.choice(shipped)

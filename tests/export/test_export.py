@@ -20,7 +20,7 @@ from tests.export.argo_schema import errors as argo_errors
 from tests.fixtures.core import Result
 
 IMAGE = "registry.example.com/opsctl@sha256:" + "ab" * 32
-SHIPPED = sorted(p.name[:6] for p in (Path(opsctl.__file__).parent / "runbooks").glob("rb-*.yaml"))
+SHIPPED = sorted({p.name[:6] for p in (Path(opsctl.__file__).parent / "runbooks").glob("rb-*.yaml")})
 SECRET_RB = Path(__file__).parents[1] / "engine" / "data" / "run" / "rb-410-params.yaml"
 _SAMPLE = {"string": "x", "integer": "1", "number": "1", "boolean": "true", "duration": "1m"}
 

@@ -167,7 +167,7 @@ def test_a_fix_that_leaves_the_cpu_high_fails_verify(opsctl: Callable[..., Resul
     cpu = step(result, "cpu_after")
     assert cpu["attempts"] > 1 and cpu["result"]["latest"] == 96.0
     assert any(f["severity"] == "critical" and "writer CPU 96.0%, threshold 90" in f["message"]
-               and "still so after 3s" in f["message"] for f in cpu["findings"])
+               and "still so after 3 s" in f["message"] for f in cpu["findings"])
     doc = json.loads(result.stdout)
     assert doc["status"] in ("failed", "verify_failed") and "verified" not in doc["message"]
 

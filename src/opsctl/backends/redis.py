@@ -134,9 +134,13 @@ def errors(settings: RedisSettings) -> Iterator[None]:
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise BackendError("redis", f"cannot reach {where}: {_clean(str(e), settings.secrets)}") from None
     except redis.exceptions.NoPermissionError as e:  # an ACL user without the command: like a wrong role
+        import re
+
+        named = re.search(r"run the '([a-z|_-]+)' command", str(e))
+        rule = f"the ACL user needs +{named.group(1)}; " if named else ""
         raise BackendError("redis", f"{where}: permission denied: {_clean(str(e), settings.secrets)} "
-                                    "(`opsctl permissions RUNBOOK --for redis` prints the ACL rule the "
-                                    "runbook needs)") from None
+                                    f"({rule}`opsctl permissions RUNBOOK --for redis` prints the ACL "
+                                    "rule the runbook needs)") from None
     except redis.ResponseError as e:
         if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
             raise BackendError("redis", f"{where}: authentication failed: "

@@ -229,7 +229,9 @@ def start_broker(kind: str = "noida", workdir: Path | None = None) -> Broker:
     """Start one broker (``noida`` or ``tansu``) on a free port; ``broker.stop()`` ends it."""
     if kind not in STARTERS:
         raise ValueError(f"unknown broker {kind!r} (one of {', '.join(STARTERS)})")
-    broker = STARTERS[kind](workdir or Path(tempfile.mkdtemp(prefix=f"opsctl-kafka-{kind}-")))
+    workdir = workdir or Path(tempfile.mkdtemp(prefix=f"opsctl-kafka-{kind}-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    broker = STARTERS[kind](workdir)
     try:
         broker.batch_end_offsets_ok = _batch_end_offsets_ok(broker)
     except BaseException:
