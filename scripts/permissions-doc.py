@@ -17,7 +17,8 @@ def generate() -> str:
     from opsctl import catalog
     from opsctl.export.permissions_view import markdown
 
-    files = sorted((REPO / "runbooks").glob("rb-*.yaml"))
+    files = sorted(f for f in (REPO / "runbooks").glob("rb-*.yaml")
+                   if not f.name.endswith(catalog.NOT_RUNBOOKS))  # rb-006.rehearsal.yaml: not a runbook
     return markdown([catalog.load(str(f)) for f in files])
 
 

@@ -90,7 +90,9 @@ class Alarms(Action):
     """
 
     name = "aws.cloudwatch.alarms"
-    permissions = (Iam(("cloudwatch:DescribeAlarms",)),)
+    # by metric (no names, no prefix) the alarms come from DescribeAlarmsForMetric
+    permissions = (Iam(("cloudwatch:DescribeAlarms",)),
+                   Iam(("cloudwatch:DescribeAlarmsForMetric",), when="metric"))
     backend = "aws"
     summary = "alarm states (OK / ALARM / INSUFFICIENT_DATA)"
     schema = type_schema({"names": {"type": "array", "items": {"type": "string"}},

@@ -9,6 +9,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.aws.rds import describe_cluster
 from opsctl.actions.base import Action, type_schema
+from opsctl.actions.needs import Iam
 from opsctl.backends.aws import aws_errors, client
 from opsctl.errors import ActionError, ArgumentError, Cancelled, StepTimeout
 from opsctl.records import Change, Plan
@@ -34,6 +35,17 @@ class AddReader(Action):
     """
 
     name = "aws.rds.add_reader"
+    # CreateDBInstance is authorized on the new instance (`instance`, else <cluster>-reader-N), the
+    # cluster it joins, and the groups it gets: the default parameter and option groups, the
+    # cluster's subnet group (its name is not an argument)
+    permissions = (Iam(("rds:DescribeDBClusters", "rds:DescribeDBInstances")),
+                   Iam(("rds:CreateDBInstance",), ("arn:aws:rds:*:*:db:{instance}",), apply=True,
+                       when="instance"),
+                   Iam(("rds:CreateDBInstance",), ("arn:aws:rds:*:*:db:{cluster}-reader-*",
+                                                   "arn:aws:rds:*:*:cluster:{cluster}",
+                                                   "arn:aws:rds:*:*:pg:default*",
+                                                   "arn:aws:rds:*:*:og:default*",
+                                                   "arn:aws:rds:*:*:subgrp:*"), apply=True))
     backend = "aws"
     read_only = False
     summary = "create a reader instance in an Aurora cluster (blast radius: max_readers); waits for it"

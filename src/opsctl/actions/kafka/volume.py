@@ -9,6 +9,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
 from opsctl.actions.kafka.common import TOPIC
+from opsctl.actions.needs import KafkaAcl
 from opsctl.backends.kafka import Cluster
 
 DLQ_PATTERNS = ["*.dlq", "*-dlq", "*_dlq", "*.DLQ", "*-DLQ", "*.dead-letter", "*-dead-letter", "dlq.*",
@@ -48,6 +49,9 @@ class DlqRatio(Action):
     """
 
     name = "kafka.dlq_ratio"
+    # Metadata and ListOffsets (latest, by time): Describe on both topics, no record is read
+    permissions = (KafkaAcl("Topic", "{topic}", ("Describe",)),
+                   KafkaAcl("Topic", "{dlq_topic}", ("Describe",)))
     backend = "kafka"
     summary = "DLQ records as a % of the source topic's records, over a window and since the start"
     schema = type_schema({"topic": TOPIC, "dlq_topic": TOPIC,
@@ -89,6 +93,9 @@ class FindDlqs(Action):
     """
 
     name = "kafka.find_dlqs"
+    # the topic list (Metadata) shows only the topics the principal may Describe; its patterns are
+    # globs (suffixes), which a Kafka ACL (literal or prefixed) cannot express: every topic
+    permissions = (KafkaAcl("Topic", "*", ("Describe",)),)
     backend = "kafka"
     summary = "dead-letter topics by name pattern, with their depths"
     schema = type_schema({"patterns": {"type": "array", "items": {"type": "string", "minLength": 1},

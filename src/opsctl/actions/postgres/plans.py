@@ -9,6 +9,7 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import type_schema
+from opsctl.actions.needs import Pg
 from opsctl.actions.postgres.common import DATABASE, PgAction, jsonable
 from opsctl.backends import pg_sql_guard
 from opsctl.backends import postgres as pg
@@ -29,6 +30,7 @@ class IndexHints(PgAction):
     """
 
     name = "postgres.index_hints"
+    permissions = (Pg(roles=("pg_monitor",)),)
     summary = "Unused indexes and tables read by sequential scans (pg_stat_user_indexes / _tables)"
     schema = type_schema({"database": DATABASE,
                           "min_rows": {"type": "integer", "minimum": 0, "default": 10000},
@@ -78,6 +80,10 @@ class Explain(PgAction):
     """
 
     name = "postgres.explain"
+    # pg_monitor includes pg_read_all_stats: other roles' statement texts in pg_stat_statements
+    permissions = (Pg(roles=("pg_monitor",),
+                      note="SELECT (UPDATE, INSERT, DELETE for a write) on the tables of the statement "
+                           "it explains: EXPLAIN checks them; without them no plan, not a failure"),)
     summary = "EXPLAIN (no ANALYZE: never runs it) a statement or a pg_stat_statements queryid"
     schema = type_schema({"database": DATABASE,
                           "queryid": {"type": ["string", "integer", "array", "null"],
