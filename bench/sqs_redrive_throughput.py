@@ -14,7 +14,6 @@ bastion: then the workers overlap the waits.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,22 +42,14 @@ def single_threaded(sqs: Any, dlq: str, queue: str) -> int:
 
 
 def main() -> None:
-    from tests.fixtures.aws import Moto, _wait_port, depth, fill, make_queue_with_dlq
-    from tests.fixtures.core import free_port
-
     from opsctl.actions.aws.ledger import Ledger
     from opsctl.backends.sqs_redrive import Mover
+    from opsctl.testing.aws import depth, fill, make_queue_with_dlq, moto_process
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     workers = int(sys.argv[2]) if len(sys.argv) > 2 else 4
     rtt = float(sys.argv[3]) / 1000 if len(sys.argv) > 3 else 0.0
-    port = free_port()
-    serve = f"from opsctl.testing.moto_patches import serve; serve({port})"
-    server = subprocess.Popen([sys.executable, "-c", serve],
-                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_port(port, server)
-        moto = Moto(endpoint=f"http://127.0.0.1:{port}", pid=server.pid)
+    with moto_process() as moto:
         sqs = moto.client("sqs")
         if rtt:
             sqs.meta.events.register("before-send", lambda **_: time.sleep(rtt))
@@ -82,9 +73,6 @@ def main() -> None:
             print(f"{name:32s} {n} in {elapsed:6.2f} s  {n / elapsed:8.1f} msg/s")
         single, mover = results.values()
         print(f"ratio: {mover / single:.2f}x")
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 if __name__ == "__main__":
