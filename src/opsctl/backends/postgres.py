@@ -236,14 +236,7 @@ class PgClient:
         if not self._lock.acquire(timeout=1.0):
             conn = self._conn
             if conn is not None:
-                with suppress(Exception):
-                    import socket
-
-                    sock = socket.socket(fileno=os.dup(conn.fileno()))
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    finally:
-                        sock.close()
+                _shut_down_socket(conn)
             return
         try:
             if self._conn is not None:
@@ -328,14 +321,7 @@ def _watch(conn: Any, done: threading.Event, cancelled: threading.Event | None, 
         busy_since = (busy_since or now) if active else None
         if busy_since is not None and now - busy_since > hung_after:
             hung.set()
-            with suppress(Exception):
-                import socket
-
-                sock = socket.socket(fileno=os.dup(conn.fileno()))
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                finally:
-                    sock.close()
+            _shut_down_socket(conn)
             return
         if cancelled is not None and cancelled.is_set():
             with suppress(Exception):  # nothing running, or the server went away: nothing to do
@@ -549,3 +535,16 @@ class SessionFilter:
                 s["state_seconds"] >= idle_tx:
             return True
         return long_q is not None and s["state"] == "active" and s["query_seconds"] >= long_q
+
+
+def _shut_down_socket(conn: Any) -> None:
+    """End a connection's socket under libpq (a call stuck on a hung server returns at once);
+    the connection object itself is closed by its owner."""
+    import socket
+
+    with suppress(Exception):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()

@@ -45,6 +45,21 @@ class RedisServer:
         return redis.Redis(host=self.host, port=self.port, password=self.password,
                            decode_responses=True, socket_connect_timeout=3, **kw)
 
+    def reset(self) -> None:
+        """Back to a clean server: other clients killed, no keys, stats and slowlog reset,
+        noeviction with a 4 MB maxmemory."""
+        client = self.client()
+        own = client.client_id()
+        for c in client.client_list():
+            if int(c["id"]) != own:
+                client.client_kill_filter(_id=int(c["id"]))
+        client.flushall()
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "4mb")
+        client.config_resetstat()
+        client.slowlog_reset()
+        client.close()
+
     def block_clients(self, n: int, key: str = "jobs") -> list[Any]:
         """n real clients blocked in BLPOP (each in a thread).  They do not retry once killed, so
         a killed client stays gone (redis-py's default would reconnect and block again)."""
