@@ -17,10 +17,10 @@ mypy_log=$(mktemp)
 # (~0.3 s CPU a run). Compile once here and let the interpreters keep what they compile.
 unset PYTHONDONTWRITEBYTECODE
 .venv/bin/python -m compileall -q -j 0 src/opsctl >/dev/null
-# most of the suite waits on real servers (deadlines, convergence windows), so 6 workers pay off
-# even on 2 cores (measured: 11m44 wall for 19 min of CPU)
+# most of the suite waits on real servers (deadlines, convergence windows), so 4 workers pay off
+# even on 2 cores (6 measured 11m44 wall for 19 min of CPU, but load the pty tests past their waits)
 rc=0
-.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-6}" --dist loadfile --reruns 1 --reruns-delay 2 "$@" || rc=$?
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-4}" --dist loadfile --reruns 1 --reruns-delay 2 "$@" || rc=$?
 mypy_rc=0
 wait "$mypy_pid" || mypy_rc=$?
 cat "$mypy_log"; rm -f "$mypy_log"
