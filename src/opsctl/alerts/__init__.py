@@ -15,11 +15,14 @@ from opsctl.errors import RunbookError
 
 if TYPE_CHECKING:
     from opsctl.alerts.bindings import Catalogue
+    from opsctl.config import Environment
 
 
-def load_catalogue(paths: list[str] | None = None) -> tuple[Catalogue, list[RunbookError]]:
+def load_catalogue(paths: list[str] | None = None, environment: Environment | None = None
+                   ) -> tuple[Catalogue, list[RunbookError]]:
     """The runbooks of ``paths`` (files or directories; default: the catalogue's search path), and
-    every validation error, including two runbooks claiming one alert."""
+    every validation error, including two runbooks claiming one alert.  With ``environment``, its
+    ``params`` fill in what an alert does not give (as for ``opsctl run --env``)."""
     from opsctl import catalog
     from opsctl.alerts.bindings import Catalogue, claim_errors
 
@@ -32,7 +35,7 @@ def load_catalogue(paths: list[str] | None = None) -> tuple[Catalogue, list[Runb
             seen.add(rb.id)
             runbooks.append(rb)
     errors += claim_errors(runbooks)
-    return Catalogue(runbooks), errors
+    return Catalogue(runbooks, environment), errors
 
 
 def read_payload(path: str) -> bytes:

@@ -13,9 +13,13 @@ An alert may also name its runbook itself (``annotations.opsctl_runbook: rb-006`
 binding for that alert, if any, then supplies the parameters, else each label named like a
 parameter does.  ``annotations.opsctl_params: "idle_in_transaction_seconds=30 critical_pct=90"``
 sets parameters on the alert rule itself, over the binding's (never a secret parameter).
+What the alert gives stands over the environment's values (opsctl.yaml ``params``, then
+``OPSCTL_PARAM_<NAME>`` variables, as ``opsctl run`` reads them under ``-p``), which stand over the
+runbook's defaults.
 Templates run in the same Jinja sandbox as runbook steps, with ``labels``,
 ``annotations`` and ``alert`` (name, status, startsAt, fingerprint, generatorURL).  A label the
-alert does not carry reads as empty: the parameter keeps its default, and the mapping says so.
+alert does not carry reads as empty: the parameter keeps the environment's value or its default,
+and the mapping says so.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from jinja2 import nodes
 
 from opsctl import templating
 from opsctl.alerts.payloads import Alert
-from opsctl.errors import Location, RunbookError, UsageError
+from opsctl.errors import Location, OpsctlError, RunbookError, UsageError
 from opsctl.loader import Document, PathT, SourceMap
 
 if TYPE_CHECKING:
+    from opsctl.config import Environment
     from opsctl.model import Runbook
 
 ROOTS = frozenset({"labels", "annotations", "alert"})
@@ -223,10 +228,12 @@ class Match:
     error: str = ""
     warnings: list[str] = field(default_factory=list)
     connect: dict[str, str] = field(default_factory=dict)  # backend -> host:port from the alert
+    environment: dict[str, str] = field(default_factory=dict)  # values the environment supplied
 
     def as_dict(self) -> dict[str, Any]:
         return {"runbook": self.runbook, "via": self.via, "params": self.given, "error": self.error,
-                "warnings": self.warnings, **({"connect": self.connect} if self.connect else {})}
+                "warnings": self.warnings, **({"connect": self.connect} if self.connect else {}),
+                **({"environment_params": self.environment} if self.environment else {})}
 
 
 @dataclass
@@ -272,9 +279,11 @@ def match_annotation_params(text: str) -> dict[str, str]:
 
 
 class Catalogue:
-    """The runbooks alerts can start, indexed by alert name."""
+    """The runbooks alerts can start, indexed by alert name; with an environment, its parameter
+    values (opsctl.yaml ``params``) fill in what the alert does not give, as for ``opsctl run``."""
 
-    def __init__(self, runbooks: list[Runbook]) -> None:
+    def __init__(self, runbooks: list[Runbook], environment: Environment | None = None) -> None:
+        self.environment = environment
         self.runbooks = {rb.id: rb for rb in runbooks}
         self.by_alert: dict[str, list[tuple[Runbook, dict[str, Any]]]] = {}
         for rb in runbooks:
@@ -327,7 +336,8 @@ class Catalogue:
                 if missing:
                     match.warnings.append(f"{name}: the alert has no label "
                                           f"{' or '.join(sorted(missing))}" +
-                                          (" (the parameter keeps its default)" if kind == "params"
+                                          (" (the environment's value or the default is used)"
+                                           if kind == "params"
                                            else " (the environment's address is used)"))
                 continue
             text = str(rendered).lower() if isinstance(rendered, bool) else str(rendered)
@@ -345,7 +355,25 @@ class Catalogue:
             else:
                 match.given[key] = value
         try:
-            match.params = rb.resolve_params(match.given)
-        except UsageError as e:
+            base = self._environment_params(rb)
+            match.environment = {k: "***" if rb.params[k].secret else str(v)
+                                 for k, v in base.items() if k not in match.given}
+            match.params = rb.resolve_params({**base, **match.given})
+        except OpsctlError as e:
             match.error = e.message
         return match
+
+    def _environment_params(self, rb: Runbook) -> dict[str, Any]:
+        """What ``opsctl run`` puts under ``-p``: the environment's ``params`` for this runbook, then
+        ``OPSCTL_PARAM_<NAME>`` variables (those naming one of its parameters)."""
+        import os
+
+        from opsctl.errors import register_secret
+
+        own = dict(self.environment.params_for(rb)) if self.environment is not None else {}
+        for key, value in os.environ.items():
+            name = key[len("OPSCTL_PARAM_"):].lower()
+            if key.startswith("OPSCTL_PARAM_") and name in rb.params:
+                own[name] = value
+        register_secret(*(str(v) for k, v in own.items() if rb.params[k].secret and v not in (None, "")))
+        return own

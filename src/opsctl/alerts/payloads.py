@@ -76,6 +76,8 @@ def parse(body: bytes | str, known_names: Iterable[str] = ()) -> Batch:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise PayloadError(f"not JSON: {e}") from None
+    except RecursionError:  # "[[[[..." within the body limit
+        raise PayloadError("not an alert notification: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise PayloadError(f"expected a JSON object, got {type(data).__name__}")
     if isinstance(data.get("event"), dict):
@@ -92,19 +94,32 @@ def fingerprint(labels: dict[str, str]) -> str:
 
 
 def normalise_time(value: str) -> str:
-    """RFC 3339 with nanoseconds or an offset -> ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (run log format)."""
+    """RFC 3339 with nanoseconds or an offset -> ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (run log format);
+    the value unchanged when it is no such time (see ``_time``)."""
     import datetime as dt
 
-    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?", value.strip())
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|z|[+-]\d\d:?\d\d)?",
+                     value.strip())
     if not m:
         return value
     frac = (m.group(2) or "")[:6].ljust(6, "0")
     try:
-        offset = "+00:00" if m.group(3) in (None, "Z") else m.group(3)
-        t = dt.datetime.fromisoformat(f"{m.group(1)}.{frac}{offset}")
+        offset = "+00:00" if m.group(3) in (None, "Z", "z") else m.group(3)
+        t = dt.datetime.fromisoformat(f"{m.group(1).replace('t', 'T')}.{frac}{offset}")
     except ValueError:
         return value
     return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _time(value: Any, what: str) -> str:
+    """An alert's time: "" when absent, else RFC 3339 (a 400 with the field otherwise: it keys the
+    episode and starts the report's timeline)."""
+    if value in (None, ""):
+        return ""
+    text = normalise_time(str(value))
+    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", text):
+        raise PayloadError(f"{what}: not an RFC 3339 time: {str(value)[:40]!r}")
+    return text
 
 
 def _strings(value: Any, what: str) -> dict[str, str]:
@@ -126,7 +141,7 @@ def _alertmanager(data: dict[str, Any]) -> Batch:
     batch = Batch("alertmanager", [], group_key=str(data.get("groupKey", "")))
     try:
         batch.truncated = int(data.get("truncatedAlerts") or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise PayloadError("'truncatedAlerts' must be a number") from None
     if batch.truncated > 0:
         batch.warnings.append(f"{batch.truncated} alert(s) of group {batch.group_key or '?'} were "
@@ -141,11 +156,11 @@ def _alertmanager(data: dict[str, Any]) -> Batch:
         status = str(a.get("status") or data.get("status") or "")
         if status not in ("firing", "resolved"):
             raise PayloadError(f"alerts[{i}]: status must be firing or resolved, got {status!r}")
-        starts = normalise_time(str(a.get("startsAt") or ""))
         batch.alerts.append(Alert(
             name=labels["alertname"], status=status, labels=labels,
             annotations=_strings(a.get("annotations"), f"alerts[{i}].annotations"),
-            starts_at=starts, ends_at=normalise_time(str(a.get("endsAt") or "")),
+            starts_at=_time(a.get("startsAt"), f"alerts[{i}].startsAt"),
+            ends_at=_time(a.get("endsAt"), f"alerts[{i}].endsAt"),
             fingerprint=str(a.get("fingerprint") or fingerprint(labels)),
             generator_url=str(a.get("generatorURL") or ""), source="alertmanager"))
     return batch
@@ -188,8 +203,8 @@ def _pagerduty(event: dict[str, Any], known: set[str]) -> Batch:
         annotations["incident_url"] = str(data["html_url"])
     batch.alerts.append(Alert(
         name=name, status=_PD_STATUS[kind], labels=labels, annotations=annotations,
-        starts_at=normalise_time(str(data.get("created_at") or event.get("occurred_at") or "")),
-        ends_at=normalise_time(str(event.get("occurred_at") or "")) if kind == "incident.resolved"
+        starts_at=_time(data.get("created_at") or event.get("occurred_at"), "event.data.created_at"),
+        ends_at=_time(event.get("occurred_at"), "event.occurred_at") if kind == "incident.resolved"
         else "", fingerprint=f"pd-{incident}", generator_url=str(data.get("html_url") or ""),
         source="pagerduty"))
     return batch

@@ -21,16 +21,19 @@ def alert(
     output: Annotated[Output, typer.Option("--output", "-o",
                                            help="text for people, json for tools.")] = Output.text,
 ) -> int:
-    """Show which runbook each alert of a webhook payload maps to, with which parameters."""
+    """Show which runbook each alert of a webhook payload maps to, with which parameters (the
+    alert's, over the environment's opsctl.yaml params, over the runbook's defaults)."""
+    from opsctl import config
     from opsctl.alerts import load_catalogue, payloads, read_payload
 
-    catalogue, _ = load_catalogue()
+    environment = config.load_environment(env)
+    catalogue, _ = load_catalogue(environment=environment)
     batch = payloads.parse(read_payload(payload), catalogue.alert_names)
     mappings = [catalogue.map(a) for a in batch.alerts]
     runs: dict[int, list[dict[str, Any]]] = {}
     codes = [2 for m in mappings if m.problem]
     if run:
-        codes += _run(catalogue, mappings, env, runs, quiet=output == Output.json)
+        codes += _run(catalogue, mappings, environment, runs, quiet=output == Output.json)
     if output == Output.json:
         doc = {"source": batch.source, "group_key": batch.group_key, "truncated": batch.truncated,
                "warnings": batch.warnings,
@@ -56,6 +59,9 @@ def _print(batch: Any, mappings: list[Any], runs: dict[int, list[dict[str, Any]]
         for match in m.matches:
             params = " ".join(f"{k}={v}" for k, v in match.given.items()) or "(default parameters)"
             params += "".join(f" (connect {k} {v})" for k, v in match.connect.items())
+            if match.environment:
+                params += " (from the environment: " + " ".join(
+                    f"{k}={v}" for k, v in match.environment.items()) + ")"
             typer.echo(f"  -> {match.runbook} {params}   [{match.via}]")
             for w in match.warnings:
                 typer.echo(f"     warning: {w}")
@@ -70,12 +76,10 @@ def _print(batch: Any, mappings: list[Any], runs: dict[int, list[dict[str, Any]]
                 typer.echo(f"     {r['recommendation_note']}")
 
 
-def _run(catalogue: Any, mappings: list[Any], env: str | None,
+def _run(catalogue: Any, mappings: list[Any], environment: Any,
          runs: dict[int, list[dict[str, Any]]], quiet: bool) -> list[int]:
-    from opsctl import config
     from opsctl.alerts import message, runner
 
-    environment = config.load_environment(env)
     codes = []
     for i, m in enumerate(mappings):
         runs[i] = []

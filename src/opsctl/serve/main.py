@@ -35,7 +35,7 @@ def run(*, host: str, port: int, env: str | None, concurrency: int, queue_size: 
               f"(only from this host: listening on {host})", file=sys.stderr, flush=True)
         no_auth = True
     pd_secret = os.environ.get(PAGERDUTY_ENV) or environment.backend("serve").get("pagerduty_secret")
-    catalogue, errors = load_catalogue()
+    catalogue, errors = load_catalogue(environment=environment)  # its params under the alert's
     for e in errors:
         print(f"opsctl serve: warning: {e}", file=sys.stderr)
     if not catalogue.runbooks:

@@ -73,6 +73,8 @@ class AlertService:
     # ---- intake (called by the HTTP layer; never waits on a run) -------------------------------
     def submit(self, batch: Batch) -> Submitted:
         out = Submitted(warnings=list(batch.warnings))
+        for warning in batch.warnings:  # the sender ignores the answer's body: say it where people look
+            _log(f"warning: {warning}")
         if batch.truncated:
             self.metrics.truncated.inc(batch.truncated)
         for alert in batch.alerts:
