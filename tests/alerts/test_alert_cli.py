@@ -78,6 +78,47 @@ def test_pagerduty_annotation_and_when(catalogue: Any) -> None:
     assert bad["status"] == "invalid" and "group" in bad["problem"]
 
 
+def test_alert_params_over_environment_params_over_defaults(catalogue: Any,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """As `opsctl run --env E -p ...`: what the alert gives, over the environment's opsctl.yaml
+    params and OPSCTL_PARAM_* variables, over the runbook's defaults."""
+    from opsctl.alerts.bindings import Catalogue
+    from opsctl.alerts.payloads import Alert
+    from opsctl.config import Environment
+
+    env = Environment("shop", params={"default": {"namespace": "shop-ns"},
+                                      "rb-006": {"database": "env-db", "idle_in_transaction_seconds": 45,
+                                                 "deployment": "order-service"},
+                                      "rb-008": {"group": "env-group"}})
+    cat = Catalogue(list(catalogue.runbooks.values()), env)
+    monkeypatch.setenv("OPSCTL_PARAM_LONG_QUERY_SECONDS", "120")
+    monkeypatch.setenv("OPSCTL_PARAM_NOT_A_PARAMETER", "x")  # names no parameter of rb-006: ignored
+
+    def params(name: str, labels: dict[str, str], **annotations: str) -> dict[str, Any]:
+        m = cat.map(Alert(name, "firing", {"alertname": name, **labels}, annotations, "2026-11-29T03:00:00.000Z"))
+        assert m.status == "mapped", m.problem
+        assert m.matches[0].params is not None
+        return m.matches[0].params
+
+    p = params("DatabaseConnectionPoolCritical", {"database": "app"})
+    assert (p["database"], p["namespace"], p["idle_in_transaction_seconds"], p["deployment"]) == \
+        ("app", "shop-ns", 45, "order-service")  # alert > environment (default + own)
+    assert p["long_query_seconds"] == 120 and p["critical_pct"] == 95  # variable; runbook default
+    p = params("DatabaseConnectionPoolCritical", {"namespace": "finance"},
+               opsctl_params="idle_in_transaction_seconds=5")
+    assert (p["database"], p["namespace"], p["idle_in_transaction_seconds"]) == ("env-db", "finance", 5)
+    # a required parameter the alert lacks, from the environment: mapped (without it: invalid)
+    assert params("KafkaConsumerLagHigh", {"topic": "t"})["group"] == "env-group"
+    bare = catalogue.map(Alert("KafkaConsumerLagHigh", "firing", {"alertname": "KafkaConsumerLagHigh"}, {}, ""))
+    assert bare.status == "invalid" and "group" in bare.problem
+    # a misconfigured environment is that alert's located problem, not a crash of the receiver
+    bad = Catalogue(list(catalogue.runbooks.values()),
+                    Environment("shop", source="opsctl.yaml", params={"rb-006": {"nope": 1}}))
+    m = bad.map(Alert("DatabaseConnectionPoolCritical", "firing",
+                      {"alertname": "DatabaseConnectionPoolCritical"}, {}, ""))
+    assert m.status == "invalid" and "environments.shop.params.rb-006" in m.problem and "'nope'" in m.problem
+
+
 def test_truncated_alerts_are_warned(opsctl: Callable[..., Result]) -> None:
     result = opsctl("alert", str(FIXTURES / "alertmanager-truncated.json"), env=ENV)
     assert "warning: 3 alert(s)" in result.stderr and result.code == 0
@@ -92,7 +133,11 @@ def test_malformed_payloads(tmp_path: Path) -> None:
                          (b'{"version": "4", "alerts": [{"status": "odd", "labels": {"alertname": "A"}}]}',
                           "firing or resolved"),
                          (b'{"event": {"event_type": "incident.triggered", "data": {"id": "P1"}}}',
-                          "no title")):
+                          "no title"),
+                         (b"[" * 100_000, "nested too deeply"),
+                         (b'{"version": "4", "alerts": [], "truncatedAlerts": 1e400}', "must be a number"),
+                         (b'{"version": "4", "alerts": [{"status": "firing", "labels": {"alertname": "A"},'
+                          b' "startsAt": "2026-13-45T99:00:00Z"}]}', r"startsAt: not an RFC 3339 time")):
         with pytest.raises(payloads.PayloadError, match=reason):
             payloads.parse(body)
 
@@ -228,9 +273,11 @@ def test_alert_run_diagnoses_and_changes_nothing(opsctl: Callable[..., Result], 
     before = sessions(pg)
     payload = json.loads((FIXTURES / "alertmanager-pool-two-databases.json").read_text())
     payload["alerts"] = payload["alerts"][:1]
-    payload["alerts"][0]["annotations"]["opsctl_params"] = "idle_in_transaction_seconds=1"
     (tmp_path / "p.json").write_text(json.dumps(payload))
-    doc = alert_json(opsctl, str(tmp_path / "p.json"), "--run", env=pg_env, timeout=180)
+    # the threshold comes from the environment's params, as for `opsctl run --env shop`
+    (tmp_path / "opsctl.yaml").write_text("environments:\n  shop:\n    params:\n"
+                                          "      rb-006: {idle_in_transaction_seconds: 1}\n")
+    doc = alert_json(opsctl, str(tmp_path / "p.json"), "--run", "--env", "shop", env=pg_env, timeout=180)
     run = doc["alerts"][0]["runs"][0]
     assert run["phase"] == "diagnose" and run["status"] == "ok", run
     assert any("16 sessions idle in transaction" in f["message"] for f in run["findings"])
@@ -238,6 +285,7 @@ def test_alert_run_diagnoses_and_changes_nothing(opsctl: Callable[..., Result], 
     assert run["command"] == f"opsctl apply {run['plan_file']}"
     plan = json.loads(Path(run["plan_file"]).read_text())
     assert plan["option"] == "kill-long-queries" and plan["params"]["database"] == "app"
+    assert plan["params"]["idle_in_transaction_seconds"] == 1 and plan["environment"]["name"] == "shop"
     assert len(run["plans"][0]["changes"]) == 16
     assert sessions(pg) == before  # planned, never applied
     assert PASSWORDS["ops"] not in json.dumps(doc)

@@ -145,6 +145,8 @@ def test_bad_payloads_get_400_with_a_reason(serve: Serve) -> None:
     assert code == 400 and "alertname" in doc["error"]
     code, doc = serve.post("/alertmanager", [1, 2], AUTH)
     assert code == 400 and "object" in doc["error"]
+    code, doc = serve.post("/alertmanager", None, AUTH, raw=b"[" * 60_000)  # within --max-body
+    assert code == 400 and "nested too deeply" in doc["error"]
     big = payload([burst_alert(i) for i in range(400)])  # > --max-body 65536
     code, doc = serve.post("/alertmanager", big, AUTH)
     assert code == 413 and "65536" in doc["error"]
