@@ -95,7 +95,7 @@ def test_alert_params_over_environment_params_over_defaults(catalogue: Any,
     monkeypatch.setenv("OPSCTL_PARAM_NOT_A_PARAMETER", "x")  # names no parameter of rb-006: ignored
 
     def params(name: str, labels: dict[str, str], **annotations: str) -> dict[str, Any]:
-        m = cat.map(Alert(name, "firing", {"alertname": name, **labels}, annotations, "2026-11-29T03:00:00.000Z"))
+        m = cat.map(Alert(name, "firing", {"alertname": name, **labels}, annotations, ""))
         assert m.status == "mapped", m.problem
         assert m.matches[0].params is not None
         return m.matches[0].params
@@ -109,7 +109,8 @@ def test_alert_params_over_environment_params_over_defaults(catalogue: Any,
     assert (p["database"], p["namespace"], p["idle_in_transaction_seconds"]) == ("env-db", "finance", 5)
     # a required parameter the alert lacks, from the environment: mapped (without it: invalid)
     assert params("KafkaConsumerLagHigh", {"topic": "t"})["group"] == "env-group"
-    bare = catalogue.map(Alert("KafkaConsumerLagHigh", "firing", {"alertname": "KafkaConsumerLagHigh"}, {}, ""))
+    lag = "KafkaConsumerLagHigh"
+    bare = catalogue.map(Alert(lag, "firing", {"alertname": lag}, {}, ""))
     assert bare.status == "invalid" and "group" in bare.problem
     # a misconfigured environment is that alert's located problem, not a crash of the receiver
     bad = Catalogue(list(catalogue.runbooks.values()),
@@ -117,6 +118,27 @@ def test_alert_params_over_environment_params_over_defaults(catalogue: Any,
     m = bad.map(Alert("DatabaseConnectionPoolCritical", "firing",
                       {"alertname": "DatabaseConnectionPoolCritical"}, {}, ""))
     assert m.status == "invalid" and "environments.shop.params.rb-006" in m.problem and "'nope'" in m.problem
+
+
+def test_pagerduty_labels_from_incident_details(catalogue: Any) -> None:
+    """An incident titled the way Alertmanager's PagerDuty integration does by default (label values
+    without names) maps with the labels of its details (Alertmanager's `firing` text, flat ones)."""
+    from opsctl.alerts import payloads
+
+    doc = json.loads((FIXTURES / "pagerduty-incident-triggered.json").read_text())
+    data = doc["event"]["data"]
+    data["title"] = "[FIRING:1] DatabaseConnectionPoolCritical (billing finance critical)"
+    data["custom_details"] = {"num_firing": "1", "firing": (
+        "Labels:\n - alertname = DatabaseConnectionPoolCritical\n - database = billing\n"
+        " - namespace = finance\nAnnotations:\n - database = x\n")}
+    m = catalogue.map(payloads.parse(json.dumps(doc), catalogue.alert_names).alerts[0])
+    assert m.matches[0].given == {"database": "billing", "namespace": "finance"}
+    data.pop("custom_details")
+    data["title"] = "pool exhausted"
+    data["body"] = {"details": {"alertname": "DatabaseConnectionPoolCritical", "database": "app",
+                                "nested": {"no": 1}}}
+    m = catalogue.map(payloads.parse(json.dumps(doc), catalogue.alert_names).alerts[0])
+    assert m.matches[0].runbook == "rb-006" and m.matches[0].given == {"database": "app"}
 
 
 def test_truncated_alerts_are_warned(opsctl: Callable[..., Result]) -> None:

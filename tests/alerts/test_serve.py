@@ -298,9 +298,14 @@ def test_a_restarted_receiver_does_not_run_an_episode_again(opsctl_env: dict[str
         wait_for(lambda: first.health()["processed"] == 1, 60, "the first run")
     finally:
         first.stop()
-    second = start(opsctl_env, tmp_path, None, **env)  # same state dir: the run log is there
+    # same state dir: the run log is there; the token from the config file this time
+    (tmp_path / "opsctl.yaml").write_text("default_environment: ops\nenvironments:\n  ops:\n"
+                                          "    serve: {token: from-the-config-file}\n")
+    second = start(opsctl_env, tmp_path, None, OPSCTL_SERVE_TOKEN="", **env)
     try:
-        code, doc = second.post("/alertmanager", payload([burst_alert(1), burst_alert(2)]), AUTH)
+        assert second.post("/alertmanager", payload([burst_alert(2)]), AUTH)[0] == 401
+        code, doc = second.post("/alertmanager", payload([burst_alert(1), burst_alert(2)]),
+                                {"Authorization": "Bearer from-the-config-file"})
         assert code == 202 and doc["duplicates"] == 1 and doc["accepted"] == 1
         wait_for(lambda: second.health()["processed"] == 1, 60, "the new episode's run")
         assert len(list((tmp_path / "state" / "runs").glob("*.jsonl"))) == 2

@@ -10,7 +10,8 @@ receiver) is reported as a warning, since those alerts are not in the payload at
 PagerDuty v3 webhooks describe an incident, not the alert behind it: the alert name is read from the
 incident title (``[FIRING:1] DatabaseConnectionPoolCritical ...`` as Alertmanager's PagerDuty
 integration writes it, or the first word naming a known trigger), labels from ``key=value`` pairs in
-the title, and the incident's service, urgency and priority.
+the title (or the ``custom_details`` / ``body.details`` some senders add, Alertmanager's
+``firing`` text included), and the incident's service, urgency and priority.
 """
 
 from __future__ import annotations
@@ -166,6 +167,25 @@ def _alertmanager(data: dict[str, Any]) -> Batch:
     return batch
 
 
+def _details(data: dict[str, Any]) -> dict[str, str]:
+    """Labels in an incident's details, when the payload carries them (``custom_details`` /
+    ``body.details``: flat string values, or Alertmanager's ``firing`` text, `` - key = value``
+    lines under ``Labels:``)."""
+    body = data.get("body")
+    details = data.get("custom_details") or (body.get("details") if isinstance(body, dict) else None)
+    if not isinstance(details, dict):
+        return {}
+    out = {str(k): str(v) for k, v in details.items()
+           if isinstance(v, str | int | float) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k))
+           and k not in ("firing", "resolved", "num_firing", "num_resolved")}
+    text = details.get("firing") or details.get("resolved")
+    if isinstance(text, str) and "Labels:" in text:
+        block = text.split("Labels:", 1)[1].split("Annotations:", 1)[0]
+        for m in re.finditer(r"^\s*-\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$", block, re.M):
+            out.setdefault(m.group(1), m.group(2))
+    return out
+
+
 _PD_STATUS = {"incident.triggered": "firing", "incident.reopened": "firing",
               "incident.resolved": "resolved"}
 _AM_TITLE = re.compile(r"^\s*\[(?:FIRING|RESOLVED)(?::\d+)?\]\s*([A-Za-z_:][A-Za-z0-9_:]*)")
@@ -188,8 +208,12 @@ def _pagerduty(event: dict[str, Any], known: set[str]) -> Batch:
     words = re.findall(r"[A-Za-z_][A-Za-z0-9_:]*", title)
     m = _AM_TITLE.match(title)
     name = next((w for w in words if w in known), None) or (m.group(1) if m else words[0] if words else "")
-    labels = {k: next((v for v in vs if v), "") for k, *vs in _PAIR.findall(title)}
-    labels["alertname"] = name
+    labels: dict[str, str] = {k: next((v for v in vs if v), "") for k, *vs in _PAIR.findall(title)}
+    for key, text in _details(data).items():  # the title's pairs first
+        labels.setdefault(key, text)
+    if name not in known and labels.get("alertname"):
+        name = labels["alertname"]
+    labels["alertname"] = str(name)
     for key, value in (("service", (data.get("service") or {}).get("summary")),
                        ("urgency", data.get("urgency")),
                        ("priority", (data.get("priority") or {}).get("summary"))):
