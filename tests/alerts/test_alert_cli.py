@@ -69,6 +69,12 @@ def test_pagerduty_annotation_and_when(catalogue: Any) -> None:
     assert rule["matches"][0] == {**rule["matches"][0], "runbook": "rb-013",
                                   "via": "annotation opsctl_runbook",
                                   "params": {"database": "app", "long_query_seconds": "30"}}
+    from opsctl.alerts.payloads import Alert
+
+    for named in ("RB-013", "rb-013-postgres-slow-queries-locks", "rb-013-postgres-slow-queries-locks.yaml"):
+        alert = Alert("AnyAlert", "firing", {"alertname": "AnyAlert", "database": "app"},
+                      {"opsctl_runbook": named}, "")
+        assert catalogue.map(alert).matches[0].runbook == "rb-013", named
     dlq = mapped(catalogue, "alertmanager-dlq-queue-and-lambda.json")
     assert [a["matches"][0]["runbook"] for a in dlq] == ["rb-007", "rb-012"]  # split by `when`
     assert dlq[1]["matches"][0]["params"] == {"function": "jobs-worker", "queue": "jobs-queue"}

@@ -297,7 +297,7 @@ class Catalogue:
     def map(self, alert: Alert) -> Mapping:
         named = alert.annotations.get(ANNOTATION, "").strip()
         if named:
-            rb = self.runbooks.get(named.lower())
+            rb = self.runbooks.get(named.lower()) or self._by_file_name(named)
             if rb is None:
                 from opsctl.schema import did_you_mean
 
@@ -321,6 +321,14 @@ class Catalogue:
                     continue
             matches.append(self._bind(rb, b, alert, f"trigger {_where(rb, b)}"))
         return Mapping(alert, matches, warnings)
+
+    def _by_file_name(self, named: str) -> Runbook | None:
+        """``opsctl_runbook: rb-006-database-pool-exhausted(.yaml)``: the runbook of that file."""
+        from pathlib import PurePath
+
+        stem = PurePath(named).name.lower().removesuffix(".yaml").removesuffix(".yml")
+        return next((rb for rb in self.runbooks.values()
+                     if rb.path and PurePath(rb.path).name.lower().split(".")[0] == stem), None)
 
     def _bind(self, rb: Runbook, b: dict[str, Any], alert: Alert, via: str) -> Match:
         match = Match(rb.id, via, {})
