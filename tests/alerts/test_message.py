@@ -62,3 +62,37 @@ def test_message_escapes_alert_text_and_hides_secrets(catalogue, tmp_path: Path)
     line = message.apply_command(catalogue.runbooks["rb-901"], match.given, "write-flag", "prod")
     assert line == ("opsctl run rb-901 --env prod -p 'item=<!channel> <http://evil|x> & co' "
                     "-p pause=0.01 -p token=${TOKEN} --option write-flag")
+
+
+def test_slack_sender_outlasts_an_outage_in_order_and_drops_stale_posts() -> None:
+    """A real HTTP receiver failing 12 posts in a row (an outage longer than a fixed number of
+    attempts would cover): every message arrives, in order; one older than max_age is dropped."""
+    from opsctl.serve.metrics import Metrics
+    from opsctl.serve.slack import SlackSender
+    from tests.alerts.helpers import SlackReceiver, wait_for
+
+    receiver = SlackReceiver(fail_first=12)
+    metrics = Metrics()
+
+    def posts(result: str) -> float | None:
+        return metrics.registry.get_sample_value("opsctl_slack_posts_total", {"result": result})
+
+    sender = SlackSender(receiver.url, metrics, first_delay=0.01, max_delay=0.05, max_age=60)
+    try:
+        for i in range(5):
+            sender.send({"text": f"m{i}"})
+        wait_for(lambda: len(receiver.posts) == 5, 60, "the five posts after the outage")
+        assert [p["text"] for p in receiver.posts] == [f"m{i}" for i in range(5)]
+        assert posts("retried") == 12
+    finally:
+        sender.close()
+    stale = SlackReceiver(fail_first=1000)
+    sender = SlackSender(stale.url, metrics, first_delay=0.01, max_delay=0.05, max_age=0.3)
+    try:
+        sender.send({"text": "late"})
+        wait_for(lambda: posts("dropped") == 1, 60, "the stale post dropped")
+        assert stale.posts == [] and stale.failures >= 3
+    finally:
+        sender.close()
+        receiver.close()
+        stale.close()

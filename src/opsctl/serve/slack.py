@@ -1,5 +1,7 @@
 """Slack posts from a thread of their own: an outage is retried with backoff and never holds up a
-diagnosis (runs only enqueue their message)."""
+diagnosis (runs only enqueue their message).  Messages go out in order; the one at the head is
+retried (0.5 s doubling to 30 s) until Slack takes it or it is ``max_age`` old (15 min: a
+notification that late is dropped, and said so on stderr); the others wait behind it."""
 
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ from opsctl.serve.metrics import Metrics
 
 
 class SlackSender:
-    def __init__(self, url: str | None, metrics: Metrics, *, attempts: int = 8, first_delay: float = 0.5,
-                 max_delay: float = 30.0, max_pending: int = 10000) -> None:
+    def __init__(self, url: str | None, metrics: Metrics, *, max_age: float = 900.0,
+                 first_delay: float = 0.5, max_delay: float = 30.0, max_pending: int = 10000) -> None:
         self.url, self.metrics = url, metrics
-        self.attempts, self.first_delay, self.max_delay = attempts, first_delay, max_delay
-        self.pending: queue.Queue[dict[str, Any]] = queue.Queue(max_pending)
+        self.max_age, self.first_delay, self.max_delay = max_age, first_delay, max_delay
+        self.pending: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue(max_pending)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="slack-sender", daemon=True)
         if url:
@@ -30,7 +32,7 @@ class SlackSender:
             self.metrics.slack.labels("skipped").inc()
             return
         try:
-            self.pending.put_nowait(body)
+            self.pending.put_nowait((time.monotonic(), body))
         except queue.Full:
             self.metrics.slack.labels("dropped").inc()
             print("opsctl serve: Slack backlog full, message dropped", file=sys.stderr)
@@ -39,21 +41,24 @@ class SlackSender:
         assert self.url
         while not self.stop.is_set():
             try:
-                body = self.pending.get(timeout=0.5)
+                queued, body = self.pending.get(timeout=0.5)
             except queue.Empty:
                 continue
-            delay = self.first_delay
-            for attempt in range(1, self.attempts + 1):
+            delay, attempt = self.first_delay, 0
+            while True:
+                attempt += 1
                 try:
                     notify.post(self.url, body, timeout=10.0)
                     self.metrics.slack.labels("ok").inc()
                     break
                 except BackendError as e:  # the message names the host only, never the URL
-                    if attempt == self.attempts:
+                    if time.monotonic() + delay - queued > self.max_age:
                         self.metrics.slack.labels("dropped").inc()
-                        print(f"opsctl serve: Slack post dropped after {attempt} attempts: {e}",
-                              file=sys.stderr)
+                        print(f"opsctl serve: Slack post dropped after {attempt} attempts "
+                              f"({time.monotonic() - queued:.0f} s): {e}", file=sys.stderr)
                         break
+                    if attempt == 1:
+                        print(f"opsctl serve: Slack post failed, retrying: {e}", file=sys.stderr)
                     self.metrics.slack.labels("retried").inc()
                     if self.stop.wait(delay):
                         return
