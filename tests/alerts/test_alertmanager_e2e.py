@@ -179,6 +179,7 @@ def test_real_alertmanager_pool_exhaustion(alertmanager_binary: str, pg: PgServe
         assert "DatabaseConnectionPoolCritical firing: rb-006" in text
         # idle_in_transaction_seconds=1 from the environment's params (the default is 60)
         assert "14 sessions idle in transaction" in text and "critical" in text, text
+        assert "(from shop: `idle_in_transaction_seconds=1`)" in text
         assert "kill-long-queries" in text and "terminate" in text
         assert "idle in transaction" not in by_db["other"] and "opsctl apply" not in by_db["other"]
         plan_file = re.search(r"opsctl apply (\S+?\.json)", text).group(1)  # type: ignore[union-attr]

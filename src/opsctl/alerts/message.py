@@ -74,6 +74,9 @@ def blocks(result: RunResult) -> dict[str, Any]:
             + f"\n*{result.phase.capitalize()}* `{rb.id}` with "
             + (" ".join(f"`{_esc(k)}={_esc(v)}`" for k, v in result.match.given.items())
                or "default parameters")
+            + (f" (from {_esc(result.environment)}: "
+               + " ".join(f"`{_esc(k)}={_esc(v)}`" for k, v in result.match.environment.items()) + ")"
+               if result.match.environment else "")
             + f" → *{o.status}*: {_esc(o.message)}")}},
     ]
     findings = [f for f in o.findings() if f.severity != "ok"]
