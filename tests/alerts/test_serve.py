@@ -280,11 +280,17 @@ def test_without_a_token_only_loopback_is_served(opsctl_env: dict[str, str], tmp
                                                  burst_runbooks: Path) -> None:
     env = serve_env(opsctl_env, None, OPSCTL_RUNBOOK_PATH=str(burst_runbooks))
     del env["OPSCTL_SERVE_TOKEN"]
+    # and an environment whose params name a parameter rb-901 does not have: said at start-up
+    (tmp_path / "opsctl.yaml").write_text("default_environment: e\nenvironments:\n  e:\n"
+                                          "    params: {rb-901: {pause: 0.01, nope: 1}}\n")
     server = Serve(env, tmp_path)
     try:
         code, doc = server.post("/alertmanager", payload([burst_alert(3)]))
-        assert code == 202 and doc["accepted"] == 1
-        assert "accepts unauthenticated posts" in server.output()
+        assert code == 202 and doc["accepted"] == 0
+        assert "environments.e.params.rb-901" in doc["unmapped"][0] and "'nope'" in doc["unmapped"][0]
+        out = server.output()
+        assert "accepts unauthenticated posts" in out
+        assert "rb-901 has no parameter 'nope'" in out.split("opsctl serve: listening on")[0]
     finally:
         server.stop()
 

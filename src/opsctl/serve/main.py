@@ -6,7 +6,7 @@ import os
 import socket
 import sys
 
-from opsctl.errors import UsageError
+from opsctl.errors import OpsctlError, UsageError
 
 TOKEN_ENV = "OPSCTL_SERVE_TOKEN"
 PAGERDUTY_ENV = "OPSCTL_PAGERDUTY_SECRET"
@@ -38,6 +38,11 @@ def run(*, host: str, port: int, env: str | None, concurrency: int, queue_size: 
     catalogue, errors = load_catalogue(environment=environment)  # its params under the alert's
     for e in errors:
         print(f"opsctl serve: warning: {e}", file=sys.stderr)
+    for rb in catalogue.runbooks.values():  # said once here, not only on each alert it spoils
+        try:
+            environment.params_for(rb)
+        except OpsctlError as e:
+            print(f"opsctl serve: warning: {e}; its alerts start no run", file=sys.stderr)
     if not catalogue.runbooks:
         raise UsageError("no valid runbooks found (./runbooks, OPSCTL_RUNBOOK_PATH, the package)")
     metrics = Metrics()
