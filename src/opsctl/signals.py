@@ -66,9 +66,9 @@ class TerminalLine:
 
 def _wait_for_line(stream: TextIO) -> None:
     """Return once `stream` (a terminal) has a line to read; a signal's Python handler runs meanwhile,
-    so Ctrl-C raises KeyboardInterrupt here.  Not a terminal, not the main thread: nothing to wait
-    for here (the read that follows waits)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "set_wakeup_fd"):
+    so Ctrl-C raises KeyboardInterrupt here.  Not a terminal, not the main thread, or not POSIX (where
+    select() takes only sockets): nothing to wait for here (the read that follows waits)."""
+    if threading.current_thread() is not threading.main_thread() or os.name != "posix":
         return
     try:
         fd = stream.fileno()
