@@ -29,7 +29,7 @@ from rich.table import Table
 from opsctl.actions import get as get_action
 from opsctl.records import Outcome, Plan, StepRecord
 from opsctl.render_parts import _Handle, _Scrubbed
-from opsctl.signals import sigint_blocked
+from opsctl.signals import TerminalLine, sigint_blocked
 from opsctl.units import seconds
 
 ICONS = {"ok": "[green]✔[/]", "applied": "[green]✔[/]", "noop": "[green]=[/]",
@@ -37,6 +37,7 @@ ICONS = {"ok": "[green]✔[/]", "applied": "[green]✔[/]", "noop": "[green]=[/]
          "timed_out": "[red]⏱[/]", "declined": "[yellow]✋[/]", "refused": "[yellow]✋[/]",
          "interrupted": "[yellow]![/]", "not_run": "[dim]·[/]"}
 PLAN_ROWS = 10  # rows shown per change group; -v, JSON and the run log have every change
+ANSWER = cast(TextIO, TerminalLine())  # where prompts read the answer (not input(): see signals)
 SEVERITY = {"ok": "[green]ok[/]", "warning": "[yellow]warning[/]", "critical": "[bold red]critical[/]"}
 
 
@@ -205,10 +206,11 @@ class HumanRenderer:
                 typed = Prompt.ask(f"[bold red]{escape(self.protected)} is a protected environment.[/] "
                                    f"Type its name to apply {len(plan.changes)} change(s) of step "
                                    f"[bold]{escape(step.id)}[/] (anything else declines)",
-                                   default="", show_default=False, console=self.console)
+                                   default="", show_default=False, console=self.console,
+                                   stream=ANSWER)
                 return typed.strip() == self.protected
             return Confirm.ask(f"Apply {len(plan.changes)} change(s) of step [bold]{escape(step.id)}[/]?",
-                               default=False, console=self.console)
+                               default=False, console=self.console, stream=ANSWER)
 
     def choose_option(self, runbook: Any, recommended: list[Any]) -> str | None:
         rec_names = {o.name for o in recommended}
@@ -223,7 +225,8 @@ class HumanRenderer:
             default = next((o.name for o in recommended if not o.explicit), "none")
             while True:  # the number shown or the name; anything else asks again
                 answer = Prompt.ask(f"Choose an option: 1-{len(runbook.options)}, a name, or none "
-                                    "(skip mitigation)", default=default, console=self.console).strip()
+                                    "(skip mitigation)", default=default, console=self.console,
+                                    stream=ANSWER).strip()
                 choice = numbers.get(answer, answer)
                 if choice in names:
                     break
