@@ -100,7 +100,7 @@ def postgres(cfg: dict[str, Any], timeout: float) -> Probe:
         row = pg.fetch(conn, _PG)[0]
     except Exception as e:
         probe.status, probe.detail = "unreachable", f"postgres {probe.target}: connected, then: " + \
-            pg._clean(str(e), settings.secrets)
+            pg.clean(str(e), settings.secrets)
         return probe
     finally:
         conn.close()
