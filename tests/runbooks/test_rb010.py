@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from opsctl.testing.proxy import TcpProxy
 from opsctl.testing.redis import PASSWORD, RedisServer
 from tests.fixtures.core import REPO, Result, free_port
 from tests.timing import budget
@@ -300,62 +301,9 @@ def test_matrix_hung_server_costs_one_deadline_and_exits_4(opsctl: Callable[...,
     assert took < budget(60), took  # info's own timeout is 60 s; the socket timeout (10 s) comes first
 
 
-class _DelayProxy:
-    """A TCP proxy in front of the real server that holds the first answer on every connection
-    for `delay` seconds (a server slow to answer, within the client's 10 s socket timeout)."""
-
-    def __init__(self, target_port: int, delay: float) -> None:
-        import socket
-        import threading
-
-        self.target, self.delay = target_port, delay
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(32)
-        self.port = self.sock.getsockname()[1]
-        self.stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        import socket
-        import threading
-
-        self.sock.settimeout(0.2)
-        while not self.stop.is_set():
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            threading.Thread(target=self._pipe, args=(client, upstream, 0.0), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, self.delay), daemon=True).start()
-
-    def _pipe(self, src: Any, dst: Any, first_delay: float) -> None:
-        delayed = False
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if first_delay and not delayed:
-                    time.sleep(first_delay)
-                    delayed = True
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.sock.close()
-
-
 def test_matrix_slow_server_answering_late_is_diagnosed(
         opsctl: Callable[..., Result], rds: RedisServer, cache_incident: dict[str, Any]) -> None:
-    proxy = _DelayProxy(rds.port, delay=7.0)  # 7 s of the client's 10 s socket timeout
+    proxy = TcpProxy(rds.port, 7.0, first_only=True)  # 7 s of the client's 10 s socket timeout
     try:
         result = opsctl(*RUN, "--dry-run", "-o", "json", env=_env(
             f"redis://:{PASSWORD}@127.0.0.1:{proxy.port}/0"))
