@@ -460,7 +460,8 @@ def test_matrix_interrupted_after_the_change_resumes_without_redoing_it(
     import subprocess
     import sys
 
-    from tests.engine.helpers import events, run_logs
+    from tests.engine.helpers import events, run_logs, step_started
+    from tests.fixtures.postgres import wait_until
 
     args = [*RUN, "--yes", "--option", "set-eviction-policy", "-p", "eviction_policy=volatile-lru", "-o",
             "json"]
@@ -468,14 +469,9 @@ def test_matrix_interrupted_after_the_change_resumes_without_redoing_it(
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        deadline = time.monotonic() + 120
         # the change is made; verify waits for writes to work
-        while time.monotonic() < deadline and proc.poll() is None:
-            logs = run_logs(opsctl_env)
-            if logs and any(e["event"] == "step_start" and e.get("step") == "writes_succeed"
-                            for e in events(logs[0])):
-                break
-            time.sleep(0.05)
+        wait_until(lambda: proc.poll() is not None or step_started(opsctl_env, "writes_succeed"), 120,
+                   "verify started")
         time.sleep(0.5)
         assert proc.poll() is None, "the run ended before it could be interrupted:\n" + \
             "".join(proc.communicate(timeout=60))
