@@ -16,7 +16,8 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
 from opsctl.actions.needs import Local
-from opsctl.backends.kafka import bootstrap_targets, probe_broker, settings
+from opsctl.backends.kafka import bootstrap_targets, settings
+from opsctl.backends.kafka_probe import probe_broker
 from opsctl.errors import ArgumentError
 
 
