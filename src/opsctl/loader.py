@@ -7,156 +7,38 @@ Any input gets data or located errors, in bounded time and memory: the file size
 depth, the number of values after expanding aliases (a "billion laughs" bomb is refused while it is
 being built, not after), the length of strings and of numbers are capped; text that is not UTF-8
 names the offending byte as line:col.  libyaml composes the node tree (its marks give the
-positions); implicit typing of plain scalars is done here, with PyYAML's YAML 1.1 rules.
+positions); implicit typing of plain scalars is done by the builder, with PyYAML's YAML 1.1 rules
+(``opsctl.yamltags``).  Positions and located errors: ``opsctl.sourcemap`` (re-exported here).
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.resolver import Resolver
 
 from opsctl.errors import Location, RunbookError
-
-PathT = tuple[str | int, ...]
-
-MAX_FILE_BYTES = 1024 * 1024  # runbooks are ~10 KB
-MAX_DEPTH = 64  # nested mappings/sequences
-MAX_VALUES = 100_000  # values after expanding aliases
-MAX_STRING = 100_000  # characters in one scalar
-MAX_NUMBER = 100  # characters of an integer or float literal
-
-_T = "tag:yaml.org,2002:"
-STR, INT, FLOAT, BOOL, NULL = _T + "str", _T + "int", _T + "float", _T + "bool", _T + "null"
-MAP, SEQ, TIMESTAMP, MERGE = _T + "map", _T + "seq", _T + "timestamp", _T + "merge"
-_PLAIN = "?"  # a plain scalar whose type the builder resolves
-_SCALAR_TAGS = frozenset((STR, INT, FLOAT, BOOL, NULL, TIMESTAMP))
-_IMPLICIT = Resolver.yaml_implicit_resolvers  # first character -> [(tag, regexp)], YAML 1.1
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
-
-
-def one_line(message: str, limit: int = 500) -> str:
-    """An error message on exactly one line (editors and CI annotators split on newlines)."""
-    text = " ".join(_CONTROL.sub(" ", message).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_<>-][A-Za-z0-9_ <>-]*$")
-
-
-def format_path(path: Iterable[str | int]) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not _PLAIN_KEY.match(part):
-            out += f"[{short_repr(part, 40)}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-class SourceMap:
-    """Positions of the values (and keys) of a document, computed from its nodes when first asked:
-    a document without errors never pays for them."""
-
-    def __init__(self, file: str, root: Node | None = None) -> None:
-        self.file = file
-        self._root = root
-        self._values: dict[PathT, tuple[int, int]] | None = None
-        self._keys: dict[PathT, tuple[int, int]] = {}
-
-    @property
-    def values(self) -> dict[PathT, tuple[int, int]]:
-        if self._values is None:
-            self._values = {}
-            if self._root is not None:
-                self._index(self._root, (), 0, set())
-        return self._values
-
-    @property
-    def keys(self) -> dict[PathT, tuple[int, int]]:
-        self.values  # noqa: B018 - builds both tables
-        return self._keys
-
-    def _index(self, node: Node, path: PathT, depth: int, open_: set[int]) -> None:
-        assert self._values is not None
-        self._values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-        if depth >= MAX_DEPTH or id(node) in open_ or len(self._values) > MAX_VALUES:
-            return
-        if isinstance(node, SequenceNode):
-            open_.add(id(node))
-            for i, child in enumerate(node.value):
-                self._index(child, (*path, i), depth + 1, open_)
-            open_.discard(id(node))
-        elif isinstance(node, MappingNode):
-            open_.add(id(node))
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, ScalarNode):
-                    continue
-                key = _key_text(key_node)
-                if key is None:
-                    continue
-                child = (*path, key)
-                # a duplicate key: its first position is the reference, the last value is the data
-                self._keys.setdefault(child, (key_node.start_mark.line + 1,
-                                              key_node.start_mark.column + 1))
-                self._index(value_node, child, depth + 1, open_)
-            open_.discard(id(node))
-
-    def position(self, path: PathT) -> tuple[int, int] | None:
-        """line, column of the value at ``path``, found by walking down the nodes (a few lookups
-        do not need the whole table ``values`` builds); None when the path is not there."""
-        if self._values is not None:
-            return self._values.get(path)
-        node = self._root
-        for part in path:
-            if isinstance(node, SequenceNode) and isinstance(part, int) \
-                    and 0 <= part < len(node.value):
-                node = node.value[part]
-            elif isinstance(node, MappingNode):
-                found = [v for k, v in node.value if isinstance(k, ScalarNode) and _key_text(k) == part]
-                if not found:
-                    return None
-                node = found[-1]  # a duplicate key: the last value is the data
-            else:
-                return None
-        return None if node is None else (node.start_mark.line + 1, node.start_mark.column + 1)
-
-    def locate(self, path: Iterable[str | int], *, key: bool = False) -> Location:
-        """Position of ``path`` (of its key when ``key``), else of the nearest ancestor we know."""
-        p = tuple(path)
-        values = self.values
-        for i in range(len(p), -1, -1):
-            sub = p[:i]
-            table = self._keys if key and i == len(p) else values
-            if sub in table:
-                line, col = table[sub]
-                return Location(self.file, line, col, format_path(p))
-        return Location(self.file, 1, 1, format_path(p))
-
-    def error(self, path: Iterable[str | int], message: str, *, key: bool = False) -> RunbookError:
-        return RunbookError(one_line(message), self.locate(path, key=key))
-
-
-@dataclass
-class Document:
-    data: Any
-    source: SourceMap
-    errors: list[RunbookError] = field(default_factory=list)
-
+from opsctl.sourcemap import Document, PathT, SourceMap, format_path, one_line, short_repr
+from opsctl.yamltags import (
+    CTOR,
+    MAP,
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    MAX_NUMBER,
+    MAX_STRING,
+    MAX_VALUES,
+    MERGE,
+    NULL,
+    PLAIN,
+    SCALAR_TAGS,
+    SEQ,
+    STR,
+    VALUE,
+    key_text,
+    plain_tag,
+)
 
 try:
     from yaml._yaml import CParser as _Parser
@@ -186,41 +68,8 @@ class _Composer(_Parser):  # type: ignore[misc]
 
     def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
         if kind is ScalarNode:
-            return _PLAIN if implicit[0] else STR
+            return PLAIN if implicit[0] else STR
         return SEQ if kind is SequenceNode else MAP
-
-
-_TAG_MEMO: dict[str, str] = {}  # plain scalar -> tag, for the short ones (keys, flags, ...)
-
-
-def _plain_tag(value: str) -> str:
-    got = _TAG_MEMO.get(value)
-    if got is not None:
-        return got
-    tag = STR
-    for t, regexp in _IMPLICIT.get(value[0] if value else "", ()):
-        if regexp.match(value):
-            tag = str(t)
-            break
-    if len(value) <= 32 and len(_TAG_MEMO) < 10_000:
-        _TAG_MEMO[value] = tag
-    return tag
-
-
-def _key_text(node: ScalarNode) -> str | None:
-    """The dict key a scalar key node becomes (None: not a usable key)."""
-    tag = _plain_tag(node.value) if node.tag == _PLAIN else node.tag
-    if tag == STR:
-        return str(node.value)
-    if tag == NULL or tag not in _SCALAR_TAGS or len(node.value) > MAX_NUMBER:
-        return None
-    try:
-        return str(_CTOR.yaml_constructors[tag](_CTOR, node))
-    except Exception:
-        return None
-
-
-_CTOR = SafeConstructor()
 
 
 class _Stop(Exception):
@@ -249,9 +98,9 @@ class _Builder:
             raise _Stop(node, f"more than {MAX_VALUES} values after expanding YAML aliases "
                         "(an alias bomb?)")
         if isinstance(node, ScalarNode):
-            if node.tag == _PLAIN or node.tag == STR:
+            if node.tag == PLAIN or node.tag == STR:
                 value = node.value
-                if len(value) <= 32 and (node.tag == STR or _plain_tag(value) == STR):
+                if len(value) <= 32 and (node.tag == STR or plain_tag(value) == STR):
                     return value
             return self.scalar(node, path)
         if depth >= MAX_DEPTH:
@@ -283,14 +132,14 @@ class _Builder:
 
     def scalar(self, node: ScalarNode, path: PathT) -> Any:
         value: str = node.value
-        tag = _plain_tag(value) if node.tag == _PLAIN else node.tag
+        tag = plain_tag(value) if node.tag == PLAIN else node.tag
         if tag == STR:
             if len(value) > MAX_STRING:
                 self.err(node, f"string of {len(value)} characters (the limit is {MAX_STRING})", path)
                 return None
             return value
-        if tag not in _SCALAR_TAGS:
-            if tag == MERGE or tag == _T + "value":  # `<<` / `=` as plain values are just text
+        if tag not in SCALAR_TAGS:
+            if tag in (MERGE, VALUE):  # `<<` / `=` as plain values are just text
                 return value
             # the safe loader would refuse python/* tags; we refuse every non-standard tag, located
             self.err(node, f"unsupported YAML tag {short_repr(tag)}: runbooks are plain data", path)
@@ -300,7 +149,7 @@ class _Builder:
                      f"(the limit is {MAX_NUMBER})", path)
             return None
         try:
-            out = _CTOR.yaml_constructors[tag](_CTOR, node)
+            out = CTOR.yaml_constructors[tag](CTOR, node)
         except Exception:
             self.err(node, f"{short_repr(value)} is not a valid {tag.rsplit(':', 1)[-1]}", path)
             return None
@@ -315,21 +164,21 @@ class _Builder:
             if not isinstance(key_node, ScalarNode):
                 self.err(key_node, "mapping keys must be scalars", path)
                 continue
-            tag = _plain_tag(key_node.value) if key_node.tag == _PLAIN else key_node.tag
+            tag = plain_tag(key_node.value) if key_node.tag == PLAIN else key_node.tag
             if tag == STR:
                 key: str | None = key_node.value
             elif tag == MERGE:
                 self.err(key_node, "YAML merge keys (<<) are not supported: write the keys out", path)
                 continue
             else:
-                key = _key_text(key_node)
+                key = key_text(key_node)
             if key is None:
                 self.err(key_node, f"unsupported mapping key {short_repr(key_node.value)}", path)
                 continue
             child = (*path, key)
             if key in out:
                 first = next(k for k, _ in node.value
-                             if isinstance(k, ScalarNode) and _key_text(k) == key)
+                             if isinstance(k, ScalarNode) and key_text(k) == key)
                 self.err(key_node, f"duplicate key {short_repr(key)} (first defined at line "
                          f"{first.start_mark.line + 1})", child)
             out[key] = self.build(value_node, child, depth + 1)

@@ -38,6 +38,19 @@ def events(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def step_started(env: dict[str, str], step_id: str) -> bool:
+    """A run log says that step has started (read while the run writes it: a partial line is skipped)."""
+    for log in run_logs(env):
+        for line in log.read_text().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "step_start" and event.get("step") == step_id:
+                return True
+    return False
+
+
 def steps_of(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["id"]: s for s in doc["steps"]}
 

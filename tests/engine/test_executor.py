@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.engine.helpers import events, rb, run_logs, run_pty, steps_of
+from tests.engine.helpers import events, rb, run_logs, run_pty, step_started, steps_of
 from tests.fixtures.core import Result
 from tests.timing import budget
 
@@ -350,11 +350,7 @@ def test_ctrl_c_exits_130_records_it_and_resume_finishes(opsctl: Opsctl, opsctl_
                             cwd=tmp_path, env=opsctl_env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        def sleeping() -> bool:
-            logs = run_logs(opsctl_env)
-            return bool(logs) and any(e["event"] == "step_start" and e["step"] == "long_wait"
-                                      for e in events(logs[0]))
-        _wait_for(sleeping)
+        _wait_for(lambda: step_started(opsctl_env, "long_wait"))
         time.sleep(0.3)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)

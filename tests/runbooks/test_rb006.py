@@ -4,7 +4,6 @@ max_connections taken.  Every claim about changes is checked from the server's o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import threading
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from opsctl.testing.postgres import PASSWORDS, PgServer, TcpProxy
+from tests.engine.helpers import step_started
 from tests.fixtures.core import REPO, Result, SilentServer, free_port
 from tests.fixtures.postgres import check_matrix, run_in_background, wait_until
 
@@ -202,17 +202,6 @@ def _env(pg_server: PgServer, user: str, port: int | None = None) -> dict[str, s
     return {**env, "PGPORT": str(port)} if port else env
 
 
-def _started(opsctl_env: dict[str, str], step_id: str) -> bool:
-    """The run log of the (only) run says that step has started."""
-    for log in Path(opsctl_env["OPSCTL_STATE_DIR"]).glob("runs/*.jsonl"):
-        for line in log.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                if event.get("event") == "step_start" and event.get("step") == step_id:
-                    return True
-    return False
-
-
 @pytest.mark.parametrize("user", ["postgres", "monitor", "app"])
 def test_ordinary_application_role_superuser_or_monitor_opsctl(opsctl: Callable[..., Result], pg: PgServer,
                                                                pg_server: PgServer, incident: set[Any],
@@ -332,7 +321,7 @@ def test_verify_waits_for_the_pool_to_drain(opsctl: Callable[..., Result], opsct
     assert pg.count() == 18  # 90 %; 80 % once the leak is gone: still at the threshold
 
     def drain() -> None:
-        wait_until(lambda: _started(opsctl_env, "usage_after"), what="verify started")
+        wait_until(lambda: step_started(opsctl_env, "usage_after"), what="verify started")
         time.sleep(4)  # after verify's first look (2 s in)
         for conn in batch:  # the job finishes over ~4 s
             conn.close()
@@ -399,7 +388,7 @@ def test_a_server_that_hangs_mid_run_is_exit_4_within_the_deadline(
     proc = run_in_background(opsctl_env, tmp_path, *RUN, "--yes", "--option", "kill-long-queries",
                              "-o", "json", env=_env(pg_server, "ops", pg_proxy.port))
     try:
-        wait_until(lambda: _started(opsctl_env, "usage_after"), what="verify started")
+        wait_until(lambda: step_started(opsctl_env, "usage_after"), what="verify started")
         pg_proxy.freeze()
         stdout, stderr = proc.communicate(timeout=120)
     finally:

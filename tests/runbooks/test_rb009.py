@@ -307,18 +307,11 @@ def test_hung_broker_exits_4_within_the_connect_deadline(opsctl: Callable[..., R
 
 
 def test_slow_bootstrap_still_redrives_exactly_once(opsctl: Callable[..., Result],
-                                                    noida_broker: Broker) -> None:
-    from tests.fixtures.kafka import DelayProxy
-
-    names = build_dlq(noida_broker)
-    source, dlq, group = names
-    slow = DelayProxy(noida_broker.bootstrap, 0.7)
-    try:
-        result = opsctl("run", RUNBOOK, "-o", "json", "--yes", "-p", f"dlq_topic={dlq}",
-                        "-p", f"topic={source}", "-p", f"group={group}",
-                        env={"KAFKA_BOOTSTRAP_SERVERS": slow.address})
-    finally:
-        slow.close()
+                                                    noida_broker: Broker, slow_broker: Any) -> None:
+    source, dlq, group = build_dlq(noida_broker)
+    result = opsctl("run", RUNBOOK, "-o", "json", "--yes", "-p", f"dlq_topic={dlq}",
+                    "-p", f"topic={source}", "-p", f"group={group}",
+                    env={"KAFKA_BOOTSTRAP_SERVERS": slow_broker.address})
     assert result.code == 0, result.output
     assert origins(noida_broker.read_all(source)) == sorted(
         f"{dlq}/{p}/{o}" for p in range(2) for o in range(PER_PARTITION))

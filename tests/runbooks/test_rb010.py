@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from opsctl.testing.proxy import TcpProxy
 from opsctl.testing.redis import PASSWORD, RedisServer
 from tests.fixtures.core import REPO, Result, free_port
 from tests.timing import budget
@@ -300,62 +301,9 @@ def test_matrix_hung_server_costs_one_deadline_and_exits_4(opsctl: Callable[...,
     assert took < budget(60), took  # info's own timeout is 60 s; the socket timeout (10 s) comes first
 
 
-class _DelayProxy:
-    """A TCP proxy in front of the real server that holds the first answer on every connection
-    for `delay` seconds (a server slow to answer, within the client's 10 s socket timeout)."""
-
-    def __init__(self, target_port: int, delay: float) -> None:
-        import socket
-        import threading
-
-        self.target, self.delay = target_port, delay
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(32)
-        self.port = self.sock.getsockname()[1]
-        self.stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        import socket
-        import threading
-
-        self.sock.settimeout(0.2)
-        while not self.stop.is_set():
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            threading.Thread(target=self._pipe, args=(client, upstream, 0.0), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, self.delay), daemon=True).start()
-
-    def _pipe(self, src: Any, dst: Any, first_delay: float) -> None:
-        delayed = False
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if first_delay and not delayed:
-                    time.sleep(first_delay)
-                    delayed = True
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.sock.close()
-
-
 def test_matrix_slow_server_answering_late_is_diagnosed(
         opsctl: Callable[..., Result], rds: RedisServer, cache_incident: dict[str, Any]) -> None:
-    proxy = _DelayProxy(rds.port, delay=7.0)  # 7 s of the client's 10 s socket timeout
+    proxy = TcpProxy(rds.port, 7.0, first_only=True)  # 7 s of the client's 10 s socket timeout
     try:
         result = opsctl(*RUN, "--dry-run", "-o", "json", env=_env(
             f"redis://:{PASSWORD}@127.0.0.1:{proxy.port}/0"))
@@ -512,7 +460,8 @@ def test_matrix_interrupted_after_the_change_resumes_without_redoing_it(
     import subprocess
     import sys
 
-    from tests.engine.helpers import events, run_logs
+    from tests.engine.helpers import events, run_logs, step_started
+    from tests.fixtures.postgres import wait_until
 
     args = [*RUN, "--yes", "--option", "set-eviction-policy", "-p", "eviction_policy=volatile-lru", "-o",
             "json"]
@@ -520,14 +469,9 @@ def test_matrix_interrupted_after_the_change_resumes_without_redoing_it(
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        deadline = time.monotonic() + 120
         # the change is made; verify waits for writes to work
-        while time.monotonic() < deadline and proc.poll() is None:
-            logs = run_logs(opsctl_env)
-            if logs and any(e["event"] == "step_start" and e.get("step") == "writes_succeed"
-                            for e in events(logs[0])):
-                break
-            time.sleep(0.05)
+        wait_until(lambda: proc.poll() is not None or step_started(opsctl_env, "writes_succeed"), 120,
+                   "verify started")
         time.sleep(0.5)
         assert proc.poll() is None, "the run ended before it could be interrupted:\n" + \
             "".join(proc.communicate(timeout=60))

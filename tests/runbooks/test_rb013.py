@@ -3,7 +3,6 @@ a checkout transaction left open holding a row lock, billing workers queued behi
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import time
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 from opsctl.testing.postgres import PASSWORDS, PgServer, TcpProxy
+from tests.engine.helpers import step_started
 from tests.fixtures.core import REPO, Result, SilentServer, free_port
 from tests.fixtures.postgres import check_matrix, run_in_background, wait_until
 from tests.timing import budget
@@ -272,7 +272,7 @@ def test_a_server_that_hangs_mid_run_is_exit_4_within_the_deadline(
     proc = run_in_background(opsctl_env, tmp_path, *RUN, "--yes", "--option", "end-blockers",
                              "-o", "json", env=env)
     try:
-        wait_until(lambda: _started(opsctl_env, "locks_after"), what="verify started")
+        wait_until(lambda: step_started(opsctl_env, "locks_after"), what="verify started")
         pg_proxy.freeze()
         frozen_at = time.monotonic()
         stdout, stderr = proc.communicate(timeout=300)
@@ -337,17 +337,6 @@ def test_required_probe_denied_is_exit_4_naming_the_privilege(
     assert "Traceback" not in result.output and pg.count(f"pid = {lock_incident}") == 1
 
 
-def _started(opsctl_env: dict[str, str], step_id: str) -> bool:
-    """The run log of the (only) run says that step has started."""
-    for log in Path(opsctl_env["OPSCTL_STATE_DIR"]).glob("runs/*.jsonl"):
-        for line in log.read_text().splitlines():
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                if event.get("event") == "step_start" and event.get("step") == step_id:
-                    return True
-    return False
-
-
 def test_ctrl_c_while_ending_blockers_then_resume_ends_only_the_rest(
         opsctl: Callable[..., Result], opsctl_env: dict[str, str], tmp_path: Path, pg: PgServer,
         pg_server: PgServer, pg_proxy: TcpProxy) -> None:
@@ -371,7 +360,7 @@ def test_ctrl_c_while_ending_blockers_then_resume_ends_only_the_rest(
     proc = run_in_background(opsctl_env, tmp_path, *args, env=env)
     alive = lambda: pg.count(f"pid IN ({','.join(map(str, roots))})")  # noqa: E731
     try:
-        wait_until(lambda: _started(opsctl_env, "end_blockers"), what="end_blockers started")
+        wait_until(lambda: step_started(opsctl_env, "end_blockers"), what="end_blockers started")
         pg_proxy.delay = 1.0  # the batch now takes 6 s: time to interrupt it in the middle
         wait_until(lambda: alive() < 6, what="a first root blocker terminated")
         proc.send_signal(signal.SIGINT)

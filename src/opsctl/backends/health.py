@@ -100,7 +100,7 @@ def postgres(cfg: dict[str, Any], timeout: float) -> Probe:
         row = pg.fetch(conn, _PG)[0]
     except Exception as e:
         probe.status, probe.detail = "unreachable", f"postgres {probe.target}: connected, then: " + \
-            pg._clean(str(e), settings.secrets)
+            pg.clean(str(e), settings.secrets)
         return probe
     finally:
         conn.close()
@@ -178,6 +178,7 @@ def redis(cfg: dict[str, Any], timeout: float) -> Probe:
 # ---- Kafka -----------------------------------------------------------------------------------------
 def kafka(cfg: dict[str, Any], timeout: float) -> Probe:
     from opsctl.backends import kafka as kf
+    from opsctl.backends.kafka_probe import probe_broker, scrub
     from opsctl.backends.readonly import ReadOnlyAdmin
 
     try:
@@ -188,7 +189,7 @@ def kafka(cfg: dict[str, Any], timeout: float) -> Probe:
     servers = list(conf["bootstrap_servers"])
     probe = Probe("kafka", target=",".join(servers))
     start = time.monotonic()
-    answers = [kf.probe_broker(s, timeout, conf) for s in servers[:3]]
+    answers = [probe_broker(s, timeout, conf) for s in servers[:3]]
     if not any(a["state"] == "up" for a in answers):
         probe.status = "unreachable"
         probe.detail = "; ".join(f"{a['target']}: {a['error']}" for a in answers)
@@ -212,7 +213,7 @@ def kafka(cfg: dict[str, Any], timeout: float) -> Probe:
             call()
         except Exception as e:  # kafka-python's error classes name the refusal
             kind = type(e).__name__
-            text = kf._scrub(str(e), conf)
+            text = scrub(str(e), conf)
             if "Authorization" in kind or "AUTHORIZATION" in text.upper():
                 probe.missing.append(f"{name}: refused by ACL ({kind}); rb-008/rb-009/rb-014 diagnoses "
                                      "need Describe on the cluster, topics and groups")

@@ -148,7 +148,7 @@ class PgAdvisoryLock:
         except psycopg.Error as e:
             self.release()
             raise BackendError("postgres", f"{self.settings.describe()}: apply lock: "
-                                           f"{pg._clean(str(e), self.settings.secrets)}") from None
+                                           f"{pg.clean(str(e), self.settings.secrets)}") from None
         if row is None:  # released between the two statements: try again
             return Holder("?", "?", "?", "just released")
         query, pid, user, addr, since = row

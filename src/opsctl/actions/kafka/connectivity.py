@@ -4,20 +4,20 @@
 with no healthy backend, accepts connections and never answers.  ``kafka.brokers`` sends every
 bootstrap server an ApiVersions (and, without SASL, a Metadata) request and counts a broker as up
 only when it answers within the deadline.  The brokers are probed concurrently: a hung cluster
-costs one deadline, not one per broker, and a wait (``wait_until_healthy``) never outlives the
-step's deadline.
+costs one deadline, not one per broker.  Waiting for the brokers to come back is the step's
+convergence window (``within:``), not an argument of the action.
 """
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
 from opsctl.actions.needs import Local
-from opsctl.backends.kafka import bootstrap_targets, probe_broker, settings
+from opsctl.backends.kafka import bootstrap_targets, settings
+from opsctl.backends.kafka_probe import probe_broker
 from opsctl.errors import ArgumentError
 
 
@@ -47,10 +47,7 @@ class Brokers(Action):
         "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 3,
                     "description": "seconds for connect + every round trip, per broker"},
         "slow_after": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.5,
-                       "description": "an answer after this fraction of the timeout is 'slow'"},
-        "wait_until_healthy": {"type": "number", "minimum": 0, "default": 0,
-                               "description": "probe again (every 2 s) up to this many seconds until "
-                                              "every broker answers; not in dry-runs"}})
+                       "description": "an answer after this fraction of the timeout is 'slow'"}})
 
     def _targets(self) -> list[str]:
         raw: Any = self.args.get("targets") or ""
@@ -65,20 +62,6 @@ class Brokers(Action):
 
     def run(self) -> dict[str, Any]:
         targets = self._targets()
-        wait = 0.0 if self.ctx.dry_run else float(self.args.get("wait_until_healthy", 0))
-        start = time.monotonic()
-        end = start + wait
-        left = self.ctx.remaining()
-        if left is not None:  # the last probe must end before the step's deadline, with its verdict
-            end = min(end, start + left - 1.0)
-        probe = float(self.args.get("timeout", 3))
-        result = self._once(targets)
-        while result["unhealthy_count"] and time.monotonic() + probe < end:
-            self.ctx.sleep(min(2.0, max(0.0, end - time.monotonic() - probe)))  # the last probe ends by `end`
-            result = self._once(targets)
-        return {**result, "waited_s": round(time.monotonic() - start, 1) if wait else 0.0}
-
-    def _once(self, targets: list[str]) -> dict[str, Any]:
         self.ctx.check_cancelled()
         conf = {k: v for k, v in self.ctx.backend_config("kafka").items() if v is not None}
         if conf:

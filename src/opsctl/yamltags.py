@@ -1,0 +1,52 @@
+"""Plain-data YAML scalars: the tags a runbook may hold, the limits on a document, and the typing of
+plain scalars with PyYAML's YAML 1.1 rules (shared by the builder and the source map's keys)."""
+
+from __future__ import annotations
+
+from yaml.constructor import SafeConstructor
+from yaml.nodes import ScalarNode
+from yaml.resolver import Resolver
+
+MAX_FILE_BYTES = 1024 * 1024  # runbooks are ~10 KB
+MAX_DEPTH = 64  # nested mappings/sequences
+MAX_VALUES = 100_000  # values after expanding aliases
+MAX_STRING = 100_000  # characters in one scalar
+MAX_NUMBER = 100  # characters of an integer or float literal
+
+_T = "tag:yaml.org,2002:"
+STR, INT, FLOAT, BOOL, NULL = _T + "str", _T + "int", _T + "float", _T + "bool", _T + "null"
+MAP, SEQ, TIMESTAMP, MERGE = _T + "map", _T + "seq", _T + "timestamp", _T + "merge"
+VALUE = _T + "value"
+PLAIN = "?"  # a plain scalar whose type the builder resolves
+SCALAR_TAGS = frozenset((STR, INT, FLOAT, BOOL, NULL, TIMESTAMP))
+_IMPLICIT = Resolver.yaml_implicit_resolvers  # first character -> [(tag, regexp)], YAML 1.1
+CTOR = SafeConstructor()
+
+_TAG_MEMO: dict[str, str] = {}  # plain scalar -> tag, for the short ones (keys, flags, ...)
+
+
+def plain_tag(value: str) -> str:
+    got = _TAG_MEMO.get(value)
+    if got is not None:
+        return got
+    tag = STR
+    for t, regexp in _IMPLICIT.get(value[0] if value else "", ()):
+        if regexp.match(value):
+            tag = str(t)
+            break
+    if len(value) <= 32 and len(_TAG_MEMO) < 10_000:
+        _TAG_MEMO[value] = tag
+    return tag
+
+
+def key_text(node: ScalarNode) -> str | None:
+    """The dict key a scalar key node becomes (None: not a usable key)."""
+    tag = plain_tag(node.value) if node.tag == PLAIN else node.tag
+    if tag == STR:
+        return str(node.value)
+    if tag == NULL or tag not in SCALAR_TAGS or len(node.value) > MAX_NUMBER:
+        return None
+    try:
+        return str(CTOR.yaml_constructors[tag](CTOR, node))
+    except Exception:
+        return None
