@@ -25,7 +25,7 @@ from opsctl.records import Outcome, StepRecord, now_iso
 
 _SECRET_KEY = re.compile(r"pass(word)?|secret|token|credential|api[_-]?key|private[_-]?key|dsn",
                          re.I)
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
 
 
 def state_dir() -> Path:

@@ -265,3 +265,36 @@ def test_a_bad_secret_value_is_not_echoed(opsctl: Opsctl, opsctl_env: dict[str, 
     r = opsctl("run", str(book), "-p", "pin=NotANumber-Secret-77", "-o", "json")
     assert r.code == 2, r.output
     assert "pin" in r.output and "NotANumber-Secret-77" not in r.output
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:6379:RedisUrlSecret-5", "redis//:RedisUrlSecret-5@h:1",
+                                 "redis://:RedisUrlSecret-5@[bad/0", "redis://:RedisUrlSecret-5@h:port/0"])
+def test_a_malformed_redis_url_is_misconfigured_and_not_echoed(url: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """REDIS_URL is where a Redis password usually is; a malformed one used to be shown whole in
+    the error (stdout, run log, report), or to crash ("Invalid IPv6 URL")."""
+    from opsctl.backends.redis import make_client, settings_from
+    from opsctl.errors import BackendError
+
+    monkeypatch.setenv("REDIS_URL", url)
+    with pytest.raises(BackendError, match="invalid Redis URL") as e:
+        make_client(settings_from({}))
+    assert "RedisUrlSecret-5" not in str(e.value)
+
+
+def test_credentials_in_standard_variables_and_dsns_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The password of REDIS_URL (redis://:PASSWORD@host, no user), of DATABASE_URL (also in its
+    query string), of a libpq keyword DSN in opsctl.yaml and the AWS secret key never reach an output."""
+    from opsctl import config
+    from opsctl.audit import redact
+    from opsctl.errors import mask
+
+    monkeypatch.setenv("REDIS_URL", "redis://:RedisVarPw-1@127.0.0.1:1/0")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://127.0.0.1:1/app?sslmode=disable&password=PgQueryPw-2")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "AwsSecretKey-3")
+    config.load_environment(None)
+    config._register_secrets({"postgres": {"dsn": "host=db user=ops password='Kw Pw\\'4' port=5432"}})
+    text = ("cannot reach redis://:RedisVarPw-1@127.0.0.1:1/0 (PgQueryPw-2), signed with AwsSecretKey-3; "
+            "dsn host=db password='Kw Pw'4'")
+    assert not re.search(r"RedisVarPw|PgQueryPw|AwsSecretKey|Kw Pw", mask(text)), mask(text)
+    assert redact("rediss://:Unregistered-5@h:1/0") == "rediss://:***@h:1/0"
