@@ -272,7 +272,12 @@ class Replay:
     def check(self, step_id: str, live: Plan) -> Plan:
         """The plan to apply when the live re-plan still matches the file's (every change and
         what apply() is handed, ``data``), else PlanDrift.  Once proven equal, the live plan is the
-        one applied: the same changes, with the values that were masked in the file (secrets)."""
+        one applied: the same changes, with the values that were masked in the file (secrets).
+        Called under the apply lock: a concurrent apply of the same file that got the lock first
+        and applied it is named (not reported as drift)."""
+        by = None if self.claimed else applied_by(self.doc)
+        if by:
+            raise NotConfirmed(already_applied(self.doc, by))
         planned = self.plans.get(step_id)
         if planned is None:
             if live.empty:
