@@ -298,3 +298,29 @@ def test_credentials_in_standard_variables_and_dsns_are_masked(monkeypatch: pyte
             "dsn host=db password='Kw Pw'4'")
     assert not re.search(r"RedisVarPw|PgQueryPw|AwsSecretKey|Kw Pw", mask(text)), mask(text)
     assert redact("rediss://:Unregistered-5@h:1/0") == "rediss://:***@h:1/0"
+
+
+def test_a_read_only_state_dir_still_claims_a_plan_once(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """apply --no-log with a state directory that cannot be written: the plan's claim goes to the
+    per-user temporary directory (it crashed with NotADirectoryError after the diagnosis), and
+    with no writable place at all apply is exit 4 before anything runs."""
+    import tempfile
+
+    from opsctl import planfile
+    from opsctl.errors import ConfigError, NotConfirmed
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("OPSCTL_STATE_DIR", str(blocker / "state"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    doc = {"digest": "sha256:" + "ab" * 32}
+    planfile.claim(doc, "run-1")
+    assert (planfile.applied_by(doc) or {})["run_id"] == "run-1"
+    with pytest.raises(NotConfirmed, match="already applied by run run-1"):
+        planfile.claim(doc, "run-2")
+    monkeypatch.setattr(tempfile, "tempdir", str(blocker / "tmp"))
+    with pytest.raises(ConfigError, match="cannot record applied plans") as e:
+        planfile.claims_dir()
+    assert e.value.exit_code == 4
