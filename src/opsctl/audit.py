@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from opsctl.errors import ConfigError, UsageError, mask, register_secret
+from opsctl.errors import ConfigError, UsageError, mask, register_secret, tiny_secrets
 from opsctl.records import Outcome, StepRecord, now_iso
 
 _SECRET_KEY = re.compile(r"pass(word)?|secret|token|credential|api[_-]?key|private[_-]?key|dsn",
@@ -64,6 +64,8 @@ def redact(value: Any, secrets: tuple[str, ...] = ()) -> Any:
     if isinstance(value, list):
         return [redact(v, secrets) for v in value]
     if isinstance(value, str):
+        if value in tiny_secrets():  # a value that is exactly a 1-3 character secret
+            return "***"
         return _URL_PASSWORD.sub(r"\1***@", mask(value, secrets))
     return value
 

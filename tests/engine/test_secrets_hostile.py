@@ -91,6 +91,20 @@ def test_a_short_secret_is_masked_as_a_token_only(opsctl: Opsctl, opsctl_env: di
     assert "token *** rejected" in log and "failure" in log and "token ai " not in log
 
 
+@pytest.mark.parametrize("token", ["1", "a"])
+def test_a_one_character_secret_garbles_nothing(token: str, opsctl: Opsctl,
+                                                opsctl_env: dict[str, str]) -> None:
+    """A 1-3 character secret is masked as the value it is (in the message rendered from it, after
+    '=', in JSON), not as every word it spells: "exit 1", "127.0.0.1", "in a failure" stay."""
+    r = opsctl("run", rb("rb-414"), "-p", f"token={token}")
+    assert r.code == 1, r.output
+    assert "token *** rejected" in r.stdout and "token=***" in r.stdout, r.output
+    assert "(exit 1," in r.stdout and "http://127.0.0.1:9/" in r.stdout and "Secrets in a failure" in r.stdout
+    seen = everything(r, opsctl_env, opsctl)
+    assert f"token {token} rejected" not in seen and f"token={token}" not in seen
+    assert f'"token": "{token}"' not in seen
+
+
 def test_secret_from_a_file_a_param_file_or_a_variable(opsctl: Opsctl, opsctl_env: dict[str, str],
                                                        tmp_path: Path) -> None:
     secret_file = tmp_path / "token"
