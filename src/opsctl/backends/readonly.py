@@ -183,9 +183,12 @@ REDIS_READ_SUBCOMMANDS: Mapping[str, frozenset[str]] = {
 
 def redis_command_name(args: tuple[Any, ...]) -> str:
     """``CONFIG SET`` from ('CONFIG SET', ...) or ('CONFIG', 'SET', ...), upper-case."""
-    words = str(args[0]).upper().split() if args else [""]
+    def text(a: Any) -> str:
+        return a.decode("utf-8", "replace") if isinstance(a, bytes | bytearray) else str(a)
+
+    words = text(args[0]).upper().split() if args else [""]
     if len(words) == 1 and words[0] in REDIS_READ_SUBCOMMANDS and len(args) > 1:
-        words.append(str(args[1]).upper())
+        words.append(text(args[1]).upper())
     return " ".join(words[:2])
 
 
