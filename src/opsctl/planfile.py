@@ -292,6 +292,9 @@ class Replay:
         by = None if self.claimed else applied_by(self.doc)
         if by:
             raise NotConfirmed(already_applied(self.doc, by))
+        if not self.claimed and expired(self.doc):  # e.g. while this apply waited for the lock
+            raise NotConfirmed(f"the plan expired at {self.doc['expires_at']} before it could be applied "
+                               "(the apply lock was held until then): nothing was changed; make a new plan")
         planned = self.plans.get(step_id)
         if planned is None:
             if live.empty:

@@ -338,3 +338,20 @@ def test_a_read_only_state_dir_still_claims_a_plan_once(tmp_path: Path,
     with pytest.raises(ConfigError, match="cannot record applied plans") as e:
         planfile.claims_dir()
     assert e.value.exit_code == 4
+
+
+def test_a_plan_that_expires_while_waiting_for_the_lock_is_refused(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The expiry is checked again under the apply lock, before the live plan is compared."""
+    from opsctl import planfile
+    from opsctl.errors import NotConfirmed
+    from opsctl.records import Change, Plan
+
+    monkeypatch.setenv("OPSCTL_STATE_DIR", str(tmp_path))
+    plan = Plan("terminate 1", [Change("backend pid 1", "terminate", before="idle in transaction")])
+    doc = {"digest": "sha256:" + "cd" * 32, "expires_at": "2000-01-01T00:00:00Z",
+           "steps": [{"id": "kill", "plan": plan.as_dict()}]}
+    with pytest.raises(NotConfirmed, match="expired at 2000-01-01T00:00:00Z before it could be applied"):
+        planfile.Replay.of(doc).check("kill", plan)
+    doc["expires_at"] = "2999-01-01T00:00:00Z"
+    assert planfile.Replay.of(doc).check("kill", plan) is plan
