@@ -15,17 +15,18 @@ import os
 import re
 import secrets
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from opsctl.errors import ConfigError, UsageError, mask, register_secret
+from opsctl.errors import ConfigError, UsageError, mask, register_secret, tiny_secrets
 from opsctl.records import Outcome, StepRecord, now_iso
 
 _SECRET_KEY = re.compile(r"pass(word)?|secret|token|credential|api[_-]?key|private[_-]?key|dsn",
                          re.I)
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
 
 
 def state_dir() -> Path:
@@ -33,6 +34,26 @@ def state_dir() -> Path:
         return Path(os.environ["OPSCTL_STATE_DIR"])
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "opsctl"
+
+
+def state_subdirs(name: str) -> list[Path]:
+    """Where the state directory's ``name``/ is: itself, then (a read-only state directory, run
+    with --no-log) a per-user one in the temporary directory, so that apply locks and plan claims
+    still hold on this host."""
+    return [state_dir() / name, Path(tempfile.gettempdir()) / f"opsctl-{os.getuid()}-{name}"]
+
+
+def writable_state_subdir(name: str) -> Path:
+    """The first of :func:`state_subdirs` that can be written (created if needed); OSError when none."""
+    error: OSError | None = None
+    for d in state_subdirs(name):
+        try:
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if os.access(d, os.W_OK):
+                return d
+        except OSError as e:
+            error = e
+    raise error or PermissionError(f"{name}: not writable")
 
 
 def redact(value: Any, secrets: tuple[str, ...] = ()) -> Any:
@@ -43,6 +64,8 @@ def redact(value: Any, secrets: tuple[str, ...] = ()) -> Any:
     if isinstance(value, list):
         return [redact(v, secrets) for v in value]
     if isinstance(value, str):
+        if value in tiny_secrets():  # a value that is exactly a 1-3 character secret
+            return "***"
         return _URL_PASSWORD.sub(r"\1***@", mask(value, secrets))
     return value
 

@@ -213,6 +213,17 @@ def _check_env(src: Any, name: str, env: Any) -> None:
 
 
 _SECRETISH = ("password", "secret", "token", "webhook", "dsn", "url", "key")
+_DSN_PASSWORD = re.compile(r"(?:^|[\s?&])password\s*=\s*(?:'((?:[^'\\]|\\.)*)'|([^\s&']+))", re.I)
+# the standard variables that can hold a credential (the backends' fallbacks when the environment
+# has no section for them)
+_SECRET_VARS = {"PGPASSWORD": "password", "OPSCTL_SLACK_WEBHOOK_URL": "slack_webhook_url",
+                "DATABASE_URL": "dsn", "REDIS_URL": "url", "AWS_SECRET_ACCESS_KEY": "secret",
+                "AWS_SESSION_TOKEN": "token", "REDISCLI_AUTH": "password"}
+
+
+def _dsn_passwords(dsn: str) -> list[str]:
+    """The passwords of a libpq keyword DSN (password='...') or of a URL's query (?password=...)."""
+    return [re.sub(r"\\(.)", r"\1", quoted) or plain for quoted, plain in _DSN_PASSWORD.findall(dsn)]
 
 
 def _register_secrets(backends: dict[str, dict[str, Any]]) -> None:
@@ -230,8 +241,8 @@ def _register_secrets(backends: dict[str, dict[str, Any]]) -> None:
                     pw = urlsplit(v).password
                 except ValueError:
                     pw = None
-                if pw:
-                    register_secret(pw)
+                # libpq's keyword form (password=...) and URL query parameters (?password=...)
+                register_secret(*(p for p in [pw, *_dsn_passwords(v)] if p))
                 if "webhook" in k.lower():  # the whole URL is the secret, with or without scheme
                     register_secret(v, v.split("://", 1)[-1])
             else:
@@ -283,9 +294,8 @@ def load_environment(name: str | None = None) -> Environment:
     path, data = _config()
     envs: dict[str, Any] = data.get("environments") or {}
     name = name or os.environ.get("OPSCTL_ENV") or data.get("default_environment")
-    for var in ("PGPASSWORD", "OPSCTL_SLACK_WEBHOOK_URL"):
-        if os.environ.get(var):
-            _register_secrets({"env": {var.lower().replace("opsctl_", ""): os.environ[var]}})
+    _register_secrets({"env": {key: os.environ[var] for var, key in _SECRET_VARS.items()
+                               if os.environ.get(var)}})
     if not name:
         return Environment(name="default", source="environment variables")
     if name not in envs:

@@ -156,11 +156,17 @@ class LockBusy(NotConfirmed):
 # ---- secrets: one registry, masked wherever text leaves the process ------------------------------
 # Values of secret parameters, backend passwords, webhook URLs... registered as soon as they are
 # known (parameters parsed, environment loaded), and masked in stdout/stderr, the run log, reports,
-# plan files and crash.log.  A short secret (under 8 characters) is masked only where it stands as a
-# whole token (not inside another word), so that `-p token=ab` does not garble every "ab" of the
-# output; a longer one wherever it appears.
+# plan files and crash.log.  A secret of 8 characters or more is masked wherever it appears; a
+# shorter one only where it stands as a whole token (not inside another word), so that
+# `-p token=ab` does not garble every "ab" of the output.  A tiny one (1-3 characters: "1", "a",
+# "ok") would garble text even as a token ("exit 1", "in a failure", "127.0.0.1"): it is masked
+# only as an exact value: a quoted string or the value after "=" (and, in structured data, a value
+# equal to it: audit.redact), and inside the texts that were rendered from it (a runbook's message
+# "token {{ params.token }} rejected" is registered with its masked rendering: register_rendering).
 _SECRETS: set[str] = set()
 _SHORT = 8
+_TINY = 4
+_RENDERINGS: dict[str, str] = {}  # a text rendered with a tiny secret -> the same text masked
 _pattern: object = None  # compiled lazily; reset when a secret is added
 
 
@@ -172,8 +178,20 @@ def register_secret(*values: object) -> None:
             _pattern = None
 
 
+def register_rendering(text: str, masked: str) -> None:
+    """``text`` (rendered from a template with a tiny secret) is shown as ``masked`` wherever it appears."""
+    global _pattern
+    if text and text != masked and _RENDERINGS.get(text) != masked:
+        _RENDERINGS[text] = masked
+        _pattern = None
+
+
 def registered_secrets() -> tuple[str, ...]:
     return tuple(_SECRETS)
+
+
+def tiny_secrets() -> frozenset[str]:
+    return frozenset(s for s in _SECRETS if len(s) < _TINY)
 
 
 def mask(text: str, extra: tuple[str, ...] | list[str] = ()) -> str:
@@ -183,12 +201,17 @@ def mask(text: str, extra: tuple[str, ...] | list[str] = ()) -> str:
     global _pattern
     if extra:
         register_secret(*extra)
-    if not _SECRETS or not text:
+    if not (_SECRETS or _RENDERINGS) or not text:
         return text
     if _pattern is None:
-        parts = []
+        parts = [re.escape(r) for r in sorted(_RENDERINGS, key=len, reverse=True)]
         for s in sorted(_SECRETS, key=len, reverse=True):  # longest first: a secret inside another
             e = re.escape(s)
-            parts.append(e if len(s) >= _SHORT else rf"(?<![A-Za-z0-9]){e}(?![A-Za-z0-9])")
+            if len(s) >= _SHORT:
+                parts.append(e)
+            elif len(s) >= _TINY:
+                parts.append(rf"(?<![A-Za-z0-9]){e}(?![A-Za-z0-9])")
+            else:  # an exact value: "x" / 'x' / =x
+                parts.append(rf"(?<=\"){e}(?=\")|(?<='){e}(?=')|(?<==){e}(?![A-Za-z0-9._-])")
         _pattern = re.compile("|".join(parts))
-    return _pattern.sub("***", text)  # type: ignore[attr-defined]
+    return _pattern.sub(lambda m: _RENDERINGS.get(m.group(0), "***"), text)  # type: ignore[attr-defined]

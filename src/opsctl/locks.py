@@ -14,7 +14,6 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,16 +30,12 @@ POLL = 0.25
 def lock_dir() -> Path:
     """The state directory's locks/, or (read-only state directory, --no-log) a per-user one in
     the temporary directory: the lock must still work."""
-    from opsctl.audit import state_dir
+    from opsctl.audit import state_subdirs, writable_state_subdir
 
-    preferred = state_dir() / "locks"
     try:
-        preferred.mkdir(parents=True, exist_ok=True)
-        if os.access(preferred, os.W_OK):
-            return preferred
+        return writable_state_subdir("locks")
     except OSError:
-        pass
-    return Path(tempfile.gettempdir()) / f"opsctl-{os.getuid()}-locks"
+        return state_subdirs("locks")[-1]  # FileLock names the error when it cannot be taken
 
 
 class ApplyGate:

@@ -155,24 +155,38 @@ def expired(doc: dict[str, Any], now: dt.datetime | None = None) -> bool:
 
 
 def claims_dir() -> Path:
-    from opsctl.audit import state_dir
+    """Where this host records applied plans: the state directory's plans/, or (a read-only state
+    directory, --no-log) a per-user one in the temporary directory; exit 4 when neither can be
+    written (a plan that cannot be claimed could be applied twice)."""
+    from opsctl.audit import writable_state_subdir
+    from opsctl.errors import ConfigError
 
-    return state_dir() / "plans"
+    try:
+        return writable_state_subdir("plans")
+    except OSError as e:
+        raise ConfigError(f"cannot record applied plans in {e.filename or 'the state directory'}: "
+                          f"{e.strerror or e}; a plan applies at most once, so apply needs a writable "
+                          "OPSCTL_STATE_DIR (or temporary directory): nothing was changed") from None
 
 
 def applied_by(doc: dict[str, Any]) -> dict[str, Any] | None:
     """The claim of the run that applied this plan, if one did."""
-    path = claims_dir() / f"{_digest_hex(doc)}.json"
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return None
+    from opsctl.audit import state_subdirs
+
+    for d in state_subdirs("plans"):
+        try:
+            return dict(json.loads((d / f"{_digest_hex(doc)}.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def claim(doc: dict[str, Any], run_id: str) -> None:
     """Mark the plan applied by ``run_id``, atomically (O_EXCL): a second claim is refused."""
     d = claims_dir()
-    d.mkdir(parents=True, exist_ok=True)
+    by = applied_by(doc)
+    if by:
+        raise NotConfirmed(already_applied(doc, by))
     path = d / f"{_digest_hex(doc)}.json"
     record = {"digest": doc["digest"], "run_id": run_id, "user": getpass.getuser(),
               "host": socket.gethostname(), "at": now_iso()}
@@ -272,7 +286,15 @@ class Replay:
     def check(self, step_id: str, live: Plan) -> Plan:
         """The plan to apply when the live re-plan still matches the file's (every change and
         what apply() is handed, ``data``), else PlanDrift.  Once proven equal, the live plan is the
-        one applied: the same changes, with the values that were masked in the file (secrets)."""
+        one applied: the same changes, with the values that were masked in the file (secrets).
+        Called under the apply lock: a concurrent apply of the same file that got the lock first
+        and applied it is named (not reported as drift)."""
+        by = None if self.claimed else applied_by(self.doc)
+        if by:
+            raise NotConfirmed(already_applied(self.doc, by))
+        if not self.claimed and expired(self.doc):  # e.g. while this apply waited for the lock
+            raise NotConfirmed(f"the plan expired at {self.doc['expires_at']} before it could be applied "
+                               "(the apply lock was held until then): nothing was changed; make a new plan")
         planned = self.plans.get(step_id)
         if planned is None:
             if live.empty:

@@ -166,6 +166,21 @@ def evaluate(expr: str, context: dict[str, Any]) -> Any:
         raise TemplateError(f"cannot evaluate {expr!r}: {_explain(e)}") from None
 
 
+def _register_tiny_rendering(template: str, out: str, context: dict[str, Any]) -> None:
+    """A tiny secret (1-3 characters) cannot be masked as a word without garbling the output
+    ("exit 1"): a text rendered from it is registered with its rendering from the masked
+    parameters, and shown that way wherever it appears (errors.mask)."""
+    from opsctl.errors import register_rendering, tiny_secrets
+
+    tiny = tiny_secrets()
+    params = context.get("params")
+    if not tiny or not isinstance(params, dict) or not any(t in out for t in tiny):
+        return
+    hidden = {k: "***" if isinstance(v, str) and v in tiny else v for k, v in params.items()}
+    if hidden != params:
+        register_rendering(out, _compiled_template(template).render(**{**context, "params": hidden}))
+
+
 def render(value: Any, context: dict[str, Any]) -> Any:
     """Render a `with` value recursively; ``"{{ expr }}"`` alone keeps the native type."""
     if isinstance(value, dict):
@@ -178,7 +193,9 @@ def render(value: Any, context: dict[str, Any]) -> Any:
     if m and "{{" not in m.group(1) and "}}" not in m.group(1):
         return evaluate(m.group(1), context)
     try:
-        return _compiled_template(value).render(**context)
+        out = _compiled_template(value).render(**context)
+        _register_tiny_rendering(value, out, context)
+        return out
     except TemplateSyntaxError as e:
         raise TemplateError(f"invalid template {value!r}: {e.message}") from None
     except (Exception, RecursionError, MemoryError) as e:

@@ -91,6 +91,20 @@ def test_a_short_secret_is_masked_as_a_token_only(opsctl: Opsctl, opsctl_env: di
     assert "token *** rejected" in log and "failure" in log and "token ai " not in log
 
 
+@pytest.mark.parametrize("token", ["1", "a"])
+def test_a_one_character_secret_garbles_nothing(token: str, opsctl: Opsctl,
+                                                opsctl_env: dict[str, str]) -> None:
+    """A 1-3 character secret is masked as the value it is (in the message rendered from it, after
+    '=', in JSON), not as every word it spells: "exit 1", "127.0.0.1", "in a failure" stay."""
+    r = opsctl("run", rb("rb-414"), "-p", f"token={token}")
+    assert r.code == 1, r.output
+    assert "token *** rejected" in r.stdout and "token=***" in r.stdout, r.output
+    assert "(exit 1," in r.stdout and "http://127.0.0.1:9/" in r.stdout and "Secrets in a failure" in r.stdout
+    seen = everything(r, opsctl_env, opsctl)
+    assert f"token {token} rejected" not in seen and f"token={token}" not in seen
+    assert f'"token": "{token}"' not in seen
+
+
 def test_secret_from_a_file_a_param_file_or_a_variable(opsctl: Opsctl, opsctl_env: dict[str, str],
                                                        tmp_path: Path) -> None:
     secret_file = tmp_path / "token"
@@ -265,3 +279,79 @@ def test_a_bad_secret_value_is_not_echoed(opsctl: Opsctl, opsctl_env: dict[str, 
     r = opsctl("run", str(book), "-p", "pin=NotANumber-Secret-77", "-o", "json")
     assert r.code == 2, r.output
     assert "pin" in r.output and "NotANumber-Secret-77" not in r.output
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:6379:RedisUrlSecret-5", "redis//:RedisUrlSecret-5@h:1",
+                                 "redis://:RedisUrlSecret-5@[bad/0", "redis://:RedisUrlSecret-5@h:port/0"])
+def test_a_malformed_redis_url_is_misconfigured_and_not_echoed(url: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """REDIS_URL is where a Redis password usually is; a malformed one used to be shown whole in
+    the error (stdout, run log, report), or to crash ("Invalid IPv6 URL")."""
+    from opsctl.backends.redis import make_client, settings_from
+    from opsctl.errors import BackendError
+
+    monkeypatch.setenv("REDIS_URL", url)
+    with pytest.raises(BackendError, match="invalid Redis URL") as e:
+        make_client(settings_from({}))
+    assert "RedisUrlSecret-5" not in str(e.value)
+
+
+def test_credentials_in_standard_variables_and_dsns_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The password of REDIS_URL (redis://:PASSWORD@host, no user), of DATABASE_URL (also in its
+    query string), of a libpq keyword DSN in opsctl.yaml and the AWS secret key never reach an output."""
+    from opsctl import config
+    from opsctl.audit import redact
+    from opsctl.errors import mask
+
+    monkeypatch.setenv("REDIS_URL", "redis://:RedisVarPw-1@127.0.0.1:1/0")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://127.0.0.1:1/app?sslmode=disable&password=PgQueryPw-2")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "AwsSecretKey-3")
+    config.load_environment(None)
+    config._register_secrets({"postgres": {"dsn": "host=db user=ops password='Kw Pw\\'4' port=5432"}})
+    text = ("cannot reach redis://:RedisVarPw-1@127.0.0.1:1/0 (PgQueryPw-2), signed with AwsSecretKey-3; "
+            "dsn host=db password='Kw Pw'4'")
+    assert not re.search(r"RedisVarPw|PgQueryPw|AwsSecretKey|Kw Pw", mask(text)), mask(text)
+    assert redact("rediss://:Unregistered-5@h:1/0") == "rediss://:***@h:1/0"
+
+
+def test_a_read_only_state_dir_still_claims_a_plan_once(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """apply --no-log with a state directory that cannot be written: the plan's claim goes to the
+    per-user temporary directory (it crashed with NotADirectoryError after the diagnosis), and
+    with no writable place at all apply is exit 4 before anything runs."""
+    import tempfile
+
+    from opsctl import planfile
+    from opsctl.errors import ConfigError, NotConfirmed
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("OPSCTL_STATE_DIR", str(blocker / "state"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    doc = {"digest": "sha256:" + "ab" * 32}
+    planfile.claim(doc, "run-1")
+    assert (planfile.applied_by(doc) or {})["run_id"] == "run-1"
+    with pytest.raises(NotConfirmed, match="already applied by run run-1"):
+        planfile.claim(doc, "run-2")
+    monkeypatch.setattr(tempfile, "tempdir", str(blocker / "tmp"))
+    with pytest.raises(ConfigError, match="cannot record applied plans") as e:
+        planfile.claims_dir()
+    assert e.value.exit_code == 4
+
+
+def test_a_plan_that_expires_while_waiting_for_the_lock_is_refused(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The expiry is checked again under the apply lock, before the live plan is compared."""
+    from opsctl import planfile
+    from opsctl.errors import NotConfirmed
+    from opsctl.records import Change, Plan
+
+    monkeypatch.setenv("OPSCTL_STATE_DIR", str(tmp_path))
+    plan = Plan("terminate 1", [Change("backend pid 1", "terminate", before="idle in transaction")])
+    doc = {"digest": "sha256:" + "cd" * 32, "expires_at": "2000-01-01T00:00:00Z",
+           "steps": [{"id": "kill", "plan": plan.as_dict()}]}
+    with pytest.raises(NotConfirmed, match="expired at 2000-01-01T00:00:00Z before it could be applied"):
+        planfile.Replay.of(doc).check("kill", plan)
+    doc["expires_at"] = "2999-01-01T00:00:00Z"
+    assert planfile.Replay.of(doc).check("kill", plan) is plan

@@ -103,10 +103,12 @@ def test_no_mutation_is_reachable_from_a_read_only_cluster(world: dict[str, str]
         (lambda: k.admin._client, "admin._client"),
         (lambda: make_producer(k.conf), "a producer"),
         (lambda: make_consumer(k.conf, group_id=world["group"]), f"a consumer in group '{world['group']}'"),
+        (lambda: make_producer(dict(k.conf)), "a producer"),  # a copy of the settings is still read-only
+        (lambda: make_consumer({**k.conf}, group_id="other"), "a consumer in group 'other'"),
     ]:
         with pytest.raises(ReadOnlyViolation, match=f"read-only guard: kafka refused {what}"):
             call()
-    consumer = make_consumer(k.conf)
+    consumer = make_consumer(dict(k.conf))
     try:
         with pytest.raises(ReadOnlyViolation, match="consumer.commit"):
             consumer.commit({tp: OffsetAndMetadata(0, "", -1)})

@@ -297,6 +297,8 @@ ACCEPTED = [
     "SELECT jsonb_build_object('a', 1) ->> 'a', has_table_privilege('pg_class', 'select')",
     "SHOW max_connections", "VALUES (1), (2)", "TABLE pg_class",
     "EXPLAIN SELECT * FROM pg_class", "SELECT pg_stat_get_backend_pid(1), pg_is_in_recovery()",
+    "SELECT 'ab' SIMILAR TO 'a%', interval '1 day', NULL::information_schema.cardinal_number",
+    "SELECT relname FROM pg_class ORDER BY relname USING <",
 ]
 REFUSED = [
     ("SELECT 1; SELECT 2", "exactly one statement"),
@@ -321,6 +323,10 @@ REFUSED = [
     ("SELECT 1 === 2", "operator === is not a built-in operator"),
     ("SELECT 1 OPERATOR(public.+) 2", "operator public.+"),
     ("SELEC 1", "not valid SQL"),
+    # a user-defined operator or type is a function call under another name
+    ("SELECT relname FROM pg_class ORDER BY relname USING OPERATOR(public.<)", "operator public.<"),
+    ("SELECT 1::public.checked", "a cast to type public.checked is not allowed"),
+    ("SELECT * FROM pg_class TABLESAMPLE public.sampler(1)", "TABLESAMPLE method public.sampler"),
 ]
 
 
@@ -354,3 +360,25 @@ def test_a_function_that_could_shadow_a_built_in_one_must_be_qualified(fault: Pg
     finally:
         fault.sql("DROP FUNCTION public.upper(int)")
         fault.sql("DROP FUNCTION public.has_x()")
+
+
+def test_a_cast_to_a_domain_whose_check_terminates_is_refused(fault: PgServer) -> None:
+    """A domain's CHECK runs any function when a value is cast to it: here a SECURITY DEFINER one
+    (its owner may signal backends, whatever role the read-only call runs as) that terminates the
+    victims.  The cast is a function call the judge must see, spelled unqualified or not."""
+    fault.sql("CREATE OR REPLACE FUNCTION public.reap(int) RETURNS bool LANGUAGE sql SECURITY DEFINER "
+              f"AS $$SELECT bool_and(pg_terminate_backend(pid)) IS NOT FALSE FROM pg_stat_activity "
+              f"WHERE {VICTIMS}$$")
+    fault.sql("CREATE DOMAIN public.checked AS int CHECK (public.reap(VALUE))")
+    query = load_all()["postgres.query"]
+    try:
+        with pytest.raises(ActionError, match=r"refused: public\.checked exist"):
+            query({"sql": "SELECT 1::checked AS n"}, guarded()).run()
+        with pytest.raises(ActionError, match="a cast to type public.checked is not allowed"):
+            query({"sql": "SELECT CAST(1 AS public.checked) AS n"}, guarded()).run()
+        assert fault.count(VICTIMS) == 3
+        rows = query({"sql": "SELECT 1::int4 AS n, '1 day'::interval AS d"}, guarded()).run()["rows"]
+        assert rows[0]["n"] == 1
+    finally:
+        fault.sql("DROP DOMAIN public.checked")
+        fault.sql("DROP FUNCTION public.reap(int)")

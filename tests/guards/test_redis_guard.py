@@ -93,6 +93,9 @@ def test_every_plan_works_under_the_guard_and_apply_is_not_guarded(name: str, wo
     (lambda c: c.transaction(lambda p: p.delete("k1"), "k1"), "DEL"),
     (lambda c: c.pubsub(), "SUBSCRIBE"),
     (lambda c: c.execute_command("SELECT", 1), "SELECT"),
+    (lambda c: c.execute_command(b"CONFIG", b"SET", b"maxmemory", b"1"), "CONFIG SET"),  # named as sent
+    (lambda c: c.register_script("return redis.call('del', 'k1')")(), "EVALSHA"),
+    (lambda c: c.lock("opsctl-test-lock").acquire(blocking=False), "SET"),
 ])
 def test_a_guarded_client_refuses_writes_before_sending(write: Any, command: str, world: Any) -> None:
     before = _state(world)

@@ -219,3 +219,24 @@ def test_two_concurrent_applies_terminate_once(
     assert sum(1 for d in docs if step(d, "kill_sessions")["status"] == "applied") >= 1
     assert pg.count("application_name = 'checkout-api'") == 0
     assert len({d["run_id"] for d in docs}) == 2
+
+
+def test_two_concurrent_applies_of_one_plan_file_apply_it_once(
+        opsctl: Callable[..., Result], opsctl_env: dict[str, str], pg: PgServer, pg_env: dict[str, str],
+        lock_incident: Any, tmp_path: Path) -> None:
+    """Two engineers apply the same approved plan at the same moment: one terminates the blocker,
+    the other (which waited for the advisory lock) is refused, naming the run that applied it."""
+    pid = lock_incident.info.backend_pid
+    path = tmp_path / "plan.json"
+    make_plan(opsctl, pg_env, path)
+    cmd = [sys.executable, "-m", "opsctl", "apply", str(path), "--yes", "-o", "json"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env={**opsctl_env, **pg_env}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    by_code = {p.returncode: json.loads(out) for p, (out, _) in zip(procs, outs, strict=True)}
+    assert sorted(by_code) == [0, 3], outs
+    winner, loser = by_code[0], by_code[3]
+    assert step(winner, "end_blockers")["result"]["terminated"] == [pid]
+    assert f"already applied by run {winner['run_id']}" in loser["message"], loser["message"]
+    assert step(loser, "end_blockers").get("result") is None
+    assert pg.count(f"pid = {pid}") == 0

@@ -11,8 +11,11 @@ Unicode escapes and ``$$`` strings read as the server reads them) and accepted o
   ``pg_get_*``, ``has_*_privilege``...), unqualified or in ``pg_catalog``; a function that is not
   named here (``pg_terminate_backend``, ``set_config``, ``pg_advisory_lock``, ``dblink``,
   ``query_to_xml`` which runs SQL from a string, any user-defined function) is refused;
-* every operator is a built-in one (:data:`ALLOWED_OPERATORS`; a user-defined operator is a
-  function call under another name).
+* every operator is a built-in one (:data:`ALLOWED_OPERATORS`, also in ``ORDER BY ... USING``; a
+  user-defined operator is a function call under another name);
+* every type it casts to is a built-in one: a cast to a domain runs its CHECK (any function), so a
+  type qualified with another schema is refused, and the unqualified names are checked on the
+  server like the functions (:data:`SHADOWED`).
 
 pglast is imported when a statement is judged, never at CLI start-up.  What it cannot see: what a
 view or a table's column default does when read (a view calling a volatile function); the READ ONLY
@@ -76,7 +79,7 @@ inet_client_port obj_description col_description shobj_description pg_options_to
 pg_function_is_visible pg_table_is_visible pg_type_is_visible pg_relation_is_updatable
 pg_column_is_updatable pg_describe_object pg_identify_object pg_index_column_has_property
 pg_index_has_property pg_indexam_has_property pg_char_to_encoding pg_tablespace_databases
-gen_random_uuid
+gen_random_uuid similar_to_escape similar_escape
 """))
 
 # families of read-only functions
@@ -107,43 +110,58 @@ def refusal(sql: str, with_params: bool = False) -> str:
     return judge(sql, with_params)[0]
 
 
-def judge(sql: str, with_params: bool = False) -> tuple[str, frozenset[str]]:
-    """(refusal or "", the functions the statement calls by unqualified name).
+def judge(sql: str, with_params: bool = False) -> tuple[str, frozenset[str], frozenset[str]]:
+    """(refusal or "", the functions the statement calls by unqualified name, the types it casts
+    to by unqualified name).
 
     An unqualified name is resolved by the server along the search_path, and PostgreSQL picks the
     best match of argument types across all its schemas: a function of the same name created in
-    another schema can be chosen over the built-in one.  The caller checks on the server that these
-    names exist only in pg_catalog (:data:`SHADOWED`)."""
+    another schema can be chosen over the built-in one, and a type name that is not a built-in one
+    is a domain or a table's row type.  The caller checks on the server that these names exist only
+    in pg_catalog (:data:`SHADOWED`)."""
     from pglast import ast, parse_sql
     from pglast.parser import ParseError
 
+    none: frozenset[str] = frozenset()
     text = _PLACEHOLDER.sub(lambda m: "%" if m.group(1) == "%" else "$1", sql) if with_params else sql
     try:
         statements = parse_sql(text)
     except ParseError as e:
-        return f"not valid SQL: {e}", frozenset()
+        return f"not valid SQL: {e}", none, none
     if len(statements) != 1:
-        return f"exactly one statement is allowed, got {len(statements)}", frozenset()
+        return f"exactly one statement is allowed, got {len(statements)}", none, none
     top = statements[0].stmt
     kind = type(top).__name__
     if kind not in _STATEMENTS:
         return ("only a read-only statement (SELECT, VALUES, TABLE, WITH, SHOW, EXPLAIN) is allowed, "
-                f"got {_verb(kind)}"), frozenset()
-    unqualified: set[str] = set()
+                f"got {_verb(kind)}"), none, none
+    functions: set[str] = set()
+    types: set[str] = set()
     for node in _walk(top):
         problem = _judge(node, ast, text)
         if problem:
-            return problem, frozenset()
+            return problem, none, none
         if isinstance(node, ast.FuncCall) and len(node.funcname or ()) == 1:
-            unqualified.add(_names(node.funcname)[0].lower())
-    return "", frozenset(unqualified)
+            functions.add(_names(node.funcname)[0].lower())
+        elif isinstance(node, ast.RangeTableSample) and len(node.method or ()) == 1:
+            functions.add(_names(node.method)[0].lower())  # TABLESAMPLE SYSTEM: a handler function
+        elif isinstance(node, ast.TypeName) and len(node.names or ()) == 1:
+            types.add(_names(node.names)[0].lower())
+    return "", frozenset(functions), frozenset(types)
 
 
-# The allowed names that also exist outside pg_catalog (run with the unqualified names as %s).
+# The unqualified names that also exist outside pg_catalog (run with the function names and the
+# type names): (name, schema, "function" | "type").
 SHADOWED = """
-SELECT p.proname, n.nspname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE p.proname = ANY(%s) AND n.nspname <> 'pg_catalog' ORDER BY 1, 2
+SELECT p.proname, n.nspname, 'function' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE p.proname = ANY(%s) AND n.nspname <> 'pg_catalog'
+UNION
+SELECT t.typname, n.nspname, 'type' FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE t.typname = ANY(%s) AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 1, 2
 """
+# schemas whose types a statement may cast to (their domains check with built-in functions only)
+_TYPE_SCHEMAS = (["pg_catalog"], ["information_schema"])
 
 
 def _verb(kind: str) -> str:
@@ -192,8 +210,20 @@ def _judge(node: Any, ast: Any, text: str) -> str:
             return (f"function {name}() is not on the read-only allow-list (catalog reads, aggregates, "
                     "formatting, date/time, JSON and array functions); use a dedicated action such as "
                     f"postgres.terminate / postgres.cancel for changes{_at(text, node.location)}")
-    if isinstance(node, ast.A_Expr) or (isinstance(node, ast.SubLink) and node.operName):
-        parts = _names(node.name if isinstance(node, ast.A_Expr) else node.operName)
+    if isinstance(node, ast.TypeName):
+        parts = _names(node.names)
+        if parts[:-1] and parts[:-1] not in _TYPE_SCHEMAS:
+            return (f"a cast to type {'.'.join(parts)} is not allowed in a read-only statement (only "
+                    "built-in types: a domain's CHECK may call any function)"
+                    f"{_at(text, getattr(node, 'location', None))}")
+    if isinstance(node, ast.RangeTableSample):
+        parts = _names(node.method)
+        if parts[:-1] and parts[:-1] != ["pg_catalog"]:
+            return f"TABLESAMPLE method {'.'.join(parts)} is not a built-in one"
+    operator = (node.name if isinstance(node, ast.A_Expr) else node.operName if isinstance(node, ast.SubLink)
+                else node.useOp if isinstance(node, ast.SortBy) else None)
+    if operator:
+        parts = _names(operator)
         op = parts[-1].upper().replace(" ", "_") if parts else ""
         if (parts[:-1] and parts[:-1] != ["pg_catalog"]) or (op and op not in ALLOWED_OPERATORS):
             return (f"operator {'.'.join(parts)} is not a built-in operator on the read-only allow-list"

@@ -183,9 +183,12 @@ REDIS_READ_SUBCOMMANDS: Mapping[str, frozenset[str]] = {
 
 def redis_command_name(args: tuple[Any, ...]) -> str:
     """``CONFIG SET`` from ('CONFIG SET', ...) or ('CONFIG', 'SET', ...), upper-case."""
-    words = str(args[0]).upper().split() if args else [""]
+    def text(a: Any) -> str:
+        return a.decode("utf-8", "replace") if isinstance(a, bytes | bytearray) else str(a)
+
+    words = text(args[0]).upper().split() if args else [""]
     if len(words) == 1 and words[0] in REDIS_READ_SUBCOMMANDS and len(args) > 1:
-        words.append(str(args[1]).upper())
+        words.append(text(args[1]).upper())
     return " ".join(words[:2])
 
 
@@ -234,9 +237,22 @@ def read_only_redis(writable: Any, allow: Callable[[tuple[Any, ...]], bool] | No
 
 
 # ---- Kafka --------------------------------------------------------------------------------------
+# a marker key that survives copies of the settings (dict(conf), {**conf}); no kafka-python client
+# takes it (backends.kafka passes each client only the keys it knows)
+KAFKA_READ_ONLY_KEY = "opsctl.read_only"
+
+
 class KafkaReadOnlyConf(dict[str, Any]):
     """The connection settings of a read-only ``Cluster``: the factories refuse to build a producer
-    or a group consumer from them."""
+    or a group consumer from them, or from a copy of them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self[KAFKA_READ_ONLY_KEY] = True
+
+
+def kafka_conf_is_read_only(conf: Mapping[str, Any]) -> bool:
+    return isinstance(conf, KafkaReadOnlyConf) or bool(conf.get(KAFKA_READ_ONLY_KEY))
 
 
 def kafka_admin_is_read(name: str) -> bool:
@@ -260,7 +276,7 @@ class ReadOnlyAdmin:
 
 
 def kafka_check_producer(conf: Mapping[str, Any]) -> None:
-    if isinstance(conf, KafkaReadOnlyConf):
+    if kafka_conf_is_read_only(conf):
         raise ReadOnlyViolation("kafka", "a producer", "read-only code may not write records")
 
 
@@ -269,7 +285,7 @@ def kafka_consumer_class(conf: Mapping[str, Any], overrides: Mapping[str, Any]) 
     commit (joining the inspected group would rebalance its real members)."""
     from kafka import KafkaConsumer
 
-    if not isinstance(conf, KafkaReadOnlyConf):
+    if not kafka_conf_is_read_only(conf):
         return KafkaConsumer
     if overrides.get("group_id") is not None or overrides.get("enable_auto_commit"):
         raise ReadOnlyViolation("kafka", f"a consumer in group {overrides.get('group_id')!r}",

@@ -29,29 +29,38 @@ class RedisSettings:
     timeout: float = SOCKET_TIMEOUT
 
     def describe(self) -> str:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(self.url)
+        """host:port/db, never more of the URL: a malformed one can hold its password anywhere."""
+        parts = _split(self.url)
         extra = dict(self.overrides)
+        if parts is None or parts.scheme not in ("redis", "rediss", "unix"):
+            return "(a malformed URL, not shown)"
         host = extra.get("host") or parts.hostname or "127.0.0.1"
         try:
             url_port: int | str | None = parts.port
-        except ValueError:  # not a number: shown as written, make_client reports it
-            url_port = parts.netloc.rpartition(":")[2]
+        except ValueError:  # not a number: make_client reports it
+            url_port = "?"
         port = extra.get("port") or url_port or 6379
-        db = extra.get("db", (parts.path or "/0").strip("/") or 0)
-        return f"{host}:{port}/{db}"
+        path = (parts.path or "/0").strip("/") or "0"
+        return f"{host}:{port}/{extra.get('db', path if path.isdigit() else '?')}"
 
     @property
     def secrets(self) -> list[str]:
-        from urllib.parse import urlsplit
-
-        found = [str(dict(self.overrides).get("password") or ""), urlsplit(self.url).password or ""]
+        parts = _split(self.url)
+        found = [str(dict(self.overrides).get("password") or ""), (parts.password if parts else "") or ""]
         return [s for s in found if s]
 
     @property
     def has_password(self) -> bool:
         return bool(self.secrets)
+
+
+def _split(url: str) -> Any:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL"
+        return None
 
 
 def settings_from(cfg: dict[str, Any]) -> RedisSettings:
@@ -72,7 +81,7 @@ def make_client(settings: RedisSettings) -> Any:
                                     socket_connect_timeout=settings.connect_timeout,
                                     socket_timeout=settings.timeout, retry_on_timeout=False)
     except (ValueError, TypeError) as e:  # a malformed URL (scheme, port, db...) is misconfiguration
-        raise BackendError("redis", f"invalid Redis URL for {settings.describe()}: "
+        raise BackendError("redis", f"invalid Redis URL {settings.describe()}: "
                                     f"{_clean(str(e), settings.secrets)}") from None
 
 

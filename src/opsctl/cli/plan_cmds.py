@@ -107,6 +107,7 @@ def apply(
     by = planfile.applied_by(doc)
     if by:
         raise NotConfirmed(planfile.already_applied(doc, by))
+    planfile.claims_dir()  # exit 4 now, not after the diagnosis, when the claim cannot be written
     if planfile.expired(doc):
         raise NotConfirmed(f"the plan expired at {doc['expires_at']} (made {doc.get('created_at')}): "
                            "nothing was changed; make a new plan")

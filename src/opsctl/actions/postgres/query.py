@@ -52,7 +52,7 @@ class Query(PgAction):
         from opsctl.backends.pg_sql_guard import SHADOWED, judge
 
         sql, params = self.args["sql"], self.args.get("params")
-        problem, unqualified = judge(sql, params is not None)
+        problem, functions, types = judge(sql, params is not None)
         if problem:
             raise ActionError(f"postgres.query refused: {problem}")
         limit = int(self.args.get("max_rows", 100))
@@ -67,12 +67,15 @@ class Query(PgAction):
                              "current_setting('search_path'), true)")
                 # ...unless a function of the same name exists elsewhere: overload resolution may
                 # prefer it (a better match of argument types), so it must be named explicitly
-                shadowed = conn.execute(SHADOWED, [sorted(unqualified)]).fetchall() if unqualified else []
+                shadowed = (conn.execute(SHADOWED, [sorted(functions), sorted(types)]).fetchall()
+                            if functions or types else [])
                 if shadowed:
-                    names = ", ".join(f"{schema}.{name}()" for name, schema in shadowed)
+                    names = ", ".join(f"{schema}.{name}{'()' if what == 'function' else ''}"
+                                      for name, schema, what in shadowed)
                     raise ActionError(f"postgres.query refused: {names} exist(s) outside pg_catalog and "
-                                      "could be called instead of the built-in function; write "
-                                      "pg_catalog.NAME(...) to call the built-in one")
+                                      "could be called instead of the built-in function or type (a "
+                                      "domain's CHECK runs any function); write pg_catalog.NAME to use "
+                                      "the built-in one")
                 cur = conn.execute(sql, params, prepare=True)  # prepared: one statement
                 columns = [c.name for c in cur.description or []]
                 rows = cur.fetchmany(limit + 1) if cur.description else []
