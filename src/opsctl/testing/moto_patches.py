@@ -348,7 +348,7 @@ def _run_server(port: int) -> None:
             return InternalServerError()(environ, start_response)
 
     server = wsgi.Server(("127.0.0.1", port), app, numthreads=32, request_queue_size=64)
-    server.keep_alive_conn_limit = None  # the clients' pools (up to 32 connections) stay open
+    server.keep_alive_conn_limit = None  # type: ignore[assignment]  # the clients' pools (up to 32 connections) stay open
 
     def stop(*_: Any) -> None:  # nothing to save: moto's state dies with the process, at once
         sys.stdout.flush()
