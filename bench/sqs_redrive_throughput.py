@@ -2,7 +2,8 @@
 ``workers`` threads each, batches of 10, with its exactly-once ledger written for every batch) vs the
 single-threaded receive -> send -> delete loop a hand-written script would use (also in batches
 of 10, so the difference is the pipelining and parallelism alone).  One run of each, same message count, same
-moto server (started privately in server mode, its SQS made to scale: see opsctl/testing/moto_patches.py).
+moto server (started privately in server mode by the kit, its SQS made to scale and served by cheroot:
+see opsctl/testing/moto_patches.py).
 
     .venv/bin/python bench/sqs_redrive_throughput.py [MESSAGES] [WORKERS] [RTT_MS]   # 5000, 4, 0
 
@@ -14,6 +15,7 @@ bastion: then the workers overlap the waits.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -72,7 +74,9 @@ def main() -> None:
             results[name] = n / elapsed
             print(f"{name:32s} {n} in {elapsed:6.2f} s  {n / elapsed:8.1f} msg/s")
         single, mover = results.values()
-        print(f"ratio: {mover / single:.2f}x")
+        # both sides share the machine: a loaded one slows the CPU-bound mover more than the loop
+        print(f"ratio: {mover / single:.2f}x  (load average {os.getloadavg()[0]:.1f} on "
+              f"{os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

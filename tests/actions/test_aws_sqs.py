@@ -266,6 +266,45 @@ def test_stop_while_rate_limited_sends_nothing_more(moto: Moto) -> None:
     assert int(a["ApproximateNumberOfMessages"]) == 40 - stats.moved  # visible again, not hidden
 
 
+def test_mover_does_not_end_while_a_reconciling_receive_hides_the_last_batch(moto: Moto, tmp_path) -> None:
+    # The budget is the DLQ's exact count (as the action plans it).  Once one worker has reserved
+    # the last 7, another finds the budget empty and, the ledger having a sent-but-undeleted
+    # message of an earlier run, receives to reconcile: it used to get the 7 fresh ones, hide them
+    # until it handed them back, and the reserving worker found the DLQ "empty" and stopped; the
+    # mover ended with moved 0 of 7 and all 7 in the DLQ (the bench's 2,990 of 3,000).
+    from opsctl.actions.aws.ledger import Ledger
+    from opsctl.backends.sqs_redrive import Mover
+
+    queue, dlq = make_queue_with_dlq(moto, "last")
+    fill(moto, dlq, 7)
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    ledger.start(1, "earlier", dlq, queue)
+    ledger.record("sent", ids=["sent-by-an-earlier-run"], copies=["c"])  # its delete was lost
+    ledger.close("done")
+    ledger.start(7, "now", dlq, queue)
+    reconciled, reserved = threading.Event(), threading.Event()
+    asked: dict[int, int] = {}
+
+    def before(params: dict, **_: object) -> None:
+        asked[threading.get_ident()] = params.get("MaxNumberOfMessages", 0)
+        if params.get("MaxNumberOfMessages") == 7:  # the receive of the reserved last 7...
+            reconciled.wait(budget(0.5))  # ...lands after a reconciling receive, if there is one
+
+    def after(**_: object) -> None:
+        (reserved if asked.get(threading.get_ident()) == 7 else reconciled).set()
+
+    def release(**_: object) -> None:  # a reconciling worker hands back fresh messages after that
+        reserved.wait(budget(2.0))
+
+    sqs = moto.client("sqs")
+    sqs.meta.events.register("before-parameter-build.sqs.ReceiveMessage", before)
+    sqs.meta.events.register("after-call.sqs.ReceiveMessage", after)
+    sqs.meta.events.register("before-call.sqs.ChangeMessageVisibilityBatch", release)
+    stats = Mover(sqs, dlq, queue, max_messages=7, workers=2, wait_seconds=0, journal=ledger).run()
+    assert (stats.moved, ledger.moved, ledger.duplicates) == (7, 7, 0), stats
+    assert (depth(moto, queue), depth(moto, dlq)) == (7, 0)
+
+
 def _send_big(moto: Moto, url: str, n: int, size: int) -> list[str]:
     import os
 

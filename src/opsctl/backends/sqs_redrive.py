@@ -89,26 +89,32 @@ class _NoJournal:
 
 
 class Budget:
-    """Shared message budget (max_messages) that workers reserve from before each receive."""
+    """Shared message budget (max_messages) that workers reserve from before each receive, and
+    settle after it (what the receive did not use goes back)."""
 
     def __init__(self, total: int) -> None:
         self._left = total
+        self._reserved = 0  # taken by receives still under way
         self._lock = threading.Lock()
 
     def take(self, n: int) -> int:
         with self._lock:
             got = min(n, self._left)
             self._left -= got
+            self._reserved += got
             return got
 
-    def give_back(self, n: int) -> None:
+    def settle(self, taken: int, used: int) -> None:
         with self._lock:
-            self._left += n
+            self._left += taken - used
+            self._reserved -= taken
 
     @property
-    def exhausted(self) -> bool:
+    def spent(self) -> bool:
+        """Every message of the budget was received: none left, no receive under way that may give
+        some back."""
         with self._lock:
-            return self._left <= 0
+            return self._left <= 0 and self._reserved == 0
 
 
 class RateLimiter:
@@ -240,13 +246,19 @@ class Mover:
         empty = 0
         while not self.stop.is_set() and empty < EMPTY_RECEIVES_TO_STOP:
             want = budget.take(10)
+            if not want and not budget.spent:
+                # the last messages of the budget are being received by other workers: a receive
+                # now would hide them from those (who would find the DLQ "empty" and stop) while
+                # this one hands them back, and the redrive would end with them still in the DLQ
+                self.stop.wait(0.005)
+                continue
             # budget spent: receive on only to find messages an earlier run sent but did not delete
             reconciling = not want
             if reconciling and not self.journal.pending():
                 return
             messages = self._receive(want or 10)
             if not messages:
-                budget.give_back(want)
+                budget.settle(want, 0)
                 empty += 1
                 continue
             empty = 0
@@ -264,7 +276,7 @@ class Mover:
                 fresh = []
                 if not again:
                     empty += 1
-            budget.give_back(max(0, want - len(fresh)))
+            budget.settle(want, min(want, len(fresh)))
             if again:
                 to_delete.put(("reconcile", again))
             seen_before = True

@@ -65,7 +65,7 @@ def moto_available() -> str | None:
     """None when moto's server can be started here, else why not (a skip reason)."""
     import importlib.util
 
-    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
+    if any(importlib.util.find_spec(m) is None for m in ("moto", "flask", "cheroot")):
         return "moto[server] is not installed (pip install 'opsctl-runbooks[testing]')"
     return None
 

@@ -19,6 +19,8 @@ def _speed_up_moto_sqs() -> None:
     (same attributes, same errors) but compute message counts only when asked for, use a cheap
     clock, and delete in one locked pass.  They run inside the moto server process only; opsctl
     still talks to it over HTTP.  See docs/backends/aws.md, "moto is not AWS"."""
+    import functools
+    import string
     import time as _time
 
     import moto.sqs.models as m
@@ -30,6 +32,7 @@ def _speed_up_moto_sqs() -> None:
     unix_time.__wrapped__ = m.unix_time  # type: ignore[attr-defined]
     m.unix_time = unix_time
     m.unix_time_millis = lambda dt=None: unix_time(dt) * 1000.0
+    snake = functools.lru_cache(maxsize=None)(camelcase_to_underscores)  # a regex per name and call
     counted = {"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed",
                "ApproximateNumberOfMessagesNotVisible"}
 
@@ -42,7 +45,7 @@ def _speed_up_moto_sqs() -> None:
             if not self._done:
                 self._done = True
                 for k in counted:
-                    dict.__setitem__(self, k, getattr(self._queue, camelcase_to_underscores(k)))
+                    dict.__setitem__(self, k, getattr(self._queue, snake(k)))
 
         def get(self, key: Any, default: Any = None) -> Any:
             if key in counted:
@@ -74,7 +77,7 @@ def _speed_up_moto_sqs() -> None:
         names = [a for a in self.BASE_ATTRIBUTES if a not in counted]
         names += self.FIFO_ATTRIBUTES if self.fifo_queue else []
         names += self.KMS_ATTRIBUTES if self.kms_master_key_id else []
-        result = {a: getattr(self, camelcase_to_underscores(a)) for a in names}
+        result = {a: getattr(self, snake(a)) for a in names}
         if self.policy:
             result["Policy"] = self.policy
         if self.redrive_policy:
@@ -83,6 +86,10 @@ def _speed_up_moto_sqs() -> None:
         return LazyAttributes(self, result)
 
     m.Queue.attributes = property(attributes)  # type: ignore[assignment]
+
+    # a receipt handle is 185 random letters, drawn one random.choice at a time: draw them at once
+    # (moto's own seedable generator, same alphabet and length)
+    m.generate_receipt_handle = lambda: "".join(m.random.choices(string.ascii_lowercase, k=185))
 
     def delete_message(self: Any, receipt_handle: str) -> None:
         with self._messages_lock:
@@ -131,6 +138,15 @@ def _speed_up_moto_sqs() -> None:
             self.get_queue(queue_name).wait_for_messages(min(0.2, max(0.01, end - _time.time())))
 
     m.SQSBackend.receive_message = receive_message  # type: ignore[assignment]
+
+    # moto checks each received message's retention by building all the queue's attributes three
+    # times (get_queue_attributes for one name): read the one attribute
+    def is_message_valid_based_on_retention_period(self: Any, queue_name: str, message: Any) -> bool:
+        retention = int(self.get_queue(queue_name).message_retention_period)
+        return bool(retention + message.sent_timestamp / 1000 > _time.time())
+
+    m.SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
+        is_message_valid_based_on_retention_period)
 
 
 def _keep_alias_qualifiers_of_triggers() -> None:
@@ -277,6 +293,22 @@ def _lambda_signature_unchecked() -> None:
     IAMRequestBase.check_signature = check_signature  # type: ignore[method-assign]
 
 
+def _cheap_dispatch() -> None:
+    """moto finds the service of every request by trying its ~400 URL patterns in turn (and listing
+    its modules on disk) under one lock; the answer for a host never changes: remember it."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    find = DomainDispatcherApplication.get_backend_for_host
+    known: dict[str | None, Any] = {}
+
+    def get_backend_for_host(self: Any, host: str | None) -> Any:
+        if host not in known:
+            known[host] = find(self, host)
+        return known[host]
+
+    DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
+
+
 def serve(port: int) -> None:
     """Entry point of the moto server process used by the fixtures and the bench."""
     _speed_up_moto_sqs()
@@ -284,6 +316,45 @@ def serve(port: int) -> None:
                    "moto.ecs.responses": _ecs_deployment_history})
     if os.environ.get("OPSCTL_MOTO_LAMBDA_SIGNATURE") == "unchecked":
         _lambda_signature_unchecked()
-    from moto.server import main
+    _cheap_dispatch()
+    _run_server(port)
 
-    main(["-H", "127.0.0.1", "-p", str(port)])
+
+def _run_server(port: int) -> None:
+    """moto's WSGI application on cheroot (a thread pool, keep-alive connections) instead of
+    ``moto_server``'s werkzeug development server, which starts a thread and closes the connection
+    for every request (the client then opens a new one) and logs every request: per SQS call that
+    was ~1.5 ms of server CPU and ~0.5 ms of client CPU more, measured under the bench
+    (bench/sqs_redrive_throughput.py).  The application (routing, moto's responses) is moto's own."""
+    import signal
+
+    from cheroot import wsgi
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    os.environ.setdefault("MOTO_PORT", str(port))  # what moto_server sets (URLs it returns)
+    moto_app = DomainDispatcherApplication(create_backend_app)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        # an exception outside moto's responses (a region that does not exist) is the HTML 500 page
+        # werkzeug's server answers with, as before (the tests' "not an AWS answer" fault)
+        try:
+            return moto_app(environ, start_response)
+        except Exception:  # noqa: BLE001 - logged, answered like werkzeug's server does
+            import traceback
+
+            from werkzeug.exceptions import InternalServerError
+
+            traceback.print_exc()
+            return InternalServerError()(environ, start_response)
+
+    server = wsgi.Server(("127.0.0.1", port), app, numthreads=32, request_queue_size=64)
+    server.keep_alive_conn_limit = None  # type: ignore[assignment]  # the clients' pools (up to 32 connections) stay open
+
+    def stop(*_: Any) -> None:  # nothing to save: moto's state dies with the process, at once
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.safe_start()
