@@ -2,8 +2,8 @@
 
 Under pytest-xdist (`-n N --dist loadfile`, as scripts/test.sh runs it) a test module runs on one
 worker (its tests share that worker's servers) while the modules spread over the workers;
-session-scoped servers start once per worker that needs them (at most one kube-apiserver per
-worker, about 450 MB).
+session-scoped servers start once per worker that needs them, except the Kubernetes control plane:
+one per run (about 450 MB), shared by the workers (tests/fixtures/k8s.py).
 """
 
 from __future__ import annotations

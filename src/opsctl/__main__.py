@@ -21,10 +21,9 @@ def _early(signum: int, frame: object) -> None:
 
 def entry() -> None:
     signal.signal(signal.SIGINT, _early)
-    if sys.argv[1:2] == ["validate"]:  # what CI runs on every merge: without Typer when it can
-        from opsctl.cli.validate_fast import main as validate
+    from opsctl.cli.fastpath import main as fast
 
-        validate(sys.argv[2:])  # returns when the command line needs the full CLI
+    fast(sys.argv[1:])  # plain `run` and `validate` command lines; returns when Typer is needed
     from opsctl.cli.main import main
 
     main()

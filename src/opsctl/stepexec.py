@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from opsctl import actions, templating
 from opsctl.actions.base import Action, ActionContext
 from opsctl.errors import (
@@ -33,6 +31,7 @@ from opsctl.errors import (
 )
 from opsctl.model import Step, parse_duration
 from opsctl.records import NO_RESULT, Finding, Plan, StepRecord, jsonable, now_iso
+from opsctl.schema import argument_errors
 from opsctl.units import seconds
 
 DEFAULT_TIMEOUT = 120.0  # per attempt of a read-only step, and for plan()
@@ -344,7 +343,7 @@ class StepRunner:
             args = templating.render(step.args, ctx)
         except templating.TemplateError as e:
             raise StepFailed("template", f"with: {e}") from None
-        errors = sorted(Draft202012Validator(cls.schema).iter_errors(args), key=lambda err: err.path)
+        errors = argument_errors(cls, args)
         if errors:
             first = errors[0]
             where = ".".join(map(str, first.absolute_path)) or "with"

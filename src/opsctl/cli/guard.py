@@ -1,12 +1,64 @@
 """The CLI's error boundary without Typer: streams that never raise and mask secrets, the one-line
-messages and exit codes of errors, crash reports.  ``cli.main`` uses it for every command, and the
-`opsctl validate` fast path (``cli.validate_fast``, which imports no Typer) too."""
+messages and exit codes of errors, crash reports.  ``cli.main`` runs every Typer command inside
+``boundary``, and the fast paths (``cli.fastpath``, which build no Typer command) do too."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+
+def boundary(command: Callable[[], object],
+             other: Callable[[Exception], int | None] = lambda e: None) -> NoReturn:
+    """Run a command and exit with its code; every error becomes one message and an exit code
+    (see errors.ExitCode).  ``other`` answers the exceptions of the caller's framework (Typer's
+    Exit, Abort, usage errors): their exit code, or None for a crash."""
+    from opsctl.errors import ExitCode, OpsctlError, ValidationFailed
+
+    hostile_streams()
+    try:
+        # from here on Ctrl-C is a KeyboardInterrupt again (opsctl.__main__ exits quietly before)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        code = command()
+    except ValidationFailed as e:
+        for err in e.errors:
+            _stderr(str(err))
+        _stderr(f"{len(e.errors)} error(s); fix the runbook (`opsctl validate` checks it)")
+        code = e.exit_code
+        _json_error(code, "invalid", str(e), [err.as_dict() for err in e.errors])
+    except OpsctlError as e:
+        _stderr(f"error: {e}")
+        code = e.exit_code
+        _json_error(code, "backend_error" if code == ExitCode.BACKEND else "invalid", str(e))
+    except KeyboardInterrupt:
+        _stderr("interrupted")
+        code = ExitCode.INTERRUPTED
+    except Exception as e:
+        handled = other(e)
+        code = crash() if handled is None else handled
+    # a Ctrl-C from now on (interpreter shutdown) must not print a traceback either
+    signal.signal(signal.SIGINT, quiet_exit)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _json_error(code: int, status: str, message: str, errors: list[dict[str, object]] | None = None) -> None:
+    """With `run -o json`, automation gets a JSON document even when the run never started."""
+    argv = sys.argv[1:]
+    wants_json = any(a in ("--output=json", "-ojson") for a in argv) or any(
+        a in ("-o", "--output") and b == "json" for a, b in zip(argv, argv[1:], strict=False))
+    if wants_json and argv[:1] in (["run"], ["plan"], ["apply"]):
+        import json
+
+        doc: dict[str, object] = {"status": status, "exit_code": code, "message": message}
+        if errors:
+            doc["errors"] = errors
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+            sys.stdout.flush()
 
 
 class _Masked:

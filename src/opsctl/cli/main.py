@@ -6,8 +6,6 @@ Only typer and the stdlib are imported here; each command imports the engine whe
 
 from __future__ import annotations
 
-import signal
-import sys
 from typing import Annotated
 
 import typer
@@ -26,7 +24,7 @@ from opsctl.cli import (
     runs_cmds,
     validate_cmd,
 )
-from opsctl.cli.guard import crash, hostile_streams, quiet_exit
+from opsctl.cli.guard import boundary
 
 app = typer.Typer(
     name="opsctl", no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
@@ -71,56 +69,24 @@ app.command("new")(new_cmd.new)
 
 
 def main() -> None:
-    """Run the app; every error becomes one message and an exit code (see errors.ExitCode)."""
+    """Run the app inside the CLI's error boundary (cli.guard), which also answers Typer's own
+    exceptions here."""
     try:  # typer >= 0.20 vendors click; its exceptions are not click's
         from typer._click import exceptions as click
     except ImportError:  # pragma: no cover - older typer on real click
         from click import exceptions as click  # type: ignore[no-redef]
 
-    from opsctl.errors import ExitCode, OpsctlError, ValidationFailed
+    from opsctl.errors import ExitCode
 
-    hostile_streams()
-    try:
-        # from here on Ctrl-C is a KeyboardInterrupt again (opsctl.__main__ exits quietly before)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        code = app(standalone_mode=False)
-    except ValidationFailed as e:
-        for err in e.errors:
-            typer.echo(str(err), err=True)
-        typer.echo(f"{len(e.errors)} error(s); fix the runbook (`opsctl validate` checks it)", err=True)
-        code = e.exit_code
-        _json_error(code, "invalid", str(e), [err.as_dict() for err in e.errors])
-    except OpsctlError as e:
-        typer.echo(f"error: {e}", err=True)
-        code = e.exit_code
-        _json_error(code, "backend_error" if code == ExitCode.BACKEND else "invalid", str(e))
-    except typer.Exit as e:
-        code = e.exit_code
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        code = ExitCode.INTERRUPTED
-    except click.ClickException as e:
-        e.show()
-        code = e.exit_code
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        code = ExitCode.INTERRUPTED
-    except Exception:
-        code = crash()
-    # a Ctrl-C from now on (interpreter shutdown) must not print a traceback either
-    signal.signal(signal.SIGINT, quiet_exit)
-    sys.exit(code if isinstance(code, int) else 0)
+    def typer_errors(e: Exception) -> int | None:
+        if isinstance(e, typer.Exit):
+            return int(e.exit_code)
+        if isinstance(e, typer.Abort):
+            typer.echo("aborted", err=True)
+            return int(ExitCode.INTERRUPTED)
+        if isinstance(e, click.ClickException):
+            e.show()
+            return int(e.exit_code)
+        return None
 
-
-def _json_error(code: int, status: str, message: str, errors: list[dict[str, object]] | None = None) -> None:
-    """With `run -o json`, automation gets a JSON document even when the run never started."""
-    argv = sys.argv[1:]
-    wants_json = any(a in ("--output=json", "-ojson") for a in argv) or any(
-        a in ("-o", "--output") and b == "json" for a, b in zip(argv, argv[1:], strict=False))
-    if wants_json and argv[:1] in (["run"], ["plan"], ["apply"]):
-        import json
-
-        doc: dict[str, object] = {"status": status, "exit_code": code, "message": message}
-        if errors:
-            doc["errors"] = errors
-        typer.echo(json.dumps(doc, indent=2))
+    boundary(lambda: app(standalone_mode=False), typer_errors)

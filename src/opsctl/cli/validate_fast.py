@@ -11,7 +11,6 @@ command itself, shared with ``cli.validate_cmd``.
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -94,21 +93,7 @@ def main(argv: list[str]) -> None:
     parsed = parse(argv)
     if parsed is None:
         return
-    from opsctl.cli.guard import crash, hostile_streams, quiet_exit
-    from opsctl.errors import ExitCode, OpsctlError
+    from opsctl.cli.guard import boundary
 
     paths, as_json, jobs, use_cache = parsed
-    hostile_streams()
-    try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # as cli.main does
-        code = run(paths, as_json=as_json, jobs=jobs, use_cache=use_cache)
-    except OpsctlError as e:
-        _out(f"error: {e}", err=True)
-        code = e.exit_code
-    except KeyboardInterrupt:
-        _out("interrupted", err=True)
-        code = ExitCode.INTERRUPTED
-    except Exception:
-        code = crash()
-    signal.signal(signal.SIGINT, quiet_exit)
-    sys.exit(code)
+    boundary(lambda: run(paths, as_json=as_json, jobs=jobs, use_cache=use_cache))
