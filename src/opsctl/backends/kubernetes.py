@@ -30,6 +30,7 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.autoscaling = client.AutoscalingV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
 
     def call(self, fn: Callable[..., Any], *args: Any, what: str = "", timeout: float | None = None,
              **kwargs: Any) -> Any:
