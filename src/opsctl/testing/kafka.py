@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from opsctl.testing.ports import free_port
+from opsctl.testing.proxy import TcpProxy
 from opsctl.testing.unavailable import Unavailable
 
 BIN = Path(sys.executable).parent
@@ -240,7 +240,7 @@ def start_broker(kind: str = "noida", workdir: Path | None = None) -> Broker:
     return broker
 
 
-class DelayProxy:
+class DelayProxy(TcpProxy):
     """A TCP proxy in front of a broker that holds every answer for `delay` seconds: a slow broker
     (answers after most of the deadline) or, with a delay past it, a hung one that still accepts.
 
@@ -249,47 +249,7 @@ class DelayProxy:
 
     def __init__(self, target: str, delay: float) -> None:
         host, port = target.rsplit(":", 1)
-        self.target, self.delay = (host, int(port)), delay
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.conns += [client, upstream]
-            for src, dst, delay in ((client, upstream, 0.0), (upstream, client, self.delay)):
-                threading.Thread(target=self._pipe, args=(src, dst, delay), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket, delay: float) -> None:
-        try:
-            while data := src.recv(65536):
-                if delay:
-                    time.sleep(delay)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        for c in self.conns:
-            with contextlib.suppress(OSError):
-                c.close()
+        super().__init__(int(port), delay, target_host=host)
 
 
 class BrokerPool:

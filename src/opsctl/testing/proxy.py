@@ -1,5 +1,5 @@
 """A TCP proxy for faults on the wire: a slow server or link (``delay``), a server that hangs
-mid-session (``freeze()``)."""
+mid-session (``freeze()``), an address that refuses connections (``refuse()``)."""
 
 from __future__ import annotations
 
@@ -15,27 +15,65 @@ class TcpProxy:
     in both directions while keeping the sockets open (a server that hangs mid-session), and
     ``hold_answers_to(text)`` holds the server's answer to a statement containing ``text`` until
     the client sends a cancel request (its Ctrl-C): a definite handshake, so a test can interrupt
-    a batch exactly while one of its statements is in flight, however loaded the machine."""
+    a batch exactly while one of its statements is in flight, however loaded the machine.
+    ``refuse()`` closes the listening port and every open connection (a Service without a ready
+    endpoint, a dead broker); ``accept()`` listens again on the same port."""
 
     CANCEL_REQUEST = (16).to_bytes(4, "big") + (80877102).to_bytes(4, "big")
 
-    def __init__(self, target_port: int, delay: float = 0.0) -> None:
-        import socket
-
-        self.target_port, self.delay = target_port, delay
+    def __init__(self, target_port: int, delay: float = 0.0, target_host: str = "127.0.0.1") -> None:
+        self.target_port, self.delay, self.target_host = target_port, delay, target_host
         self.frozen = threading.Event()
         self._hold: bytes | None = None
         self.holding = threading.Event()    # an answer is being held (the statement ran)
         self.cancelled = threading.Event()  # a cancel request came through: answers flow again
         self._stop = threading.Event()
-        self._srv = socket.socket()
-        self._srv.bind(("127.0.0.1", 0))
-        self._srv.listen(64)
-        self._srv.settimeout(0.1)
+        self._lock = threading.Lock()
+        self.port = 0
+        self._srv: Any = self._listen()
         self.port = int(self._srv.getsockname()[1])
         self._socks: list[Any] = []
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def accepting(self) -> bool:
+        return self._srv is not None
+
+    def _listen(self) -> Any:
+        import socket
+
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the same port again after refuse()
+        srv.bind(("127.0.0.1", self.port))
+        srv.listen(64)
+        srv.settimeout(0.1)
+        return srv
+
+    def refuse(self) -> None:
+        """Close the port (connections are refused) and every connection through the proxy."""
+        import socket
+
+        with self._lock:
+            srv, self._srv = self._srv, None
+            socks, self._socks = self._socks, []
+        if srv is not None:
+            with contextlib.suppress(OSError):
+                srv.shutdown(socket.SHUT_RDWR)
+            srv.close()
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def accept(self) -> None:
+        """Listen again on the same port, after refuse()."""
+        with self._lock:
+            if self._srv is None:
+                self._srv = self._listen()
 
     def freeze(self) -> None:
         self.frozen.set()
@@ -49,16 +87,21 @@ class TcpProxy:
         import socket
 
         while not self._stop.is_set():
+            srv = self._srv
+            if srv is None:  # refusing
+                time.sleep(0.05)
+                continue
             try:
-                client = self._srv.accept()[0]
+                client = srv.accept()[0]
             except OSError:
                 continue
             try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+                upstream = socket.create_connection((self.target_host, self.target_port), timeout=10)
             except OSError:
                 client.close()
                 continue
-            self._socks += [client, upstream]
+            with self._lock:
+                self._socks += [client, upstream]
             held = threading.Event()  # this connection's next answer is to be held
             for src, dst, slow in ((client, upstream, False), (upstream, client, True)):
                 t = threading.Thread(target=self._pump, args=(src, dst, slow, held), daemon=True)
@@ -102,7 +145,4 @@ class TcpProxy:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=5)
-        for sock in self._socks:
-            with contextlib.suppress(OSError):
-                sock.close()
-        self._srv.close()
+        self.refuse()
