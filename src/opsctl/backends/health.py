@@ -316,7 +316,8 @@ def kubernetes(cfg: dict[str, Any], timeout: float, namespace: str) -> Probe:
              ("statefulsets", kube.apps.list_namespaced_stateful_set),
              ("replicasets", kube.apps.list_namespaced_replica_set),
              ("controllerrevisions", kube.apps.list_namespaced_controller_revision),
-             ("horizontalpodautoscalers", kube.autoscaling.list_namespaced_horizontal_pod_autoscaler))
+             ("horizontalpodautoscalers", kube.autoscaling.list_namespaced_horizontal_pod_autoscaler),
+             ("networkpolicies", kube.networking.list_namespaced_network_policy))
     def read(call: Any) -> str | None:
         try:
             kube.call(call, namespace, limit=1, timeout=timeout)
