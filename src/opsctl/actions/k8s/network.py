@@ -267,8 +267,7 @@ class NetworkPath(K8sAction):
         notes: list[str] = []
         if name:
             try:
-                svc = self.kube.call(self.kube.core.read_namespaced_service, name, ns,
-                                     what=f"service {ns}/{name}", timeout=self.ctx.remaining(30.0))
+                svc = self.call(self.kube.core.read_namespaced_service, name, ns, what=f"service {ns}/{name}")
             except ActionError as e:
                 if "not found" not in str(e):
                     raise
