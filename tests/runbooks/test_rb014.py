@@ -383,7 +383,7 @@ def test_kafka_outside_kubernetes_is_a_finding_not_a_failure(opsctl: Callable[..
     assert step(out, "brokers")["result"]["healthy_count"] == 1  # the protocol checks still judge
     assert step(out, "group")["result"]["member_count"] == 1
     path = step(out, "network_path")["result"]
-    assert path["destinations"] and all(d.startswith("127.0.0.1 ") for d in path["destinations"])
+    assert path["destinations"] and all(d.startswith("127.0.0.1:") for d in path["destinations"])
     assert path["blocking_policies"] == [f"{inc.ns}/consumers-egress-in-cluster"]
     assert path["blocked_count"] == path["paths"] == 2 * len(path["destinations"])
     critical = [f["message"] for f in out["findings"] if f["step"] == "network_path"

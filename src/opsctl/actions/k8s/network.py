@@ -227,13 +227,12 @@ class NetworkPath(K8sAction):
                 denials = denied_by(policies, src, dst, port, proto)
                 denied += bool(denials)
                 for d in denials:
-                    blocked.append(f"{src.label} -> {dst.label} {dst.ip}:{port}/{proto}: {d['reason']}")
+                    blocked.append(f"{src.label} -> {_where(dst, port, proto)}: {d['reason']}")
                     blocking += [n for n in d["policies"] if n not in blocking]
         if labels.unreadable:
             notes.append(f"namespace labels unreadable ({labels.unreadable}): namespaceSelectors judged on "
                          f"the {NAME_LABEL} label only")
-        return {"sources": [s.label for s in sources], "destinations": sorted({f"{d.label} {d.ip}:{p}/{pr}"
-                                                                               for d, p, pr in dests}),
+        return {"sources": [s.label for s in sources], "destinations": [_where(*d) for d in dests],
                 "policies_count": len(policies), "paths": paths, "blocked_count": len(blocked),
                 "blocked": blocked[:50], "blocking_policies": blocking,
                 "allowed_count": paths - denied, "notes": notes}
@@ -285,12 +284,16 @@ class NetworkPath(K8sAction):
         return self._address_destinations(notes), notes
 
     def _address_destinations(self, notes: list[str]) -> list[tuple[Endpoint, int, str]]:
+        seen: set[tuple[str, int]] = set()
         out = []
         for host, port in _addresses(self.args.get("addresses")):
             ips = _resolve(host)
             if not ips:
                 notes.append(f"{host} does not resolve from here: its path is not judged")
-            out += [(Endpoint(ip=ip), port, "TCP") for ip in ips]
+            for ip in ips:
+                if (ip, port) not in seen:  # the bootstrap and advertised addresses often coincide
+                    seen.add((ip, port))
+                    out.append((Endpoint(ip=ip), port, "TCP"))
         return out
 
     def _policies(self, namespaces: set[str]) -> list[dict[str, Any]]:
@@ -320,6 +323,10 @@ class _NamespaceLabels:
                 self.unreadable = str(e)[:200]
                 self.cache[ns] = {}
         return self.cache[ns]
+
+
+def _where(dst: Endpoint, port: int, protocol: str) -> str:
+    return f"{dst.label} {dst.ip}:{port}/{protocol}" if dst.pod else f"{dst.ip}:{port}/{protocol}"
 
 
 def _resolve(host: str, timeout: float = 2.0) -> list[str]:
