@@ -20,6 +20,7 @@ the wall times stretch; the ratios, measured in the same run, are what to read.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import shutil
@@ -54,7 +55,12 @@ def measure(cmd: list[str], env: dict[str, str], runs: int) -> tuple[float, floa
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         if done.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd[:4])}... exited {done.returncode}:\n{done.stdout[-2000:]}"
+            try:  # doctor's JSON: the rows that are not ok
+                rows = [(r["backend"], r["status"], r["detail"]) for r in json.loads(done.stdout)["backends"]
+                        if r["status"] not in ("ok", "not_configured")]
+            except (ValueError, KeyError):
+                rows = []
+            raise SystemExit(f"{' '.join(cmd[:4])}... exited {done.returncode}: {rows or done.stdout[-2000:]}"
                              f"{done.stderr[-2000:]}")
     return statistics.median(walls), statistics.median(cpus)
 
@@ -100,7 +106,7 @@ def main() -> None:
             if not kube:
                 env.pop("KUBECONFIG", None)
             py = sys.executable
-            measure([py, "-m", "opsctl", "doctor", "-o", "json"], env, 1)  # bytecode, page cache
+            measure([py, "-m", "opsctl", *ARGS], env, 1)  # bytecode, page cache
             rows = {"doctor": measure([py, "-m", "opsctl", *ARGS], env, runs),
                     "threads": measure([py, "-c", THREADS, *ARGS], env, runs),
                     "sequential": measure([py, "-c", SEQUENTIAL, *ARGS], env, runs)}
