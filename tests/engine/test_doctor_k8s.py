@@ -16,7 +16,7 @@ from tests.timing import budget
 
 READS = {"": ["pods", "events", "services", "endpoints"],
          "apps": ["deployments", "statefulsets", "replicasets", "controllerrevisions"],
-         "autoscaling": ["horizontalpodautoscalers"]}
+         "autoscaling": ["horizontalpodautoscalers"], "networking.k8s.io": ["networkpolicies"]}
 
 
 def _sa_token(cluster: K8sCluster, ns: str, name: str, drop: str) -> str:

@@ -105,6 +105,13 @@ def register_node(core: client.CoreV1Api) -> None:
         "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "250"}}})
 
 
+def pod_ip(p: client.V1Pod) -> str:
+    """A pod IP of its own (from its uid, in 10.244.0.0/16), as a CNI would assign: Endpoints and
+    NetworkPolicy ipBlocks see distinct pods."""
+    n = int(p.metadata.uid.replace("-", "")[:8], 16) % (254 * 254)
+    return f"10.244.{n // 254 + 1}.{n % 254 + 1}"
+
+
 def desired_status(p: client.V1Pod, started: str) -> dict[str, Any]:
     ann = p.metadata.annotations or {}
     ready = ann.get(ANN + "ready", "true").lower() != "false"
@@ -120,7 +127,8 @@ def desired_status(p: client.V1Pod, started: str) -> dict[str, Any]:
     conds = [{"type": ty, "status": st, "lastTransitionTime": started}
              for ty, st in (("Initialized", "True"), ("Ready", flag), ("ContainersReady", flag),
                             ("PodScheduled", "True"))]
-    return {"phase": "Running", "hostIP": "127.0.0.1", "podIP": "10.244.0.10", "startTime": started,
+    return {"phase": "Running", "hostIP": "127.0.0.1", "podIP": pod_ip(p), "podIPs": [{"ip": pod_ip(p)}],
+            "startTime": started,
             "conditions": conds, "containerStatuses": cs}
 
 

@@ -9,9 +9,7 @@ brokers reachable.  Faults are injected through pod state, and healed only by wh
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from opsctl.testing.kafka import DelayProxy
+from opsctl.testing.proxy import TcpProxy
 from tests.fixtures.core import Result, free_port
 from tests.fixtures.k8s import (
     K8sCluster,
@@ -42,73 +42,30 @@ DISCONNECTED = {"fake-kubelet/ready": "false", "fake-kubelet/logs":
 
 
 class ServiceProxy:
-    """host:port of the 'kafka' Service: forwards to the broker while healthy(), refuses otherwise."""
+    """host:port of the 'kafka' Service: the kit's proxy to the broker, accepting while healthy(),
+    refusing (and dropping its connections) otherwise."""
 
     def __init__(self, target: str, healthy: Callable[[], bool]) -> None:
         host, port = target.rsplit(":", 1)
-        self.target = (host, int(port))
-        self.healthy = healthy
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.listener: socket.socket | None = None
-        self.conns: list[socket.socket] = []
+        self.proxy = TcpProxy(int(port), target_host=host)
+        self.proxy.refuse()
+        self.address = self.proxy.address
         self.stop = threading.Event()
-        threading.Thread(target=self._loop, daemon=True).start()
+        threading.Thread(target=self._follow, args=(healthy,), daemon=True).start()
 
     @property
     def up(self) -> bool:
-        return self.listener is not None
+        return self.proxy.accepting
 
-    def _loop(self) -> None:
+    def _follow(self, healthy: Callable[[], bool]) -> None:
         while not self.stop.wait(0.1):
             try:
-                ok = self.healthy()
+                ok = healthy()
             except Exception:  # noqa: BLE001 - the apiserver going away at the end of the session
                 ok = False
-            if ok and self.listener is None:
-                s = socket.socket()
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("127.0.0.1", self.port))
-                s.listen(16)
-                self.listener = s
-                threading.Thread(target=self._accept, args=(s,), daemon=True).start()
-            elif not ok and self.listener is not None:
-                self._close()
-        self._close()
-
-    def _close(self) -> None:
-        if self.listener is not None:
-            # close() alone leaves the port listening while accept() blocks in another thread
-            with contextlib.suppress(OSError):
-                self.listener.shutdown(socket.SHUT_RDWR)
-            self.listener.close()
-            self.listener = None
-        for c in self.conns:
-            c.close()
-        self.conns.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self.conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
+            if ok != self.up:
+                (self.proxy.accept if ok else self.proxy.refuse)()
+        self.proxy.close()
 
 
 @dataclass
@@ -153,13 +110,19 @@ def cluster(k8s_cluster: K8sCluster, k8s_ns: str, noida_broker: Any) -> Iterator
     from tests.fixtures.kafka import unique
 
     core, apps, _ = k8s_cluster.api()
-    apps.create_namespaced_stateful_set(k8s_ns, statefulset("kafka", 1))
+    brokers = statefulset("kafka", 1)
+    brokers["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"name": "client",
+                                                                       "containerPort": 9092}]
+    apps.create_namespaced_stateful_set(k8s_ns, brokers)
+    core.create_namespaced_service(k8s_ns, {"metadata": {"name": "kafka"}, "spec": {
+        "selector": {"app": "kafka"}, "ports": [{"name": "client", "port": 9092, "targetPort": 9092}]}})
     for name in CONSUMERS:
         apps.create_namespaced_deployment(k8s_ns, deployment(name, 1, labels={"app": name,
                                                                                "role": "kafka-consumer"}))
     wait_ready(apps, k8s_ns, "kafka", "statefulset")
     for name in CONSUMERS:
         wait_ready(apps, k8s_ns, name)
+    assert eventually(lambda: endpoints(core, k8s_ns) == (1, 0)), "the kafka Service never got its endpoint"
     proxy = ServiceProxy(noida_broker.bootstrap, lambda: _ready(apps, k8s_ns, "statefulset", "kafka"))
     topic, group = unique("orders"), unique("order-service-group")
     noida_broker.create_topic(topic, 2)
@@ -179,6 +142,21 @@ def cluster(k8s_cluster: K8sCluster, k8s_ns: str, noida_broker: Any) -> Iterator
         proxy.stop.set()
 
 
+def endpoints(core: Any, ns: str) -> tuple[int, int]:
+    """(ready, not ready) addresses of the kafka Service's Endpoints, as the endpoints controller
+    keeps them."""
+    subsets = core.read_namespaced_endpoints("kafka", ns).subsets or []
+    return (sum(len(s.addresses or []) for s in subsets),
+            sum(len(s.not_ready_addresses or []) for s in subsets))
+
+
+def network_policy(core: Any, ns: str, name: str, spec: dict[str, Any]) -> None:
+    from kubernetes import client
+
+    client.NetworkingV1Api(core.api_client).create_namespaced_network_policy(
+        ns, {"metadata": {"name": name}, "spec": spec})
+
+
 def report(result: Result) -> dict[str, Any]:
     assert result.stdout.lstrip().startswith("{"), result.output
     return json.loads(result.stdout)
@@ -192,6 +170,7 @@ def step(out: dict[str, Any], step_id: str) -> dict[str, Any]:
 def brokers_down(cluster: Incident) -> Incident:
     annotate_pods(cluster.core, cluster.ns, "app=kafka", BROKEN)
     assert eventually(lambda: not cluster.proxy.up), "the kafka service never went down"
+    assert eventually(lambda: endpoints(cluster.core, cluster.ns) == (0, 1)), "the endpoint stayed ready"
     return cluster
 
 
@@ -214,8 +193,12 @@ def test_dry_run_finds_the_brokers_down_and_changes_nothing(opsctl: Callable[...
     assert step(out, "kafka")["result"]["ready"] == 0
     assert step(out, "kafka_logs")["result"]["matched_count"] == 2
     assert step(out, "group")["status"] == "skipped"  # no Kafka client while the brokers are down
+    service = step(out, "kafka_service")["result"]
+    assert (service["ready_endpoints"], service["not_ready_endpoints"], service["pods_selected"]) == (0, 1, 1)
     findings = {(f["step"], f["severity"]) for f in out["findings"] if f["phase"] == "diagnose"}
-    assert {("brokers", "critical"), ("kafka", "critical"), ("kafka_logs", "warning")} <= findings
+    assert {("brokers", "critical"), ("kafka", "critical"), ("kafka_logs", "warning"),
+            ("kafka_service", "critical")} <= findings
+    assert any("Service kafka has no ready endpoint (1 not ready)" in f["message"] for f in out["findings"])
     plan = step(out, "restart_kafka")["plan"]
     assert plan["changes"][0]["target"] == f"statefulset {inc.ns}/kafka"
     # the consumers are ready (the brokers are what is down): not one is proven disconnected
@@ -366,8 +349,6 @@ def test_hung_broker_beside_a_live_one_refuses_restart_consumers(opsctl: Callabl
 
 
 def test_a_slow_broker_is_a_warning_not_an_outage(opsctl: Callable[..., Result], cluster: Incident) -> None:
-    from tests.fixtures.kafka import DelayProxy
-
     slow = DelayProxy(cluster.proxy.address, 0.7)  # ~1.4 s of a 2 s deadline
     try:
         env = {**cluster.env, "KAFKA_BOOTSTRAP_SERVERS": slow.address}
@@ -384,20 +365,100 @@ def test_a_slow_broker_is_a_warning_not_an_outage(opsctl: Callable[..., Result],
 
 def test_kafka_outside_kubernetes_is_a_finding_not_a_failure(opsctl: Callable[..., Result],
                                                              cluster: Incident) -> None:
-    """Issue 14: no Kafka statefulset (the brokers run elsewhere): exit 1 before; now a finding."""
-    result = opsctl(*cluster.run_args("--dry-run", "-p", "statefulset=kafka-not-here"), env=cluster.env)
+    """Issue 14: no Kafka statefulset or Service (the brokers run elsewhere): exit 1 before; now
+    findings, and the consumers' path is judged against the brokers' addresses: an egress policy
+    that lets the consumers reach the cluster's own range only blocks them (ipBlock)."""
+    inc = cluster
+    network_policy(inc.core, inc.ns, "consumers-egress-in-cluster", {
+        "podSelector": {"matchLabels": {"role": "kafka-consumer"}}, "policyTypes": ["Egress"],
+        "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["127.0.0.0/8"]}}]}]})
+    result = opsctl(*inc.run_args("--dry-run", "-p", "statefulset=kafka-not-here", "-p",
+                                  "service=kafka-not-here"), env=inc.env)
     assert result.code == 0, result.output
     out = report(result)
     assert step(out, "kafka")["status"] == "skipped"
-    warned = [f["message"] for f in out["findings"]
-              if f["step"] == "kafka_in_k8s" and f["severity"] == "warning"]
-    assert warned and "no statefulset kafka-not-here" in warned[0]
+    warned = {f["step"]: f["message"] for f in out["findings"] if f["severity"] == "warning"}
+    assert "no statefulset kafka-not-here" in warned["kafka_in_k8s"]
+    assert "no Service kafka-not-here" in warned["kafka_service"]
     assert step(out, "brokers")["result"]["healthy_count"] == 1  # the protocol checks still judge
     assert step(out, "group")["result"]["member_count"] == 1
-    skipped = opsctl(*cluster.run_args("--dry-run", "-p", "statefulset="), env=cluster.env)
+    path = step(out, "network_path")["result"]
+    assert path["destinations"] and all(d.startswith("127.0.0.1:") for d in path["destinations"])
+    assert path["blocking_policies"] == [f"{inc.ns}/consumers-egress-in-cluster"]
+    assert path["blocked_count"] == path["paths"] == 2 * len(path["destinations"])
+    critical = [f["message"] for f in out["findings"] if f["step"] == "network_path"
+                and f["severity"] == "critical"]
+    assert critical and f"NetworkPolicy {inc.ns}/consumers-egress-in-cluster blocks" in critical[0]
+    skipped = opsctl(*inc.run_args("--dry-run", "-p", "statefulset=", "-p", "service="), env=inc.env)
     assert skipped.code == 0, skipped.output
-    assert step(report(skipped), "kafka")["status"] == "skipped"
-    assert step(report(skipped), "kafka_in_k8s")["status"] == "skipped"
+    out = report(skipped)
+    assert step(out, "kafka")["status"] == "skipped" and step(out, "kafka_in_k8s")["status"] == "skipped"
+    assert step(out, "kafka_service")["status"] == "skipped"
+    blocking = step(out, "network_path")["result"]["blocking_policies"]
+    assert blocking == [f"{inc.ns}/consumers-egress-in-cluster"]
+
+
+def test_network_policies_blocking_the_consumers_are_critical_and_named(opsctl: Callable[..., Result],
+                                                                       consumers_stuck: Incident) -> None:
+    """opsctl's own host reaches the brokers, the consumers' pods do not: order-service's egress
+    allows DNS only, the brokers' ingress admits order-service only (so billing-service is
+    refused).  Both policies are named, and restart-consumers (which cannot get through a policy)
+    is no longer recommended although the consumers are disconnected."""
+    inc = consumers_stuck
+    network_policy(inc.core, inc.ns, "orders-egress-dns-only", {
+        "podSelector": {"matchLabels": {"app": "order-service"}}, "policyTypes": ["Egress"],
+        "egress": [{"ports": [{"protocol": "UDP", "port": 53}]}]})
+    network_policy(inc.core, inc.ns, "kafka-from-orders-only", {
+        "podSelector": {"matchLabels": {"app": "kafka"}},
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "order-service"}}}],
+                     "ports": [{"port": "client"}]}]})
+    result = opsctl(*inc.run_args("--dry-run"), env=inc.env)
+    assert result.code == 0, result.output
+    out = report(result)
+    assert step(out, "brokers")["result"]["healthy_count"] == 1  # from opsctl's host: fine
+    path = step(out, "network_path")["result"]
+    assert sorted(path["blocking_policies"]) == sorted(f"{inc.ns}/{n}" for n in
+                                                       ("orders-egress-dns-only", "kafka-from-orders-only"))
+    assert path["paths"] == 2 and path["blocked_count"] == 2 and path["allowed_count"] == 0
+    by_source = {b.split(" -> ")[0].rsplit("-", 2)[0]: b for b in path["blocked"]}
+    assert f"egress of {inc.ns}/order-service" in by_source[f"{inc.ns}/order-service"]
+    assert "orders-egress-dns-only" in by_source[f"{inc.ns}/order-service"]
+    assert "ingress of " in by_source[f"{inc.ns}/billing-service"] and ":9092/TCP" in by_source[
+        f"{inc.ns}/billing-service"]
+    assert "kafka-from-orders-only" in by_source[f"{inc.ns}/billing-service"]
+    critical = [f["message"] for f in out["findings"] if f["step"] == "network_path"
+                and f["severity"] == "critical"]
+    assert critical and "kafka-from-orders-only" in critical[0] and "orders-egress-dns-only" in critical[0]
+    assert "restart-consumers" not in out["recommended"]
+
+
+def test_a_kafka_service_whose_selector_or_port_does_not_match_the_brokers(opsctl: Callable[..., Result],
+                                                                         cluster: Incident) -> None:
+    """The Service selects app=kafka-broker (the pods are app=kafka): no backend; then it targets
+    9093 while the brokers listen on 9092: its endpoint is 'ready' and every connection still fails."""
+    inc = cluster
+    inc.core.patch_namespaced_service("kafka", inc.ns, {"spec": {"selector": {"app": "kafka-broker"}}})
+    assert eventually(lambda: endpoints(inc.core, inc.ns) == (0, 0)), "the endpoint never went"
+    result = opsctl(*inc.run_args("--dry-run"), env=inc.env)
+    assert result.code == 0, result.output
+    out = report(result)
+    service = step(out, "kafka_service")["result"]
+    assert service["selector"] == "app=kafka-broker" and service["pods_selected"] == 0
+    critical = {f["message"] for f in out["findings"] if f["step"] == "kafka_service"
+                and f["severity"] == "critical"}
+    assert critical == {f"Service kafka: its selector app=kafka-broker matches no pod in namespace {inc.ns}: "
+                        "the Service has no backend (compare with the broker pods' labels)"}
+    inc.core.patch_namespaced_service("kafka", inc.ns, {"spec": {
+        "selector": {"app": "kafka"}, "ports": [{"name": "client", "port": 9092, "targetPort": 9093}]}})
+    assert eventually(lambda: endpoints(inc.core, inc.ns) == (1, 0)), "the endpoint never came back"
+    out = report(opsctl(*inc.run_args("--dry-run"), env=inc.env))
+    service = step(out, "kafka_service")["result"]
+    assert service["ready_endpoints"] == 1 and len(service["port_mismatches"]) == 1
+    assert "targets 9093/TCP" in service["port_mismatches"][0] and "listens on 9092 (client)" in \
+        service["port_mismatches"][0]
+    critical = [f["message"] for f in out["findings"] if f["step"] == "kafka_service"
+                and f["severity"] == "critical"]
+    assert len(critical) == 1 and "ports do not match the brokers'" in critical[0]
 
 
 def test_restart_consumers_touches_only_the_deployments_in_scope(opsctl: Callable[..., Result],
@@ -472,6 +533,22 @@ FAULT_MATRIX: dict[str, tuple[str, Any]] = {
     "does_not_work": ("the restart does not bring the brokers back: exit 1 after recovery_timeout", [
         "test_brokers_still_unreachable_fails_verify_without_polling_the_group",
         "test_hung_broker_is_critical_and_restarting_consumers_is_never_chosen"]),
+    "network_policy_blocks": ("a NetworkPolicy that drops the consumers' pods' path to the brokers "
+                              "(their egress, the brokers' ingress, an ipBlock for brokers outside "
+                              "Kubernetes) is a critical finding naming it, although opsctl's own "
+                              "host reaches the brokers; restart-consumers is then not recommended", [
+        "test_network_policies_blocking_the_consumers_are_critical_and_named",
+        "test_kafka_outside_kubernetes_is_a_finding_not_a_failure"]),
+    "service_without_endpoints": ("the Kafka Service has no ready endpoint (broker pods not ready): "
+                                  "critical finding with the not-ready count", [
+        "test_dry_run_finds_the_brokers_down_and_changes_nothing"]),
+    "service_selector_or_port_mismatch": ("a Service selector that matches no pod, or a targetPort the "
+                                          "brokers do not listen on (endpoints ready, connections fail): "
+                                          "critical findings saying which", [
+        "test_a_kafka_service_whose_selector_or_port_does_not_match_the_brokers"]),
+    "kafka_outside_kubernetes": ("no statefulset, no Service: warnings, exit 0, the protocol checks judge "
+                                 "the brokers and the path is judged against their addresses", [
+        "test_kafka_outside_kubernetes_is_a_finding_not_a_failure"]),
     "interrupted_resume": ("n/a", "rb-014's mutations are rollout restarts: one PATCH of a pod-template "
                            "annotation per workload, then a wait; nothing is counted or moved, and "
                            "an interrupted wait is the k8s actions' concern (not rehearsed here)"),

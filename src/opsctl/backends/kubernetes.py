@@ -7,6 +7,7 @@ client is imported here, lazily, so that ``opsctl --help`` never pays for it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -23,13 +24,47 @@ class Kube:
     """The API groups opsctl uses, plus ``call`` which adds timeouts and error translation."""
 
     def __init__(self, api_client: Any, where: str) -> None:
-        from kubernetes import client
-
         self.api_client = api_client
         self.where = where  # "context prod (https://...)" for messages
-        self.core = client.CoreV1Api(api_client)
-        self.apps = client.AppsV1Api(api_client)
-        self.autoscaling = client.AutoscalingV1Api(api_client)
+
+    # each API group on first use: importing a generated API class builds its hundreds of models
+    # (CoreV1Api: seconds of CPU on a busy machine)
+    @functools.cached_property
+    def core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self.api_client)
+
+    @functools.cached_property
+    def apps(self) -> Any:
+        from kubernetes import client
+
+        return client.AppsV1Api(self.api_client)
+
+    @functools.cached_property
+    def autoscaling(self) -> Any:
+        from kubernetes import client
+
+        return client.AutoscalingV1Api(self.api_client)
+
+    @functools.cached_property
+    def networking(self) -> Any:
+        from kubernetes import client
+
+        return client.NetworkingV1Api(self.api_client)
+
+    def get(self, path: str, query: dict[str, Any] | None = None, what: str = "",
+            timeout: float | None = None) -> Any:
+        """GET an API path as plain JSON, without a generated API class or its models (doctor)."""
+        def fetch(_request_timeout: Any) -> Any:
+            request = self.api_client.param_serialize(
+                "GET", path, query_params=list((query or {}).items()),
+                header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+            response = self.api_client.call_api(*request, _request_timeout=_request_timeout)
+            response.read()
+            return self.api_client.response_deserialize(response, {"200": "object"}).data
+
+        return self.call(fetch, what=what or path, timeout=timeout)
 
     def call(self, fn: Callable[..., Any], *args: Any, what: str = "", timeout: float | None = None,
              **kwargs: Any) -> Any:

@@ -1,4 +1,5 @@
-"""Kubernetes actions: workload and pod state, rollout history, events, logs, HPA (read-only); scale,
+"""Kubernetes actions: workload and pod state, rollout history, events, logs, HPA, a Service and its
+endpoints, the NetworkPolicy path between pods (read-only); scale,
 rollout restart, rollout undo, container env patch, pod delete (mutating); wait for a rollout.
 
 All go through ``opsctl.backends.kubernetes`` (official client, imported lazily).  Workloads are
@@ -6,4 +7,4 @@ deployments or statefulsets; a rollout is complete only when the controller has 
 generation and updated == ready == current == desired (``kubectl rollout status``).
 """
 
-from opsctl.actions.k8s import mutate, read  # noqa: F401 - registers the actions
+from opsctl.actions.k8s import mutate, network, read  # noqa: F401 - registers the actions
