@@ -35,7 +35,7 @@ def test_sweep_finds_workloads_not_ready(opsctl: Callable[..., Result], k8s_clus
     assert result.code == 0, result.output
     sweep = next(s for s in json.loads(result.stdout)["steps"] if s["id"] == "sweep")["result"]
     assert sweep["skipped"].keys() == {"http", "postgres", "redis", "kafka", "aws"}, sweep["skipped"]
-    assert sweep["severity"] == "P0"
+    assert sweep["severity"] == "P0", sweep
     assert sweep["p0"] == [f"deployment {k8s_ns}/worker: 0/2 replicas ready"], sweep["p0"]
     assert sweep["p1"] == [f"{k8s_ns}/kafka: 1/2 replicas ready"], sweep["p1"]  # api is fine
     assert sweep["title"] == f"{k8s_ns}/worker down, {k8s_ns}/kafka degraded"
