@@ -197,9 +197,10 @@ def write_crash(text: str) -> str:
         return f"not saved: {path}: {e.strerror or e}"
 
 
-def recent_applies(runbook_id: str, environment: str, window: float) -> list[str]:
+def recent_applies(runbook_id: str, environment: str, window: float, exclude: str = "") -> list[str]:
     """Run ids of runs of this runbook in this environment that applied a change in the last
-    ``window`` seconds (oldest first)."""
+    ``window`` seconds (oldest first), the run ``exclude`` left out.  A run that sent a change whose
+    step has not ended (applying right now, or killed while applying) counts: it is applying one."""
     runs = state_dir() / "runs"
     if not runs.is_dir():
         return []
@@ -213,9 +214,11 @@ def recent_applies(runbook_id: str, environment: str, window: float) -> list[str
         except (OSError, ValueError):
             continue
         start = events[0] if events else {}
-        if start.get("environment") != environment or start.get("dry_run"):
+        if start.get("environment") != environment or start.get("dry_run") or start.get("run_id") == exclude:
             continue
-        if any(e.get("event") == "step_end" and e["record"].get("status") == "applied" for e in events):
+        ended = {e["record"].get("id"): e["record"].get("status") for e in events if e.get("event") == "step_end"}
+        sending = {e.get("step") for e in events if e.get("event") == "apply_start"}
+        if "applied" in ended.values() or any(step not in ended for step in sending):
             out.append(str(start.get("run_id")))
     return out
 

@@ -7,6 +7,8 @@ namespace, a local lock file for every other backend), waiting up to ``wait`` se
 who holds it (user, host, run id, since when), then re-plans: a second run sees the first one's
 effect.  Targets that are gone are dropped (nothing left: the step is a no-op); targets that were
 not confirmed are refused (exit 3); with a plan file the live plan must match the file exactly.
+``max_applies_per_hour`` is checked before a run and again under the lock (``check_rate``): two
+runs that both passed the first check cannot both apply past the limit.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from opsctl.errors import ActionError, BackendError, LockBusy, PlanDrift
+from opsctl.errors import ActionError, BackendError, LockBusy, NotConfirmed, PlanDrift
 from opsctl.records import Plan, now_iso
 
 DEFAULT_WAIT = 30.0
@@ -36,6 +38,25 @@ def lock_dir() -> Path:
         return writable_state_subdir("locks")
     except OSError:
         return state_subdirs("locks")[-1]  # FileLock names the error when it cannot be taken
+
+
+def check_rate(runbook_id: str, environment: Any, run_id: str = "", step: str = "") -> None:
+    """``max_applies_per_hour`` (opsctl.yaml, per environment, optionally per runbook), from the run
+    log: NotConfirmed (exit 3) once reached.  Before a run (``step`` empty), and under the apply lock
+    of each mutating step of run ``run_id``, which does not count itself."""
+    from opsctl import audit
+
+    limit = environment.max_applies(runbook_id) if hasattr(environment, "max_applies") else None
+    if limit is None:
+        return
+    recent = audit.recent_applies(runbook_id, environment.name, 3600.0, exclude=run_id)
+    if len(recent) >= limit:
+        outcome = (f"step {step!r} changed nothing (checked again under the apply lock: another run "
+                   "applied meanwhile)" if step else "nothing was run")
+        raise NotConfirmed(f"rate limit: {runbook_id} applied changes {len(recent)} time(s) in environment "
+                           f"{environment.name!r} in the last hour (runs {', '.join(recent[-3:])}); "
+                           f"max_applies_per_hour is {limit}: {outcome}. Look at why the mitigation "
+                           "does not hold before applying it again")
 
 
 class ApplyGate:
@@ -82,6 +103,7 @@ class ApplyGate:
         self._acquire(lock, step, ctx)
         try:
             self.audit.event("lock", step=step.id, lock=lock.describe(), held=True)
+            check_rate(self.runbook_id, self.environment, self.run_id, step.id)
             fresh = cls(args, ctx.as_read_only()).plan()  # plan() is read-only code: guarded
             if self.replay is not None:
                 final: Plan | None = self.replay.check(step.id, fresh)

@@ -94,7 +94,8 @@ def test_no_mutation_is_reachable_from_a_read_only_cluster(world: dict[str, str]
     k = Cluster(_ctx(noida_broker, clients=clients))
     tp = TopicPartition(world["topic"], 0)
     for call, what in [
-        (lambda: k.alter_offsets(world["group"], {tp: OffsetAndMetadata(0, "", -1)}, "reset"),
+        (lambda: k.alter_offsets(world["group"], {tp: 0}, "reset"), "admin.alter_group_offsets"),
+        (lambda: k.alter_offsets(world["group"], {tp: 0}, "commit", cancellable=False),
          "admin.alter_group_offsets"),
         (lambda: k.admin.delete_topics([world["dlq"]]), "admin.delete_topics"),
         (lambda: k.admin.create_topics([]), "admin.create_topics"),
@@ -128,11 +129,10 @@ class CommitFromRun(Action):
 
     def run(self) -> Any:
         from kafka import TopicPartition
-        from kafka.structs import OffsetAndMetadata
 
         settings = self.ctx.environment.settings
         k = Cluster(self.ctx)
-        offsets = {TopicPartition(settings["topic"], 0): OffsetAndMetadata(0, "", -1)}
+        offsets = {TopicPartition(settings["topic"], 0): 0}
         k.alter_offsets(settings["group"], offsets, "reset")
         return {"reset": True}
 

@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from opsctl.backends.readonly import AwsRule, guard_aws_client
@@ -112,6 +113,31 @@ def client(ctx: ActionContext, service: str, *, allow: Mapping[str, AwsRule] | N
 def error_code(exc: BaseException) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
+
+
+@dataclass
+class Attempt:
+    """How a call of an optional API went (see ``optional_api``): ``failure`` is "" when it worked."""
+
+    failure: str = ""
+    refused: bool = False  # the endpoint answered with an error (else botocore failed before one)
+
+
+@contextmanager
+def optional_api() -> Iterator[Attempt]:
+    """For calls of an API the endpoint may not have (an emulator, an older region), whose failure
+    is an answer, not an error: botocore's exceptions are swallowed and described in the Attempt,
+    the AWS error code (or the HTTP status) of a refusal, the exception's name for anything else."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    attempt = Attempt()
+    try:
+        yield attempt
+    except ClientError as e:
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+        attempt.failure, attempt.refused = error_code(e) or str(status or "") or "an error", True
+    except BotoCoreError as e:
+        attempt.failure = type(e).__name__
 
 
 def _code_and_message(exc: Any) -> tuple[str, str]:

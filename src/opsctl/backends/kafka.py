@@ -278,10 +278,19 @@ class Cluster:
             raise ActionError(f"kafka: group {group!r} has {len(info['members'])} active member(s) "
                               f"(state {info['state']}); {why}")
 
-    def alter_offsets(self, group: str, offsets: dict[Any, Any], what: str) -> None:
+    def alter_offsets(self, group: str, offsets: dict[Any, int], what: str, *,
+                      cancellable: bool = True) -> None:
+        """Commit ``offsets`` (TopicPartition -> offset) for ``group``; ``cancellable=False`` where
+        the commit must follow what was already done (records already on the target)."""
         from kafka import errors as kerr
+        from kafka.structs import OffsetAndMetadata
 
-        result = self.call(self.admin.alter_group_offsets, group, offsets)
+        committed = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
+        if cancellable:
+            result = self.call(self.admin.alter_group_offsets, group, committed)
+        else:
+            with translate_errors(self.conf):
+                result = self.admin.alter_group_offsets(group, committed)
         failed = {f"{tp.topic}[{tp.partition}]": err.__name__ for tp, err in result.items()
                   if err is not kerr.NoError}
         if failed:
@@ -312,6 +321,13 @@ class Cluster:
             rows.append({"topic": tp.topic, "partition": tp.partition, "committed": position,
                          "end": ends[tp], "lag": lag})
         return {"taken_at": time.time(), "partitions": rows, "total_lag": sum(r["lag"] for r in rows)}
+
+
+def topic_partition(topic: str, partition: int) -> Any:
+    """kafka-python's TopicPartition (the key of every offset map the Cluster returns)."""
+    from kafka import TopicPartition
+
+    return TopicPartition(topic, partition)
 
 
 def bootstrap_targets(section: dict[str, Any]) -> list[str]:

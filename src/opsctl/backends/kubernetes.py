@@ -187,6 +187,14 @@ def read_only_kube(kube: Kube) -> Kube:
     return Kube(read_only_api_client(kube.api_client.configuration), kube.where)
 
 
+def delete_if_uid(uid: str) -> Any:
+    """Delete options with a uid precondition: the API server deletes the object only if it is
+    still the one that was planned (a recreated object of the same name answers 409)."""
+    from kubernetes import client
+
+    return client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+
+
 def age_seconds(ts: Any) -> float | None:
     if ts is None:
         return None

@@ -160,6 +160,44 @@ def errors(settings: RedisSettings) -> Iterator[None]:
         raise ActionError(f"redis {where}: {_clean(str(e), settings.secrets)}") from None
 
 
+def set_if_unchanged(client: Any, key: str, expected: str | None, value: str, ttl: int | None = None) -> str:
+    """SET ``key`` to ``value`` (EX ``ttl``) only if it still holds ``expected`` (None: absent), in one
+    WATCH/MULTI/EXEC: "set", "changed" (it no longer held ``expected``) or "raced" (another client
+    wrote it between the check and the EXEC, which then did nothing)."""
+    import redis
+
+    try:
+        with client.pipeline() as pipe:
+            pipe.watch(key)
+            if pipe.get(key) != expected:
+                return "changed"
+            pipe.multi()
+            pipe.set(key, value, ex=ttl)
+            pipe.execute()
+    except redis.WatchError:
+        return "raced"
+    return "set"
+
+
+def write_refusal(client: Any, key: str, value: str, px: int) -> str | None:
+    """SET ``key`` (PX ``px``): None when the write succeeded, else the server's refusal as it says it
+    (``OOM ...``, ``READONLY ...``, ``MISCONF ...``: the write path is broken, an answer, not an
+    error).  Any other error propagates (``errors()`` translates it)."""
+    import redis
+
+    try:
+        client.set(key, value, px=px)
+    except redis.exceptions.OutOfMemoryError as e:  # redis-py drops the "OOM" prefix
+        return f"OOM {str(e).splitlines()[0][:200]}"
+    except redis.exceptions.ReadOnlyError as e:
+        return f"READONLY {str(e).splitlines()[0][:200]}"
+    except redis.exceptions.ResponseError as e:
+        if not str(e).startswith(("OOM", "READONLY", "MISCONF")):
+            raise
+        return str(e).split("\n")[0][:200]
+    return None
+
+
 def parse_clients(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """CLIENT LIST entries (redis-py keeps every field a string) -> typed dicts."""
     out = []

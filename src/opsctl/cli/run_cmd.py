@@ -307,19 +307,12 @@ def check_protected(environment: Any, settings: Any, yes_protected: str | None) 
 
 
 def check_rate(rb: Any, environment: Any, settings: Any) -> None:
-    """max_applies_per_hour (opsctl.yaml, per environment, optionally per runbook), from the run log."""
-    from opsctl import audit
-    from opsctl.errors import NotConfirmed
+    """max_applies_per_hour before anything runs (a dry-run is never limited); checked again under
+    each apply lock (opsctl.locks.check_rate)."""
+    from opsctl.locks import check_rate as check
 
-    limit = environment.max_applies(rb.id) if hasattr(environment, "max_applies") else None
-    if limit is None or settings.dry_run:
-        return
-    recent = audit.recent_applies(rb.id, environment.name, 3600.0)
-    if len(recent) >= limit:
-        raise NotConfirmed(f"rate limit: {rb.id} applied changes {len(recent)} time(s) in environment "
-                           f"{environment.name!r} in the last hour (runs {', '.join(recent[-3:])}); "
-                           f"max_applies_per_hour is {limit}: nothing was run. Look at why the "
-                           "mitigation does not hold before applying it again")
+    if not settings.dry_run:
+        check(rb.id, environment)
 
 
 def open_run(rb: Any, params: dict[str, Any], environment: Any, settings: Any, output: Output,

@@ -7,7 +7,7 @@ from typing import Any
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
 from opsctl.actions.needs import SERVICE_ARN, Iam
-from opsctl.backends.aws import aws_errors, client
+from opsctl.backends.aws import aws_errors, client, optional_api
 from opsctl.errors import ActionError, ArgumentError
 from opsctl.records import Change, Plan
 
@@ -58,9 +58,7 @@ def deployment_history(ecs: Any, cluster: str, service: str) -> tuple[list[dict[
     """What the service actually ran, newest first: [{task_definition, status, created}], and where
     that came from.  AWS keeps it (ListServiceDeployments + DescribeServiceRevisions); an endpoint
     without those calls gives an empty history (the caller falls back to the live deployments)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
+    with optional_api() as attempt:
         found = ecs.list_service_deployments(cluster=cluster, service=service)["serviceDeployments"]
         found = sorted(found, key=lambda d: str(d.get("createdAt", "")), reverse=True)
         arns = [d["targetServiceRevisionArn"] for d in found if d.get("targetServiceRevisionArn")]
@@ -69,9 +67,8 @@ def deployment_history(ecs: Any, cluster: str, service: str) -> tuple[list[dict[
             got = ecs.describe_service_revisions(serviceRevisionArns=arns[i:i + 20])
             revs.update({r["serviceRevisionArn"]: r.get("taskDefinition", "")
                          for r in got.get("serviceRevisions", [])})
-    except (ClientError, BotoCoreError) as e:
-        code = getattr(e, "response", {}).get("Error", {}).get("Code", type(e).__name__)
-        return [], f"no deployment history from the endpoint ({code})"
+    if attempt.failure:
+        return [], f"no deployment history from the endpoint ({attempt.failure})"
     history = [{"task_definition": revs.get(d.get("targetServiceRevisionArn", ""), ""),
                 "status": d.get("status", ""), "created": str(d.get("createdAt", ""))} for d in found]
     return [h for h in history if h["task_definition"]], "ListServiceDeployments"

@@ -18,7 +18,7 @@ from opsctl.actions.aws.ledger import Ledger, ledger_path
 from opsctl.actions.aws.sqs import _DLQ, _QUEUE, _attributes, queue_pair
 from opsctl.actions.base import Action, type_schema
 from opsctl.actions.needs import DLQ_ARN, QUEUE_ARN, Iam
-from opsctl.backends.aws import aws_errors, client, error_code
+from opsctl.backends.aws import aws_errors, client, optional_api
 from opsctl.errors import ActionError, Cancelled, StepTimeout
 from opsctl.records import Change, Plan
 
@@ -28,15 +28,12 @@ _MOVE_DONE = ("COMPLETED", "FAILED", "CANCELLED")
 def server_redrive_support(sqs: Any, dlq_arn: str) -> tuple[bool, str]:
     """(supported, why): does the endpoint implement StartMessageMoveTask (probed with the read-only
     ListMessageMoveTasks)?"""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
+    with optional_api() as attempt:
         sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=1)
-    except ClientError as e:
-        code = error_code(e) or str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-        return False, f"ListMessageMoveTasks answered {code or 'an error'}"
-    except BotoCoreError as e:
-        return False, f"ListMessageMoveTasks failed: {type(e).__name__}"
+    if attempt.refused:
+        return False, f"ListMessageMoveTasks answered {attempt.failure}"
+    if attempt.failure:
+        return False, f"ListMessageMoveTasks failed: {attempt.failure}"
     return True, "the endpoint supports StartMessageMoveTask"
 
 

@@ -28,6 +28,7 @@ from opsctl.actions.k8s.common import (
     workload_status,
 )
 from opsctl.actions.needs import Kube
+from opsctl.backends.kubernetes import delete_if_uid
 from opsctl.errors import ActionError
 from opsctl.records import Change, Plan
 
@@ -382,10 +383,8 @@ class DeletePod(_Mutating):
                     data={"pod": p.metadata.name, "uid": p.metadata.uid})
 
     def apply(self, plan: Plan) -> dict[str, Any]:
-        from kubernetes import client
-
-        opts = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=plan.data["uid"]))
-        self.call(self.kube.core.delete_namespaced_pod, plan.data["pod"], self.ns, body=opts,
+        self.call(self.kube.core.delete_namespaced_pod, plan.data["pod"], self.ns,
+                  body=delete_if_uid(plan.data["uid"]),
                   what=f"pod {self.ns}/{plan.data['pod']}")
         return {"deleted": plan.data["pod"]}
 

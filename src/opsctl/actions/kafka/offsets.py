@@ -8,7 +8,7 @@ from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
 from opsctl.actions.kafka.common import TOPIC
 from opsctl.actions.needs import KafkaAcl
-from opsctl.backends.kafka import Cluster
+from opsctl.backends.kafka import Cluster, topic_partition
 from opsctl.errors import ActionError, ArgumentError
 from opsctl.records import Change, Plan
 
@@ -114,19 +114,16 @@ class ResetOffsets(Action):
                           "excluded_topics": others})
 
     def apply(self, plan: Plan) -> dict[str, Any]:
-        from kafka import TopicPartition
-        from kafka.structs import OffsetAndMetadata
-
         k, d = Cluster(self.ctx), plan.data
         k.require_empty_group(d["group"], "a consumer joined since the plan; nothing was changed")
         now = k.committed(d["group"], d["topic"])
         offsets = {}
         for r in d["partitions"]:
-            tp = TopicPartition(d["topic"], r["partition"])
+            tp = topic_partition(d["topic"], r["partition"])
             if now.get(tp) != r["old"]:
                 raise ActionError(f"kafka: {d['group']} moved on {d['topic']}[{r['partition']}] since the "
                                   "plan was made; nothing was changed, plan again")
-            offsets[tp] = OffsetAndMetadata(r["new"], "", -1)
+            offsets[tp] = r["new"]
         if offsets:
             k.alter_offsets(d["group"], offsets, f"resetting {d['group']} on {d['topic']}")
         return {"group": d["group"], "topic": d["topic"], "partitions_reset": len(offsets),

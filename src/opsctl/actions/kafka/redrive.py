@@ -25,7 +25,13 @@ from opsctl.actions.base import Action, is_template, type_schema
 from opsctl.actions.kafka.campaign import MAX_SCAN, marker_group, read_marker, scan_redriven
 from opsctl.actions.kafka.common import REDRIVEN_HEADER, TOPIC
 from opsctl.actions.needs import KafkaAcl
-from opsctl.backends.kafka import Cluster, make_consumer, make_producer, translate_errors
+from opsctl.backends.kafka import (
+    Cluster,
+    make_consumer,
+    make_producer,
+    topic_partition,
+    translate_errors,
+)
 from opsctl.errors import ActionError, Cancelled, StepTimeout
 from opsctl.records import Change, Plan
 
@@ -153,27 +159,22 @@ class Redrive(Action):
                           "earlier": earlier, "new_campaign": new_campaign})
 
     def apply(self, plan: Plan) -> dict[str, Any]:
-        from kafka import TopicPartition
-        from kafka.structs import OffsetAndMetadata
-
         k, d = Cluster(self.ctx), plan.data
         k.require_empty_group(d["group"], "another consumer is reading the DLQ with it")
         now = k.committed(d["group"], d["dlq_topic"])
         for r in d["ranges"]:
-            if now.get(TopicPartition(d["dlq_topic"], r["partition"])) != r["committed"]:
+            if now.get(topic_partition(d["dlq_topic"], r["partition"])) != r["committed"]:
                 raise ActionError(f"kafka: {d['group']} moved on {d['dlq_topic']}[{r['partition']}] since "
                                   "the plan was made (someone else is redriving?); plan again")
         if d.get("new_campaign"):
             # where this redrive begins, before anything is sent: what later plans and verify scan from
             dlq_tps = k.partitions(d["dlq_topic"])
             target_tps = k.partitions(d["topic"])
-            begin = {TopicPartition(d["dlq_topic"], r["partition"]): r["start"] for r in d["ranges"]}
+            begin = {topic_partition(d["dlq_topic"], r["partition"]): r["start"] for r in d["ranges"]}
             for tp, low in k.offsets(dlq_tps, "earliest").items():
                 begin.setdefault(tp, max(low, (now.get(tp) or 0)))
             begin.update(k.offsets(target_tps, "latest"))
-            k.alter_offsets(marker_group(d["group"]),
-                            {tp: OffsetAndMetadata(o, "", -1) for tp, o in begin.items()},
-                            "recording where the redrive begins")
+            k.alter_offsets(marker_group(d["group"]), begin, "recording where the redrive begins")
         moved, per_partition = self._copy(k, d)
         skipped = sum(len(r.get("skip", [])) for r in d["ranges"])
         planned = d.get("planned", moved + skipped)
@@ -187,9 +188,7 @@ class Redrive(Action):
                 "duplicates_found": d.get("duplicates", 0), "per_partition": per_partition}
 
     def _copy(self, k: Cluster, d: dict[str, Any]) -> tuple[int, dict[str, int]]:
-        from kafka import TopicPartition
-
-        ends = {TopicPartition(d["dlq_topic"], r["partition"]): r["end"] for r in d["ranges"]}
+        ends = {topic_partition(d["dlq_topic"], r["partition"]): r["end"] for r in d["ranges"]}
         skip = {(r["partition"], o) for r in d["ranges"] for o in r.get("skip", [])}
         consumer = make_consumer(k.conf, fetch_max_wait_ms=100, max_poll_records=200)
         producer = make_producer(k.conf)
@@ -197,7 +196,7 @@ class Redrive(Action):
         try:
             consumer.assign(list(ends))
             for r in d["ranges"]:
-                consumer.seek(TopicPartition(d["dlq_topic"], r["partition"]), r["start"])
+                consumer.seek(topic_partition(d["dlq_topic"], r["partition"]), r["start"])
             total = sum(r["end"] - r["start"] for r in d["ranges"]) - len(skip)
             with self.ctx.progress(f"Redriving {d['dlq_topic']} -> {d['topic']}", total=total) as bar:
                 while ends:
@@ -260,17 +259,10 @@ class Redrive(Action):
 
     @staticmethod
     def _commit(k: Cluster, d: dict[str, Any], commit: dict[Any, int]) -> None:
-        from kafka.structs import OffsetAndMetadata
-
         if commit:
-            offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in commit.items()}
             # no cancellation check here: the batch is on the target, its commit must follow
-            with translate_errors(k.conf):
-                result = k.admin.alter_group_offsets(d["group"], offsets)
-            bad = {f"{tp.topic}[{tp.partition}]": err.__name__ for tp, err in result.items()
-                   if err.__name__ != "NoError"}
-            if bad:
-                raise ActionError(f"kafka: committing {d['group']} on {d['dlq_topic']} failed for {bad}")
+            k.alter_offsets(d["group"], commit, f"committing {d['group']} on {d['dlq_topic']}",
+                            cancellable=False)
 
     @classmethod
     def summarize(cls, result: Any) -> str:

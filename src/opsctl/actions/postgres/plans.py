@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import secrets
 from typing import Any
 
 from opsctl.actions import register
@@ -99,8 +97,6 @@ class Explain(PgAction):
         return []
 
     def run(self) -> dict[str, Any]:
-        from psycopg import errors
-
         with self.session() as conn:
             sql = str(self.args.get("statement") or "")
             if sql:
@@ -112,11 +108,9 @@ class Explain(PgAction):
                 if isinstance(found, dict):
                     return found
                 sql, nparams = found
-            try:
-                plan = self._explain(conn, sql, nparams)
-            except (errors.InsufficientPrivilege, errors.UndefinedTable, errors.UndefinedColumn,
-                    errors.UndefinedFunction, errors.DatatypeMismatch, errors.IndeterminateDatatype) as e:
-                return self._unavailable(f"cannot plan it: {str(e).splitlines()[0]}", sql)
+            plan, why = pg.explain(conn, sql, nparams)
+            if plan is None:
+                return self._unavailable(f"cannot plan it: {why}", sql)
         return {"available": True, "reason": "", "statement": pg.redact_sql(sql)[:500],
                 "generic_plan": nparams > 0, **_summary(plan)}
 
@@ -144,27 +138,6 @@ class Explain(PgAction):
             reasons.append(f"{qid}: {refusal}")
         return self._unavailable("no explainable statement among the slowest (" + "; ".join(reasons[:5])
                                  + ")", "")
-
-    @staticmethod
-    def _explain(conn: Any, sql: str, nparams: int) -> dict[str, Any]:
-        from psycopg import errors
-
-        if not nparams:
-            return dict(pg.fetch(conn, f"EXPLAIN (FORMAT JSON) {sql}")[0]["QUERY PLAN"][0])
-        name = f"opsctl_explain_{secrets.token_hex(4)}"
-        prepared = False
-        try:
-            with conn.transaction():  # READ ONLY, like every transaction of the read-only session
-                conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-                conn.execute(f"PREPARE {name} AS {sql}")
-                prepared = True
-                nulls = ", ".join(["NULL"] * nparams)
-                return dict(pg.fetch(conn, f"EXPLAIN (FORMAT JSON) EXECUTE {name}({nulls})")[0]
-                            ["QUERY PLAN"][0])
-        finally:
-            if prepared:  # prepared statements outlive the transaction: never leave one behind
-                with contextlib.suppress(errors.InvalidSqlStatementName):
-                    conn.execute(f"DEALLOCATE {name}")
 
     @staticmethod
     def _unavailable(reason: str, sql: str) -> dict[str, Any]:

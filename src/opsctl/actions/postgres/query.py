@@ -8,6 +8,7 @@ from opsctl.actions import register
 from opsctl.actions.base import is_template, type_schema
 from opsctl.actions.needs import Pg
 from opsctl.actions.postgres.common import DATABASE, PgAction, jsonable
+from opsctl.backends import postgres as pg
 from opsctl.errors import ActionError
 
 
@@ -56,8 +57,6 @@ class Query(PgAction):
         if problem:
             raise ActionError(f"postgres.query refused: {problem}")
         limit = int(self.args.get("max_rows", 100))
-        from psycopg import errors
-
         with self.session() as conn:
             conn.execute("BEGIN READ ONLY")
             try:
@@ -76,11 +75,7 @@ class Query(PgAction):
                                       "could be called instead of the built-in function or type (a "
                                       "domain's CHECK runs any function); write pg_catalog.NAME to use "
                                       "the built-in one")
-                cur = conn.execute(sql, params, prepare=True)  # prepared: one statement
-                columns = [c.name for c in cur.description or []]
-                rows = cur.fetchmany(limit + 1) if cur.description else []
-            except errors.SyntaxError as e:
-                raise ActionError(f"postgres.query: {str(e).splitlines()[0]}") from None
+                columns, rows = pg.fetch_prepared(conn, sql, params, limit + 1, "postgres.query")
             finally:
                 if not conn.broken:
                     conn.execute("ROLLBACK")

@@ -76,17 +76,10 @@ class SetRoleSetting(PgAction):
                     data={"before": old, "after": new})
 
     def apply(self, plan: Plan) -> dict[str, Any]:
-        from psycopg import sql
-
         role, db, setting = self.args["role"], self.args.get("database"), self.args["setting"]
         with self.session() as conn:
             if self._current(conn) != plan.data["before"]:
                 raise ActionError(f"{self.name}: {setting} of role {role} changed since the plan; re-run")
-            stmt = sql.SQL("ALTER ROLE {}").format(sql.Identifier(role))
-            if db:
-                stmt += sql.SQL(" IN DATABASE {}").format(sql.Identifier(db))
             after = plan.data["after"]
-            stmt += (sql.SQL(" RESET {}").format(sql.Identifier(setting)) if after is None else
-                     sql.SQL(" SET {} = {}").format(sql.Identifier(setting), sql.Literal(after)))
-            conn.execute(stmt)
+            pg.alter_role_setting(conn, role, db, setting, after)
         return {"role": role, "setting": setting, "before": plan.data["before"], "after": after}

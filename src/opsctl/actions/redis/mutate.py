@@ -56,23 +56,12 @@ class Set(RedisAction):
                     changes=[Change(target=f"key {key}", operation="set", before=old, after=new, detail=ttl)])
 
     def apply(self, plan: Plan) -> dict[str, Any]:
-        import redis
-
         key, new, before = self.args["key"], self._value(), plan.data.get("before")
-
-        def cas(c: Any) -> None:
-            with c.pipeline() as pipe:
-                pipe.watch(key)
-                if pipe.get(key) != before:
-                    raise ActionError(f"{self.name}: {key} changed since the plan; re-run")
-                pipe.multi()
-                pipe.set(key, new, ex=self.args.get("ttl"))
-                pipe.execute()
-
-        try:
-            self.call(cas)
-        except redis.WatchError:
-            raise ActionError(f"{self.name}: {key} changed while applying; re-run") from None
+        done = self.call(lambda c: rb.set_if_unchanged(c, key, before, new, self.args.get("ttl")))
+        if done == "changed":
+            raise ActionError(f"{self.name}: {key} changed since the plan; re-run")
+        if done == "raced":
+            raise ActionError(f"{self.name}: {key} changed while applying; re-run")
         return {"key": key, "before": before, "after": new}
 
 

@@ -123,22 +123,13 @@ class WriteProbe(RedisAction):
     def run(self) -> dict[str, Any]:
         import secrets
 
-        import redis
-
         key = f"opsctl:probe:{secrets.token_hex(8)}"
         size = int(self.args.get("bytes", 1024))
 
         def probe(c: Any) -> dict[str, Any]:
-            try:
-                c.set(key, "x" * size, px=60000)
-            except redis.exceptions.OutOfMemoryError as e:  # redis-py drops the "OOM" prefix
-                return {"ok": False, "error": f"OOM {str(e).splitlines()[0][:200]}"}
-            except redis.exceptions.ReadOnlyError as e:
-                return {"ok": False, "error": f"READONLY {str(e).splitlines()[0][:200]}"}
-            except redis.exceptions.ResponseError as e:
-                if not str(e).startswith(("OOM", "READONLY", "MISCONF")):
-                    raise
-                return {"ok": False, "error": str(e).split("\n")[0][:200]}
+            refused = rb.write_refusal(c, key, "x" * size, px=60000)
+            if refused is not None:
+                return {"ok": False, "error": refused}
             c.delete(key)
             return {"ok": True, "error": None}
 

@@ -5,7 +5,8 @@
 - ``client``: ``PgClient``, the run's one shared connection per database, read-only sessions;
 - ``watch``: the hung-call watcher (Ctrl-C cancels on the server; a hung server's socket is cut);
 - ``privileges``: ``PrivilegeError`` and what to GRANT;
-- ``queries``: ``fetch`` / ``optional_fetch``;
+- ``queries``: ``fetch`` / ``optional_fetch``, ``fetch_prepared`` (a user's statement), ``explain``,
+  ``alter_role_setting``;
 - ``sessions``: pg_stat_activity as diagnosis and targeting see it, and ``SessionFilter``.
 
 Callers import from ``opsctl.backends.postgres``; psycopg is imported inside the functions.
@@ -22,7 +23,14 @@ from opsctl.backends.postgres.connection import (
     settings_from,
 )
 from opsctl.backends.postgres.privileges import PrivilegeError, missing_privilege
-from opsctl.backends.postgres.queries import current_database, fetch, optional_fetch
+from opsctl.backends.postgres.queries import (
+    alter_role_setting,
+    current_database,
+    explain,
+    fetch,
+    fetch_prepared,
+    optional_fetch,
+)
 from opsctl.backends.postgres.sessions import (
     HIDDEN,
     SELECTION_SCHEMA,
@@ -36,7 +44,7 @@ from opsctl.backends.postgres.watch import HUNG_GRACE
 
 __all__ = [
     "APPLICATION_NAME", "CONNECT_TIMEOUT", "HIDDEN", "HUNG_GRACE", "SELECTION_SCHEMA", "STATEMENT_TIMEOUT",
-    "PgClient", "PgSettings", "PrivilegeError", "SessionFilter", "clean", "connect", "current_database",
-    "excluded_by_scope", "fetch", "list_sessions", "missing_privilege", "optional_fetch", "redact_sql",
-    "require_visible", "settings_from",
+    "PgClient", "PgSettings", "PrivilegeError", "SessionFilter", "alter_role_setting", "clean", "connect",
+    "current_database", "excluded_by_scope", "explain", "fetch", "fetch_prepared", "list_sessions",
+    "missing_privilege", "optional_fetch", "redact_sql", "require_visible", "settings_from",
 ]
