@@ -216,7 +216,8 @@ def recent_applies(runbook_id: str, environment: str, window: float, exclude: st
         start = events[0] if events else {}
         if start.get("environment") != environment or start.get("dry_run") or start.get("run_id") == exclude:
             continue
-        ended = {e["record"].get("id"): e["record"].get("status") for e in events if e.get("event") == "step_end"}
+        ended = {e["record"].get("id"): e["record"].get("status") for e in events
+                 if e.get("event") == "step_end"}
         sending = {e.get("step") for e in events if e.get("event") == "apply_start"}
         if "applied" in ended.values() or any(step not in ended for step in sending):
             out.append(str(start.get("run_id")))
