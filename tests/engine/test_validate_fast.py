@@ -3,6 +3,7 @@ answers is what the Typer command answers (same `run`, same exit codes, same out
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from opsctl.cli.validate_fast import parse
+from opsctl.cli import fastpath, validate_cmd
 from tests.engine.helpers import DATA
 from tests.engine.test_cli import _imported
 from tests.fixtures.core import Result
@@ -19,26 +20,47 @@ from tests.fixtures.core import Result
 Opsctl = Callable[..., Result]
 
 
+def test_the_option_table_is_the_typer_commands() -> None:
+    import typer.main
+
+    from opsctl.cli.main import app
+
+    command = typer.main.get_command(app).commands["validate"]  # type: ignore[attr-defined]
+    options = {p.name: p for p in command.params if p.param_type_name == "option"}
+    [argument] = [p for p in command.params if p.param_type_name == "argument"]
+    assert fastpath.VALIDATE.argument == argument.name and fastpath.VALIDATE.many == (argument.nargs == -1)
+    table: dict[str, set[str]] = {}
+    for name, opt in fastpath.VALIDATE.options.items():
+        table.setdefault(opt.dest, set()).add(name)
+    # --alerts is left to the Typer command; a new option needs its line in the table
+    assert table.keys() == options.keys() - {"alerts"}
+    for dest, names in table.items():
+        assert names == {*options[dest].opts, *options[dest].secondary_opts}, dest
+        assert options[dest].envvar is None, dest
+    assert fastpath.VALIDATE.options["--output"].choices == ("text", "json")
+    assert set(inspect.signature(validate_cmd.validate).parameters) == {*table, argument.name, "alerts"}
+
+
 @pytest.mark.parametrize(("argv", "expected"), [
-    ([], ([], False, 0, True)),
-    (["a.yaml", "dir"], (["a.yaml", "dir"], False, 0, True)),
-    (["-o", "json", "x"], (["x"], True, 0, True)),
-    (["-ojson", "--output=text", "x"], (["x"], False, 0, True)),  # the last one wins, as in Click
-    (["--jobs=3", "x", "-j", "0", "--no-cache"], (["x"], False, 0, False)),
-    (["-j2", "--no-cache", "--cache"], ([], False, 2, True)),
-    (["--", "-odd-name.yaml"], (["-odd-name.yaml"], False, 0, True)),
+    ([], {}),
+    (["a.yaml", "dir"], {"paths": ["a.yaml", "dir"]}),
+    (["-o", "json", "x"], {"paths": ["x"], "output": "json"}),
+    (["-ojson", "--output=text", "x"], {"paths": ["x"], "output": "text"}),  # the last one wins
+    (["--jobs=3", "x", "-j", "0", "--no-cache"], {"paths": ["x"], "jobs": 0, "cache": False}),
+    (["-j2", "--no-cache", "--cache"], {"jobs": 2, "cache": True}),
+    (["--", "-odd-name.yaml"], {"paths": ["-odd-name.yaml"]}),
 ])
-def test_plain_command_lines_run_without_typer(argv: list[str],
-                                               expected: tuple[list[str], bool, int, bool]) -> None:
-    assert parse(argv) == expected
+def test_plain_command_lines_run_without_typer(argv: list[str], expected: dict[str, object]) -> None:
+    assert fastpath.parse(fastpath.VALIDATE, argv) == expected
 
 
 @pytest.mark.parametrize("argv", [
     ["--help"], ["x", "-h"], ["--alerts", "dir"], ["-o", "xml"], ["-o"], ["-j", "-1"], ["-j", "two"],
-    ["--jobs"], ["--bogus"], ["-"], ["--output=JSON"], ["-j", "٣"],
+    ["--jobs"], ["--bogus"], ["-"], ["x", "-"], ["--output=JSON"], ["-j", "٣"], ["--cache=yes"],
+    ["--no-cache=1"],
 ])
 def test_everything_else_goes_to_the_typer_cli(argv: list[str]) -> None:
-    assert parse(argv) is None
+    assert fastpath.parse(fastpath.VALIDATE, argv) is None
 
 
 def test_the_fast_path_imports_no_typer_and_answers_like_the_typer_command(

@@ -1,4 +1,4 @@
-"""Plain command lines without building the Typer CLI: what the tests, rehearsals and scripts run
+"""Plain command lines without building the Typer CLI: what the tests, rehearsals, scripts and CI run
 most (`opsctl run ...`, `opsctl validate ...`) starts about a third faster.
 
 Typer builds the Click commands of every subcommand and coerces each parameter through pydantic
@@ -26,16 +26,17 @@ class Opt:
     """One option: the command function's parameter and how its value is read."""
 
     dest: str
-    kind: str  # flag | text | many (repeatable text) | int | float | choice
+    kind: str  # flag | off (a flag's --no- spelling) | text | many (repeatable text) | int | float | choice
     minimum: int | None = None
     choices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Command:
-    argument: str  # the one positional parameter
+    argument: str  # the positional parameter
     options: dict[str, Opt]
     call: Callable[[dict[str, Any]], object]  # imports the command and runs it with the values
+    many: bool = False  # the argument takes any number of values (a list), else exactly one
 
 
 def _run(values: dict[str, Any]) -> object:
@@ -73,7 +74,22 @@ RUN = Command("runbook", _names({
     ("--max-errors",): Opt("max_errors", "int", minimum=1),
 }), _run)
 
-COMMANDS = {"run": RUN}
+def _validate(values: dict[str, Any]) -> object:
+    from opsctl.cli.validate_fast import run
+
+    return run(values.get("paths", []), as_json=values.get("output") == "json",
+               jobs=values.get("jobs", 0), use_cache=values.get("cache", True))
+
+
+# `--alerts` (a replay of stored alerts) is not here: the Typer command answers it
+VALIDATE = Command("paths", _names({
+    ("--output", "-o"): Opt("output", "choice", choices=("text", "json")),
+    ("--jobs", "-j"): Opt("jobs", "int", minimum=0),
+    ("--cache",): Opt("cache", "flag"),
+    ("--no-cache",): Opt("cache", "off"),
+}), _validate, many=True)
+
+COMMANDS = {"run": RUN, "validate": VALIDATE}
 _NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
@@ -115,10 +131,10 @@ def parse(command: Command, argv: list[str]) -> dict[str, Any] | None:
         opt = command.options.get(name)
         if opt is None:
             return None
-        if opt.kind == "flag":
+        if opt.kind in ("flag", "off"):
             if text is not None:
                 return None
-            values[opt.dest] = True
+            values[opt.dest] = opt.kind == "flag"  # given twice: the last one wins, as in Click
             continue
         if text is None:
             if i >= len(argv) or argv[i].startswith("-"):
@@ -131,20 +147,16 @@ def parse(command: Command, argv: list[str]) -> dict[str, Any] | None:
             values.setdefault(opt.dest, []).append(value)
         else:
             values[opt.dest] = value  # given twice: the last one wins, as in Click
-    if len(positional) != 1 or positional[0] == "-":
+    if "-" in positional or (not command.many and len(positional) != 1):
         return None
-    values[command.argument] = positional[0]
+    if positional or not command.many:
+        values[command.argument] = positional if command.many else positional[0]
     return values
 
 
 def main(argv: list[str]) -> None:
     """Run and exit when ``argv`` is a plain command line of a command here; else return."""
     if not argv or any(k.endswith("_COMPLETE") and k.startswith("_OPSCTL") for k in os.environ):
-        return
-    if argv[0] == "validate":
-        from opsctl.cli.validate_fast import main as validate
-
-        validate(argv[1:])
         return
     command = COMMANDS.get(argv[0])
     values = parse(command, argv[1:]) if command else None

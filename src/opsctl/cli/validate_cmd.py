@@ -1,7 +1,8 @@
 """`opsctl validate [PATH...]`: every error of every file, as file:line:col: path: message.
 
 The options as Typer declares them (help, completion, errors); a plain command line is run by
-``cli.validate_fast`` before Typer is even imported, with the same ``run``."""
+``cli.fastpath`` (its table ``VALIDATE``, checked against this command by a test) before Typer is
+even imported, with the same ``run`` (``cli.validate_fast``)."""
 
 from __future__ import annotations
 
