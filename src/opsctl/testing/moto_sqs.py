@@ -4,6 +4,7 @@ patches remove work that is quadratic in queue depth or constant per request, no
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -15,7 +16,6 @@ def speed_up_moto_sqs() -> None:
     (same attributes, same errors) but compute message counts only when asked for, use a cheap
     clock, and delete in one locked pass.  They run inside the moto server process only; opsctl
     still talks to it over HTTP.  See docs/backends/aws.md, "moto is not AWS"."""
-    import functools
     import string
     import time as _time
 
@@ -165,13 +165,19 @@ def random_text(length: int, alphabet: str) -> str:
     bytes past the last whole multiple of the alphabet's size are dropped, the rest map to it."""
     from moto.moto_api._internal import mock_random
 
-    size = len(alphabet)
-    keep = 256 - 256 % size
-    table, drop = bytes(ord(alphabet[i % size]) for i in range(256)), bytes(range(keep, 256))
+    table, drop = _byte_tables(alphabet)
     text = b""
     while len(text) < length:
         text += mock_random.randbytes(length + length // 4 + 8).translate(None, drop)
     return text[:length].translate(table).decode()
+
+
+@functools.cache
+def _byte_tables(alphabet: str) -> tuple[bytes, bytes]:
+    """(byte -> character of ``alphabet``, the bytes to drop) for ``random_text``."""
+    size = len(alphabet)
+    keep = 256 - 256 % size
+    return bytes(ord(alphabet[i % size]) for i in range(256)), bytes(range(keep, 256))
 
 
 def cheap_sqs_calls() -> None:
@@ -179,7 +185,6 @@ def cheap_sqs_calls() -> None:
     serialized by ``sqs_json_serializer()``, and ``call_action``'s list of the response class's
     methods (``inspect.getmembers`` on every request) remembered per class (moto's classes, and the
     patches in ``moto_patches``, are complete when their module is imported, before any request)."""
-    import functools
     import string
 
     import moto.core.responses as responses
