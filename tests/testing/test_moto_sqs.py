@@ -66,9 +66,9 @@ def test_cheap_serializer_answers_like_moto(operation: str, result: Any) -> None
     if operation == "ReceiveMessage" and result.get("Messages"):
         # not vacuous: moto's alias (snake_case keys) and base64 blobs are in the answer
         assert '"StringValue": "found by moto' in expected["body"] and '"AAH/"' in expected["body"]
-    remembered = len(cheap._keys)  # type: ignore[attr-defined]
+    remembered = len(cheap._plans)  # type: ignore[attr-defined]
     answer(cheap)
-    assert len(cheap._keys) == remembered  # type: ignore[attr-defined]  # bounded by the model's shapes
+    assert len(cheap._plans) == remembered  # type: ignore[attr-defined]  # bounded by the model's shapes
 
 
 def test_received_copy_is_filtered_and_the_stored_message_is_not(moto: Moto) -> None:

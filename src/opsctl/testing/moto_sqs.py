@@ -222,22 +222,47 @@ def sqs_json_serializer() -> type:
     import moto.core.serialize as ser
 
     class SqsJSONSerializer(ser.JSONSerializer):
-        _keys: dict[tuple[Any, str], tuple[str, ...]] = {}
+        # structure shape -> its members: (name, shape, keys tried, serialized name, type)
+        _plans: dict[Any, list[tuple[str, Any, tuple[str, ...], str, str]]] = {}
 
-        def get_value(self, value: Any, key: str, shape: Any) -> Any:
+        def _plan(self, shape: Any) -> list[tuple[str, Any, tuple[str, ...], str, str]]:
+            plan = self._plans.get(shape)
+            if plan is None:  # shapes are cached by moto's service model: a few dozen for SQS
+                plan = []
+                for key, member in shape.members.items():
+                    member.parent = shape  # what moto sets before picking (ShapePrefixAlias)
+                    context = ser.AttributePickerContext(
+                        obj={}, key=key, shape=member, operation_model=self.operation_model,
+                        service_model=self.operation_model.service_model)
+                    keys = tuple(self._value_picker.get_possible_keys(context))
+                    plan.append((key, member, keys, member.serialization.get("name", key), member.type_name))
+                self._plans[shape] = plan
+            return plan
+
+        def _serialize_type_structure(self, serialized: Any, value: Any, shape: Any, key: str) -> None:
             picker = self._value_picker
-            if type(value) is not dict or getattr(picker, "response_transformers", None) \
+            if type(value) is not dict or shape.is_document_type \
+                    or getattr(picker, "response_transformers", None) \
                     or not hasattr(picker, "get_possible_keys"):
-                return super().get_value(value, key, shape)
-            keys = self._keys.get((shape, key))
-            if keys is None:  # shapes are cached by moto's service model: a few hundred entries
-                context = ser.AttributePickerContext(
-                    obj={}, key=key, shape=shape, operation_model=self.operation_model,
-                    service_model=self.operation_model.service_model)
-                keys = self._keys[(shape, key)] = tuple(picker.get_possible_keys(context))
-            for k in keys:
-                if k in value:
-                    return value[k]
-            return None
+                super()._serialize_type_structure(serialized, value, shape, key)
+                return
+            wrapper: Any = {} if key else serialized
+            for name, member, keys, serialized_name, type_name in self._plan(shape):
+                for k in keys:
+                    if k in value:
+                        got = value[k]
+                        break
+                else:
+                    continue
+                if got is None:
+                    continue
+                # moto's string and integer serializers give back a plain str or int unchanged
+                if (type_name == "string" and type(got) is str) or \
+                        (type_name in ("integer", "long") and type(got) is int):
+                    wrapper[serialized_name] = got
+                else:
+                    self._serialize(wrapper, got, member, name)
+            if key:
+                self._default_serialize(serialized, wrapper, shape, key)
 
     return SqsJSONSerializer
