@@ -76,7 +76,7 @@ def test_received_copy_is_filtered_and_the_stored_message_is_not(moto: Moto) -> 
     # the queue's message whole, and each receive gives a new receipt handle of 185 letters
     queue, _ = make_queue_with_dlq(moto, "copies")
     sqs = moto.client("sqs")
-    sqs.send_message(QueueUrl=queue, MessageBody="x", MessageAttributes={
+    sent = sqs.send_message(QueueUrl=queue, MessageBody="x", MessageAttributes={
         "keep": {"DataType": "String", "StringValue": "k"},
         "drop": {"DataType": "Number", "StringValue": "1"}})
     first = sqs.receive_message(QueueUrl=queue, MessageAttributeNames=["keep"],
@@ -87,13 +87,20 @@ def test_received_copy_is_filtered_and_the_stored_message_is_not(moto: Moto) -> 
     again = sqs.receive_message(QueueUrl=queue, MessageAttributeNames=["All"], VisibilityTimeout=30,
                                 AttributeNames=["ApproximateReceiveCount"])["Messages"]
     assert set(again[0]["MessageAttributes"]) == {"keep", "drop"}
+    # the attributes' MD5 (remembered from the send) is the one of what each receive returned
+    assert again[0]["MD5OfMessageAttributes"] == sent["MD5OfMessageAttributes"]
+    assert first[0]["MD5OfMessageAttributes"] != sent["MD5OfMessageAttributes"]
+    alone = sqs.send_message(QueueUrl=queue, MessageBody="y", MessageAttributes={
+        "keep": {"DataType": "String", "StringValue": "k"}})
+    assert first[0]["MD5OfMessageAttributes"] == alone["MD5OfMessageAttributes"]
     assert again[0]["Attributes"]["ApproximateReceiveCount"] == "2"
     handles = [first[0]["ReceiptHandle"], again[0]["ReceiptHandle"]]
     assert handles[0] != handles[1] and all(re.fullmatch("[a-z]{185}", h) for h in handles), handles
     with pytest.raises(sqs.exceptions.ClientError, match="ReceiptHandleIsInvalid"):
         sqs.delete_message(QueueUrl=queue, ReceiptHandle="not-a-handle")
     sqs.delete_message(QueueUrl=queue, ReceiptHandle=handles[1])
-    assert sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0).get("Messages", []) == []
+    left = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in left] == ["y"]
 
 
 def test_random_text_draws_every_character_of_the_alphabet_and_only_those(

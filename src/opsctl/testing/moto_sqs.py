@@ -101,6 +101,28 @@ def speed_up_moto_sqs() -> None:
 
     m.deepcopy = copy_message  # type: ignore[assignment]
 
+    # the MD5 of a message's attributes is computed for the send's answer and again for every
+    # receive's, from the same attributes (moto replaces the dict, never changes it): remember it
+    # with the dict it was computed from; a receive that keeps every attribute keeps that dict
+    md5_of = m.Message.attribute_md5.fget  # type: ignore[attr-defined]
+
+    def attribute_md5(self: Any) -> str:
+        done = self.__dict__.get("_md5_of_attributes")
+        if done is None or done[0] is not self.message_attributes:
+            done = self.__dict__["_md5_of_attributes"] = (self.message_attributes, md5_of(self))
+        return str(done[1])
+
+    m.Message.attribute_md5 = property(attribute_md5)  # type: ignore[assignment]
+    filter_attributes = m._filter_message_attributes
+
+    def _filter_message_attributes(message: Any, names: list[str]) -> None:
+        given = message.message_attributes
+        filter_attributes(message, names)
+        if len(message.message_attributes) == len(given):
+            message.message_attributes = given  # all kept: the same attributes, the same dict
+
+    m._filter_message_attributes = _filter_message_attributes  # type: ignore[assignment]
+
     def delete_message(self: Any, receipt_handle: str) -> None:
         with self._messages_lock:
             if receipt_handle in self.deleted_messages:
