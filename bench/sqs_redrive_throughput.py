@@ -15,9 +15,9 @@ on the shared client), which is what dominates against AWS from a laptop or a ba
 
 How to read it.  Each line gives the wall time, the rate, and the CPU seconds (user + system) of
 the moto server process and of this process (boto3 and the mover's threads) during that run.
-- The loop is bound by latency: per 10 messages, 3 round trips of RTT plus ~3 ms of CPU, so about
-  120 msg/s at 20 ms whatever the machine does.  Its server CPU also counts cheroot's idle polling
-  over its longer run (~0.02 s per second).
+- The loop is bound by latency: per 10 messages, 3 round trips of RTT plus ~13 ms of CPU (server
+  and client), so 100-120 msg/s at 20 ms, on a busy machine or not.  Its server CPU per message is
+  ~40 % above the mover's for the same calls (a run 8x longer; where the rest goes was not profiled).
 - The mover overlaps up to 3 x WORKERS round trips (~1,500 msg/s at 20 ms with 4 workers), so on
   a 2-core machine it is bound by CPU instead: ~1 ms per message, about half of it the server's.
   A machine busy with other work (a load average above the core count) gives it less CPU and the
