@@ -24,11 +24,12 @@ import contextlib
 import hashlib
 import queue
 import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
+
+from opsctl.backends.sqs_flow import Budget, Journal, MoveStats, NoJournal, RateLimiter
 
 # consecutive empty receives after which a worker believes the queue is drained; with long polling
 # (wait_seconds > 0) SQS asks all its servers, so one empty answer means nothing visible is left
@@ -37,104 +38,6 @@ EMPTY_RECEIVES_TO_STOP = 1
 # total payload of one send_message_batch: 256 KiB is SQS's historical limit (1 MiB since 2025, and
 # in moto); large DLQ messages are sent in smaller batches instead of failing as a whole
 BATCH_BYTES = 256 * 1024
-
-
-@dataclass
-class MoveStats:
-    moved: int = 0  # sent to the destination by this run
-    failed: int = 0  # send failed: message left in the source, visible again later
-    delete_failed: int = 0  # sent but not deleted: deleted (not re-sent) by the next run
-    reconciled: int = 0  # sent by an earlier run, deleted from the DLQ now without a new copy
-    unknown: int = 0  # receipts of messages whose earlier send has no recorded outcome: left alone
-    batches: int = 0
-    errors: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, moved: int = 0, failed: int = 0, delete_failed: int = 0, error: str = "",
-            reconciled: int = 0, unknown: int = 0) -> None:
-        with self.lock:
-            self.moved += moved
-            self.failed += failed
-            self.delete_failed += delete_failed
-            self.reconciled += reconciled
-            self.unknown += unknown
-            self.batches += 1 if moved or failed else 0
-            if error and len(self.errors) < 5:
-                self.errors.append(error)
-
-
-class Journal(Protocol):
-    """Where the mover records its sends (``opsctl.actions.aws.ledger.Ledger``)."""
-
-    sent: dict[str, int]
-    sending: set[str]
-
-    def record(self, op: str, **fields: Any) -> None: ...
-
-    def pending(self) -> int:
-        """Messages sent whose delete from the DLQ is not recorded (to reconcile)."""
-        ...
-
-
-class _NoJournal:
-    def __init__(self) -> None:
-        self.sent: dict[str, int] = {}
-        self.sending: set[str] = set()
-
-    def record(self, op: str, **fields: Any) -> None:
-        pass
-
-    def pending(self) -> int:
-        return 0
-
-
-class Budget:
-    """Shared message budget (max_messages) that workers reserve from before each receive, and
-    settle after it (what the receive did not use goes back)."""
-
-    def __init__(self, total: int) -> None:
-        self._left = total
-        self._reserved = 0  # taken by receives still under way
-        self._lock = threading.Lock()
-
-    def take(self, n: int) -> int:
-        with self._lock:
-            got = min(n, self._left)
-            self._left -= got
-            self._reserved += got
-            return got
-
-    def settle(self, taken: int, used: int) -> None:
-        with self._lock:
-            self._left += taken - used
-            self._reserved -= taken
-
-    @property
-    def spent(self) -> bool:
-        """Every message of the budget was received: none left, no receive under way that may give
-        some back."""
-        with self._lock:
-            return self._left <= 0 and self._reserved == 0
-
-
-class RateLimiter:
-    """Token bucket shared by workers; ``rate`` messages per second, None for unlimited."""
-
-    def __init__(self, rate: float | None, stop: threading.Event) -> None:
-        self.rate = rate
-        self._stop = stop
-        self._lock = threading.Lock()
-        self._next = time.monotonic()
-
-    def acquire(self, n: int) -> None:
-        if not self.rate:
-            return
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + n / self.rate
-        # wait outside the lock; a stop request ends the wait early
-        self._stop.wait(max(0.0, start - time.monotonic()))
 
 
 def _send_entry(msg: dict[str, Any], i: int, fifo: bool) -> dict[str, Any]:
@@ -191,7 +94,7 @@ class Mover:
     rate: float | None = None
     visibility_timeout: int = 60
     wait_seconds: int = 1
-    journal: Journal = field(default_factory=_NoJournal)
+    journal: Journal = field(default_factory=NoJournal)
     resend_unknown: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
     stats: MoveStats = field(default_factory=MoveStats)
@@ -217,7 +120,7 @@ class Mover:
                     while not all(f.done() for f in receivers):
                         if on_tick:
                             on_tick(self.stats)
-                        time.sleep(tick)
+                        wait(receivers, timeout=tick)  # returns as soon as the last one ends
                 finally:
                     if not all(f.done() for f in receivers):
                         self.stop.set()  # on any exception from on_tick: stop receiving

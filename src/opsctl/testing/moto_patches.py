@@ -8,145 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from typing import Any
 
-
-def _speed_up_moto_sqs() -> None:
-    """moto 5's SQS is quadratic in queue depth: every send computes every queue attribute (three
-    scans of all messages, each calling a slow datetime-based clock per message) and every delete
-    scans all messages twice.  10,000 messages take hours.  These patches keep moto's behaviour
-    (same attributes, same errors) but compute message counts only when asked for, use a cheap
-    clock, and delete in one locked pass.  They run inside the moto server process only; opsctl
-    still talks to it over HTTP.  See docs/backends/aws.md, "moto is not AWS"."""
-    import functools
-    import string
-    import time as _time
-
-    import moto.sqs.models as m
-    from moto.core.utils import camelcase_to_underscores
-
-    def unix_time(dt: Any = None) -> float:
-        return m.unix_time.__wrapped__(dt) if dt is not None else _time.time()  # type: ignore[attr-defined]
-
-    unix_time.__wrapped__ = m.unix_time  # type: ignore[attr-defined]
-    m.unix_time = unix_time
-    m.unix_time_millis = lambda dt=None: unix_time(dt) * 1000.0
-    snake = functools.lru_cache(maxsize=None)(camelcase_to_underscores)  # a regex per name and call
-    counted = {"ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed",
-               "ApproximateNumberOfMessagesNotVisible"}
-
-    class LazyAttributes(dict):  # type: ignore[type-arg]
-        def __init__(self, queue: Any, cheap: dict[str, Any]) -> None:
-            super().__init__(cheap)
-            self._queue, self._done = queue, False
-
-        def _complete(self) -> None:
-            if not self._done:
-                self._done = True
-                for k in counted:
-                    dict.__setitem__(self, k, getattr(self._queue, snake(k)))
-
-        def get(self, key: Any, default: Any = None) -> Any:
-            if key in counted:
-                self._complete()
-            return dict.get(self, key, default)
-
-        def __getitem__(self, key: Any) -> Any:
-            if key in counted:
-                self._complete()
-            return dict.__getitem__(self, key)
-
-        def __contains__(self, key: Any) -> bool:
-            return key in counted or dict.__contains__(self, key)
-
-        def items(self) -> Any:
-            self._complete()
-            return dict.items(self)
-
-        def keys(self) -> Any:
-            self._complete()
-            return dict.keys(self)
-
-        def __iter__(self) -> Any:
-            self._complete()
-            return dict.__iter__(self)
-
-    def attributes(self: Any) -> dict[str, Any]:
-        # moto's Queue.attributes, minus the eager counts (LazyAttributes adds them on demand)
-        names = [a for a in self.BASE_ATTRIBUTES if a not in counted]
-        names += self.FIFO_ATTRIBUTES if self.fifo_queue else []
-        names += self.KMS_ATTRIBUTES if self.kms_master_key_id else []
-        result = {a: getattr(self, snake(a)) for a in names}
-        if self.policy:
-            result["Policy"] = self.policy
-        if self.redrive_policy:
-            result["RedrivePolicy"] = m.json.dumps(self.redrive_policy)
-        result = {k: str(v).lower() if isinstance(v, bool) else v for k, v in result.items()}
-        return LazyAttributes(self, result)
-
-    m.Queue.attributes = property(attributes)  # type: ignore[assignment]
-
-    # a receipt handle is 185 random letters, drawn one random.choice at a time: draw them at once
-    # (moto's own seedable generator, same alphabet and length)
-    m.generate_receipt_handle = lambda: "".join(m.random.choices(string.ascii_lowercase, k=185))
-
-    def delete_message(self: Any, receipt_handle: str) -> None:
-        with self._messages_lock:
-            if receipt_handle in self.deleted_messages:
-                return
-            for i, msg in enumerate(self._messages):  # noqa: B007 - i is used after the loop
-                if msg.receipt_handle == receipt_handle or receipt_handle in msg._old_receipt_handles:
-                    break
-            else:
-                raise m.ReceiptHandleIsInvalid()
-            del self._messages[i]
-            self.pending_messages.discard(msg)
-            self.deleted_messages.update(msg.all_receipt_handles)
-
-    m.Queue.delete_message = delete_message  # type: ignore[assignment]
-
-    class Visible:
-        """Queue.messages, lazily: receive_message stops iterating once it has enough."""
-
-        def __init__(self, queue: Any) -> None:
-            self._all = list(queue._messages)
-
-        def __iter__(self) -> Any:
-            return (x for x in self._all if x.visible and not x.delayed)
-
-        def __len__(self) -> int:
-            return sum(1 for _ in self)
-
-        def __bool__(self) -> bool:
-            return any(True for _ in self)
-
-    m.Queue.messages = property(Visible)  # type: ignore[assignment]
-
-    # moto checks visibility and marks a message received without a lock, so two concurrent
-    # receivers can both get the same message; SQS hides a message from other receivers at once
-    receive, receiving = m.SQSBackend.receive_message, threading.Lock()
-
-    def receive_message(self: Any, queue_name: str, count: int, wait_seconds_timeout: int,
-                        visibility_timeout: int, message_attribute_names: Any = None) -> Any:
-        end = _time.time() + wait_seconds_timeout
-        while True:  # long polling outside the lock, so one empty queue does not block the others
-            with receiving:
-                got = receive(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
-            if got or _time.time() >= end:
-                return got
-            self.get_queue(queue_name).wait_for_messages(min(0.2, max(0.01, end - _time.time())))
-
-    m.SQSBackend.receive_message = receive_message  # type: ignore[assignment]
-
-    # moto checks each received message's retention by building all the queue's attributes three
-    # times (get_queue_attributes for one name): read the one attribute
-    def is_message_valid_based_on_retention_period(self: Any, queue_name: str, message: Any) -> bool:
-        retention = int(self.get_queue(queue_name).message_retention_period)
-        return bool(retention + message.sent_timestamp / 1000 > _time.time())
-
-    m.SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
-        is_message_valid_based_on_retention_period)
+from opsctl.testing.moto_sqs import cheap_sqs_calls, speed_up_moto_sqs
 
 
 def _keep_alias_qualifiers_of_triggers() -> None:
@@ -311,7 +175,8 @@ def _cheap_dispatch() -> None:
 
 def serve(port: int) -> None:
     """Entry point of the moto server process used by the fixtures and the bench."""
-    _speed_up_moto_sqs()
+    speed_up_moto_sqs()
+    cheap_sqs_calls()
     _after_import({"moto.awslambda.models": _keep_alias_qualifiers_of_triggers,
                    "moto.ecs.responses": _ecs_deployment_history})
     if os.environ.get("OPSCTL_MOTO_LAMBDA_SIGNATURE") == "unchecked":
