@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from opsctl.actions.base import ActionContext
-from opsctl.actions.k8s.mutate import DeletePod, RolloutRestart, RolloutUndo, Scale, SetEnv, WaitRollout
+from opsctl.actions.k8s.mutate import DeletePod, RolloutRestart, RolloutUndo, Scale, WaitRollout
+from opsctl.actions.k8s.mutate_env import SetEnv
 from opsctl.actions.k8s.read import Events, Hpa, Logs, Pods, RolloutHistory, Workload, Workloads
 from opsctl.config import Environment
 from opsctl.errors import ActionError, BackendError

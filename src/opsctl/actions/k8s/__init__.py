@@ -7,4 +7,4 @@ deployments or statefulsets; a rollout is complete only when the controller has 
 generation and updated == ready == current == desired (``kubectl rollout status``).
 """
 
-from opsctl.actions.k8s import mutate, network, read  # noqa: F401 - registers the actions
+from opsctl.actions.k8s import mutate, mutate_env, network, read  # noqa: F401 - registers the actions
