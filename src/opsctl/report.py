@@ -31,6 +31,8 @@ def _describe(e: dict[str, Any]) -> str | None:
                (f" (by {e['by']})" if e.get("by") else "")
     if kind == "confirm":
         who = e.get("by") or "operator"
+        if e.get("interrupted"):
+            return f"Ctrl-C at the confirmation of step `{e['step']}` ({who}): not confirmed"
         return f"{'approved' if e.get('answer') else 'declined'} step `{e['step']}` ({who})"
     if kind == "step_end":
         r = e["record"]
@@ -102,6 +104,8 @@ def _decision(r: StepRecord, confirm: dict[str, Any] | None, dry_run: bool) -> s
         return "not needed (nothing to change)"
     if confirm is not None:
         who = "--yes" if confirm.get("by") == "--yes" else "the operator"
+        if confirm.get("interrupted"):
+            return "interrupted at the confirmation prompt (Ctrl-C): not confirmed"
         return f"confirmed ({who})" if confirm.get("answer") else f"declined ({who})"
     if r.status == "refused":
         return f"refused: {r.reason}"

@@ -300,7 +300,12 @@ class StepRunner:
                     "terminal and --yes was not given: refusing to change anything. Review the plan "
                     "(--dry-run) and re-run with --yes to apply it.")
             state.deadline = None  # a human is reading the plan
-            rec.confirmed = self.ask(step, plan)
+            try:
+                rec.confirmed = self.ask(step, plan)
+            except Cancelled:
+                # asked, and answered with Ctrl-C: the post-mortem must not read "not asked"
+                self.audit.event("confirm", step=step.id, answer=False, interrupted=True)
+                raise
             self.audit.event("confirm", step=step.id, answer=rec.confirmed)
             if not rec.confirmed:
                 rec.status, rec.reason = "declined", "not confirmed"

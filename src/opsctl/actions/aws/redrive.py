@@ -101,7 +101,9 @@ class Redrive(Action):
                               f"be sent to {main['name']}; set shared_dlq: true if that is intended")
         ledger = Ledger(ledger_path(dlq["arn"] or dlq["url"], main["arn"] or main["url"]))
         limit, partial = self.args.get("max_messages", 10000), bool(self.args.get("partial"))
-        visible, hidden = dlq["visible"], dlq["in_flight"]
+        # in flight (received, hidden) and delayed (DelaySeconds) messages cannot be received now,
+        # and are still in the DLQ: never "empty", never "nothing to redrive"
+        visible, hidden, delayed = dlq["visible"], dlq["in_flight"], dlq.get("delayed", 0)
         warnings: list[str] = []
         if ledger.open:
             planned, before = int(ledger.session["planned"]), ledger.moved  # type: ignore[index]
@@ -113,24 +115,24 @@ class Redrive(Action):
                             + (f"; {pending} already sent will be deleted from the DLQ, not sent again"
                                if pending else ""))
         else:
-            if visible == 0 and hidden:
-                raise ActionError(f"{dlq['name']} shows 0 visible messages but {hidden} in flight (hidden "
-                                  "by a consumer, a peek or a stopped redrive): it is not empty; re-run "
-                                  "once their visibility timeout has expired")
+            if visible == 0 and (hidden or delayed):
+                raise ActionError(f"{dlq['name']} shows 0 visible messages but "
+                                  f"{_not_visible(hidden, delayed)}: it is not empty; re-run once "
+                                  "their visibility timeout (or delay) has expired")
             if visible > limit and not partial:
                 raise ActionError(f"{dlq['name']} holds about {visible} messages, more than max_messages="
                                   f"{limit}; raise max_messages or set partial: true to move {limit}")
             planned = todo = min(visible, limit)
             before, pending = 0, 0
-            if hidden:
-                warnings.append(f"{hidden} DLQ message(s) are in flight (not visible: being read elsewhere); "
-                                "they are not part of this redrive and stay in the DLQ")
+            if hidden or delayed:
+                warnings.append(f"{_not_visible(hidden, delayed)} in the DLQ (not visible now): they are not "
+                                "part of this redrive and stay in the DLQ")
         if ledger.unknown:
             warnings.append(f"{len(ledger.unknown)} message(s) were being sent when an earlier redrive was "
                             "killed: they may already be in the destination, so they are left in the DLQ"
                             + (" (resend_unknown: they will be sent again)" if self.args.get("resend_unknown")
                                else " (set resend_unknown: true to send them again)"))
-        remain = max(0, visible + hidden - todo - pending)
+        remain = max(0, visible + hidden + delayed - todo - pending)
         if remain:
             warnings.append(f"{remain} message(s) will remain in {dlq['name']} after this redrive"
                             + (f" (partial: max_messages={limit})" if partial else ""))
@@ -138,17 +140,21 @@ class Redrive(Action):
         data = {"source_url": dlq["url"], "dest_url": main["url"], "source_arn": dlq["arn"],
                 "dest_arn": main["arn"], "fifo": dlq["fifo"], "planned": planned, "todo": todo,
                 "moved_before": before, "resumed": ledger.open, "dlq_before": visible,
-                "dlq_in_flight_before": hidden, "queue_before": main["visible"], "mode": mode,
+                "dlq_in_flight_before": hidden, "dlq_delayed_before": delayed,
+                "queue_before": main["visible"], "mode": mode,
                 "remain_expected": remain, "ledger": str(ledger.path)}
         if todo == 0 and pending == 0:
-            return Plan(summary=f"{dlq['name']}: nothing to redrive ({visible} visible, {hidden} in flight)",
+            return Plan(summary=f"{dlq['name']}: nothing to redrive ({visible} visible, {hidden} in flight, "
+                                f"{delayed} delayed)",
                         data=data, warnings=warnings)
         how = ("server-side: SQS StartMessageMoveTask" if mode == "server" else
                f"client-side mover, exactly once (ledger), {self.args.get('workers', 4)} workers"
                + (f", {self.args['rate']}/s" if self.args.get("rate") else ""))
         change = Change(target=f"queue {dlq['name']} -> {main['name']}", operation="redrive",
-                        before={"dlq": visible, "dlq_in_flight": hidden, "queue": main["visible"]},
-                        after={"dlq": visible + hidden - todo - pending, "queue": main["visible"] + todo},
+                        before={"dlq": visible, "dlq_in_flight": hidden, "dlq_delayed": delayed,
+                                "queue": main["visible"]},
+                        after={"dlq": visible + hidden + delayed - todo - pending,
+                               "queue": main["visible"] + todo},
                         detail=f"{todo} message(s); mode {how} ({why})")
         return Plan(summary=f"redrive {todo} message(s) from {dlq['name']} to {main['name']} "
                             f"[{'server-side' if mode == 'server' else 'client-side'}]",
@@ -329,3 +335,10 @@ def _add(total: Any, s: Any) -> None:
     for k in ("moved", "failed", "delete_failed", "reconciled", "unknown", "batches"):
         setattr(total, k, getattr(total, k) + getattr(s, k))
     total.errors += s.errors[: max(0, 5 - len(total.errors))]
+
+
+def _not_visible(in_flight: int, delayed: int) -> str:
+    parts = [f"{in_flight} in flight (hidden by a consumer, a peek or a stopped redrive)"
+             if in_flight else "",
+             f"{delayed} delayed (sent with a delivery delay)" if delayed else ""]
+    return " and ".join(p for p in parts if p)

@@ -99,14 +99,16 @@ class QueueStats(Action):
         main, dlq = queue_pair(client(self.ctx, "sqs"), self.args["queue"], self.args.get("dlq"))
         return {"queue": main, "dlq": dlq, "visible": main["visible"],
                 "dlq_visible": dlq["visible"] if dlq else 0,
-                "dlq_in_flight": dlq["in_flight"] if dlq else 0}
+                "dlq_in_flight": dlq["in_flight"] if dlq else 0,
+                # delayed messages (DelaySeconds) are not visible either, and still in the DLQ
+                "dlq_delayed": dlq["delayed"] if dlq else 0}
 
     @classmethod
     def summarize(cls, result: Any) -> str:
         dlq = result.get("dlq") or {}
         text = f"{result['queue']['name']}: {result['visible']} visible"
-        return text + (f"; {dlq['name']}: {dlq['visible']} visible, {dlq['in_flight']} in flight"
-                       if dlq else "; no DLQ")
+        return text + (f"; {dlq['name']}: {dlq['visible']} visible, {dlq['in_flight']} in flight, "
+                       f"{dlq.get('delayed', 0)} delayed" if dlq else "; no DLQ")
 
 
 @register

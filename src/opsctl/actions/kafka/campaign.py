@@ -55,13 +55,16 @@ def scan_redriven(k: Cluster, topic: str, dlq: str, since: dict[int, int], max_s
             empty = 0 if batch else empty + 1
             for rec in (r for recs in batch.values() for r in recs):
                 scanned += 1
-                for name, value in rec.headers or []:
-                    origin = (value or b"").decode(errors="replace")
-                    if name != REDRIVEN_HEADER or not origin.startswith(prefix):
-                        continue
-                    part, _, offset = origin[len(prefix):].partition("/")
-                    if part.isdigit() and offset.isdigit():
-                        found[(int(part), int(offset))] += 1
+                # a record redriven, failed again and redriven once more carries two origins (a
+                # DLQ handler copies the headers): its origin is the last one, the one the redrive
+                # appended; counting the earlier one too invented a duplicate of that record
+                origins = [v for name, v in rec.headers or [] if name == REDRIVEN_HEADER]
+                origin = (origins[-1] or b"").decode(errors="replace") if origins else ""
+                if not origin.startswith(prefix):
+                    continue
+                part, _, offset = origin[len(prefix):].partition("/")
+                if part.isdigit() and offset.isdigit():
+                    found[(int(part), int(offset))] += 1
     finally:
         consumer.close()
     return {"found": found, "scanned": scanned, "complete": scanned < max_scan}
