@@ -90,7 +90,7 @@ def test_redrive_interrupted_then_resumed_counts_exactly(moto: Moto, aws_ctx: Ac
     ctx = ActionContext(environment=aws_ctx.environment, cancelled=cancel)
     first = Redrive({"queue": "orders", "workers": 6, "visibility_timeout": 4, "rate": 800}, ctx)
     plan = first.plan()
-    assert plan.changes[0].before == {"dlq": 2000, "dlq_in_flight": 0, "queue": 0}
+    assert plan.changes[0].before == {"dlq": 2000, "dlq_in_flight": 0, "dlq_delayed": 0, "queue": 0}
     assert "client-side mover" in plan.changes[0].detail
     cancel_once_moving(moto, queue, cancel, 100)
     started = time.monotonic()
