@@ -98,6 +98,14 @@ class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(_BINOPS)  # also keeps them out of constant folding
     code_generator_class = _NoFolding
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``result.keys`` is the result's ``keys`` value, not ``dict.keys``: in the plain data that
+        actions and parameters give, a key wins over a method of the same name (Jinja tries the
+        attribute first: rb-010 printed "0 of <built-in method keys ...> keys have a TTL")."""
+        if isinstance(obj, dict) and isinstance(attribute, str) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         return _guarded_binop(operator, left, right)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -451,6 +452,10 @@ def test_matrix_volatile_policy_without_ttls_warns_and_fails_verify(
     with pytest.raises(redis.exceptions.OutOfMemoryError):
         rds.client().set("probe", "x" * 1000)
     assert took < budget(120)
+    # the finding counts the keys (`result.keys` is the result's value, not dict.keys: QA)
+    messages = [f["message"] for s in report["steps"] for f in s.get("findings") or ()]
+    ttl = [m for m in messages if "keys have a TTL" in m]
+    assert ttl and all(re.search(r"\(0 of \d+ keys have a TTL\)", m) for m in ttl), ttl
 
 
 def test_matrix_interrupted_after_the_change_resumes_without_redoing_it(
