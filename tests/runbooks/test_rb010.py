@@ -522,6 +522,13 @@ def test_raise_maxmemory_is_explicit_raises_only_and_verifies(
     lower = opsctl(*RUN, "--yes", "--option", "raise-maxmemory", "-p", "new_maxmemory=2mb", env=redis_env)
     assert lower.code == 1 and "does not raise the current limit" in " ".join(lower.output.split())
     assert rds.client().config_get("maxmemory")["maxmemory"] == str(4 * 1024 * 1024)
+    # not a size, or one redis would clamp to 2^64-1 (it said "verified" with an unplanned value):
+    # bad input, exit 2, nothing changed (QA)
+    for bad in ("abc", "1.5gb", "999999999999999999999999gb"):
+        refused = opsctl(*RUN, "--yes", "--option", "raise-maxmemory", "-p", f"new_maxmemory={bad}",
+                         env=redis_env)
+        assert refused.code == 2 and "is not a memory size" in refused.output, refused.output
+    assert rds.client().config_get("maxmemory")["maxmemory"] == str(4 * 1024 * 1024)
     result = opsctl(*RUN, "--yes", "--option", "raise-maxmemory", "-p", "new_maxmemory=64mb", "-o", "json",
                     env=redis_env)
     assert result.code == 0, result.output
