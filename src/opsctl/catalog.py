@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opsctl.errors import RunbookError, UsageError, ValidationFailed
+from opsctl.errors import MAX_FILE_ERRORS, RunbookError, UsageError, ValidationFailed
+from opsctl.fsread import read_regular
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -55,9 +56,8 @@ def quick_index() -> list[Entry]:
     """Ids and titles without parsing YAML (shell completion must be instant)."""
     out: dict[str, Entry] = {}
     for f in runbook_files():
-        try:
-            with open(f, "rb") as fh:  # the head is enough: id and title are top-level keys
-                text = fh.read(65536).decode("utf-8", errors="replace")
+        try:  # the head is enough: id and title are top-level keys
+            text = read_regular(str(f), 65536).decode("utf-8", errors="replace")
         except OSError:
             continue
         m = _ID_LINE.search(text)
@@ -173,7 +173,7 @@ def _check(data: bytes, path: str, build: bool) -> tuple[Runbook | None, list[Ru
 
     doc = loader.load_bytes(data, path)
     if doc.data is None:
-        return None, doc.errors, None
+        return None, _capped(doc.errors), None
     errors = list(doc.errors)
     errors += schema.validate_structure(doc, actions.load_all())
     sem_errors, deps = semantic.check(doc)
@@ -181,8 +181,19 @@ def _check(data: bytes, path: str, build: bool) -> tuple[Runbook | None, list[Ru
     errors += [e for e in sem_errors
                if (e.location.line, e.location.column, e.message) not in seen]
     if errors:
-        return None, sorted(errors, key=lambda e: (e.location.line, e.location.column)), doc
+        return None, _capped(errors), doc
     return (model.build(doc, deps, data) if build else None), [], doc
+
+
+def _capped(errors: list[RunbookError]) -> list[RunbookError]:
+    """Sorted by position; past MAX_FILE_ERRORS (where the loader, the schema and the semantic
+    checks stop looking), one error says so."""
+    errors = sorted(errors, key=lambda e: (e.location.line, e.location.column))
+    if len(errors) > MAX_FILE_ERRORS:
+        errors[MAX_FILE_ERRORS:] = [RunbookError(
+            f"more errors from here on: the check of a file stops after {MAX_FILE_ERRORS} errors "
+            "(fix these first)", errors[MAX_FILE_ERRORS].location)]
+    return errors
 
 
 def _save_traceback() -> str:

@@ -53,6 +53,8 @@ class Environment:
     max_applies_per_hour: int | dict[str, int] | None = None
     tags: tuple[str, ...] = ()  # for selecting environments: `opsctl run --env-tag prod`
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # {runbook id or default: {name: value}}
+    # where each of those values is written: (runbook id or default, name) -> "file:line:col"
+    param_at: dict[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
 
     def backend(self, name: str) -> dict[str, Any]:
         return self.backends.get(name, {})
@@ -61,16 +63,31 @@ class Environment:
         """What runbooks see as ``env``: the name and the non-secret settings only."""
         return {"name": self.name, **self.settings}
 
-    def params_for(self, runbook: Any) -> dict[str, Any]:
-        """This environment's values for the runbook's parameters: ``default`` ones it has, then its own."""
+    def params_for(self, runbook: Any, overridden: Any = ()) -> dict[str, Any]:
+        """This environment's values for the runbook's parameters: ``default`` ones it has, then its own.
+        A name the runbook does not have, or a value its parameter refuses (unless ``overridden``
+        by the command line), is a located "misconfigured" error of opsctl.yaml (exit 4)."""
         shared = {k: v for k, v in (self.params.get("default") or {}).items() if k in runbook.params}
         own = self.params.get(runbook.id) or {}
         unknown = sorted(set(own) - set(runbook.params))
         if unknown:
-            raise ConfigError(f"{self.source}: environments.{self.name}.params.{runbook.id}: misconfigured: "
-                              f"{runbook.id} has no parameter {unknown[0]!r} (parameters: "
+            raise ConfigError(f"{self._at(runbook.id, unknown[0])}: misconfigured: {runbook.id} has no "
+                              f"parameter {unknown[0]!r} (parameters: "
                               f"{', '.join(runbook.params) or 'none'})")
+        for scope, values in (("default", shared), (runbook.id, own)):
+            for k, v in values.items():
+                if k in overridden or (scope == "default" and k in own):
+                    continue
+                try:
+                    runbook.params[k].coerce(v)
+                except UsageError as e:
+                    raise ConfigError(f"{self._at(scope, k)}: misconfigured: {runbook.id}: "
+                                      f"{e.message}") from None
         return {**shared, **own}
+
+    def _at(self, scope: str, name: str) -> str:
+        return self.param_at.get((scope, name)) or \
+            f"{self.source}: environments.{self.name}.params.{scope}.{name}"
 
     def contact(self, role: str) -> str:
         """Who an escalation role ("Platform Lead") is here: ``settings.escalation.platform_lead``
@@ -141,6 +158,7 @@ def _read(path: Path) -> dict[str, Any]:
         first = doc.errors[0]
         raise ConfigError(f"{first.location}: misconfigured: {first.message}".replace("\n", " "))
     data, src = doc.data, doc.source
+    _SOURCES[str(path)] = src
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -249,9 +267,20 @@ def _register_secrets(backends: dict[str, dict[str, Any]]) -> None:
                 register_secret(v)
 
 
+_SOURCES: dict[str, Any] = {}  # opsctl.yaml path -> the source map of its last reading
+
+
 def _config() -> tuple[Path | None, dict[str, Any]]:
     path = next((p for p in config_paths() if p.is_file()), None)
     return path, (_read(path) if path else {})
+
+
+def _param_positions(path: Path | None, env: str, params: Any) -> dict[tuple[str, str], str]:
+    src = _SOURCES.get(str(path))
+    if src is None or not isinstance(params, dict):
+        return {}
+    return {(str(scope), str(name)): str(src.locate(("environments", env, "params", scope, name)))
+            for scope, values in params.items() if isinstance(values, dict) for name in values}
 
 
 def environment_names() -> list[str]:
@@ -309,4 +338,5 @@ def load_environment(name: str | None = None) -> Environment:
                        source=str(path), protected=bool(raw.get("protected", False)),
                        max_applies_per_hour=raw.get("max_applies_per_hour"),
                        tags=tuple(raw.get("tags") or ()),
-                       params={str(k): dict(v or {}) for k, v in (raw.get("params") or {}).items()})
+                       params={str(k): dict(v or {}) for k, v in (raw.get("params") or {}).items()},
+                       param_at=_param_positions(path, name, envs[name].get("params")))

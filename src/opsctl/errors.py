@@ -51,6 +51,9 @@ class Location:
         return f"{pos}: {self.path}" if self.path else pos
 
 
+MAX_FILE_ERRORS = 1000  # errors reported per runbook file; past it, one line says the check stopped
+
+
 class RunbookError(OpsctlError):
     """Something is wrong in a runbook file: always carries a location."""
 

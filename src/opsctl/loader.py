@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from opsctl.errors import Location, RunbookError
+from opsctl.errors import MAX_FILE_ERRORS, Location, RunbookError
+from opsctl.fsread import read_regular
 from opsctl.sourcemap import Document, PathT, SourceMap, format_path, one_line, short_repr
 from opsctl.yamltags import (
     CTOR,
@@ -91,6 +92,8 @@ class _Builder:
     def err(self, node: Node, message: str, path: PathT) -> None:
         self.errors.append(RunbookError(one_line(message), Location(
             self.file, node.start_mark.line + 1, node.start_mark.column + 1, format_path(path))))
+        if len(self.errors) > MAX_FILE_ERRORS:  # catalog says the check stopped
+            raise _Stop(node, "")
 
     def build(self, node: Node, path: PathT, depth: int) -> Any:
         self._count += 1
@@ -160,6 +163,7 @@ class _Builder:
 
     def mapping(self, node: MappingNode, path: PathT, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        first_at: dict[str, Node] = {}  # each key's first node (a duplicate names its line)
         for key_node, value_node in node.value:
             if not isinstance(key_node, ScalarNode):
                 self.err(key_node, "mapping keys must be scalars", path)
@@ -176,9 +180,8 @@ class _Builder:
                 self.err(key_node, f"unsupported mapping key {short_repr(key_node.value)}", path)
                 continue
             child = (*path, key)
-            if key in out:
-                first = next(k for k, _ in node.value
-                             if isinstance(k, ScalarNode) and key_text(k) == key)
+            first = first_at.setdefault(key, key_node)
+            if first is not key_node:
                 self.err(key_node, f"duplicate key {short_repr(key)} (first defined at line "
                          f"{first.start_mark.line + 1})", child)
             out[key] = self.build(value_node, child, depth + 1)
@@ -224,7 +227,9 @@ def load_text(text: str, file: str) -> Document:
     try:
         data = builder.build(node, (), 0)
     except _Stop as stop:
-        builder.err(stop.node, stop.message, ())
+        if stop.message:
+            builder.errors.append(RunbookError(stop.message, Location(
+                file, stop.node.start_mark.line + 1, stop.node.start_mark.column + 1)))
         return Document(None, source, builder.errors)
     return Document(data, source, builder.errors)
 
@@ -257,11 +262,12 @@ def load_bytes(data: bytes, file: str) -> Document:
 
 def read(path: str) -> tuple[bytes | None, list[RunbookError]]:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
+        data = read_regular(path, MAX_FILE_BYTES + 1)
     except OSError as e:
-        return None, [RunbookError(one_line(f"cannot read: {e.strerror or e}"), Location(path))]
+        return None, [RunbookError(one_line(f"cannot read: {e.strerror or e}"),
+                                   Location(path, 1, 1))]
     return data, []
+
 
 
 def load_file(path: str) -> Document:

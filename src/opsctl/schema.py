@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import copy
 import difflib
+import itertools
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from opsctl.actions.base import Action, is_template
-from opsctl.errors import RunbookError
+from opsctl.errors import MAX_FILE_ERRORS, RunbookError
 from opsctl.loader import Document, PathT, SourceMap, short_repr
 
 if TYPE_CHECKING:
@@ -181,8 +182,20 @@ def _json_type(value: Any) -> str:
     return "null"
 
 
+_MAX_SUGGEST = 500  # candidates a misspelt name is compared with (difflib: ~10 µs each)
+
+
 def did_you_mean(word: str, candidates: Any) -> str:
-    match = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    """A close match among ``candidates``; none among more than _MAX_SUGGEST of them: a runbook
+    with thousands of parameters and as many typos must not take minutes to check."""
+    if len(candidates) > _MAX_SUGGEST:
+        return ""
+    return _closest(str(word), tuple(str(c) for c in candidates))
+
+
+@lru_cache(maxsize=4096)
+def _closest(word: str, names: tuple[str, ...]) -> str:  # a typo is often repeated
+    match = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
@@ -218,9 +231,12 @@ def _describe(err: ValidationError) -> list[tuple[PathT, str, bool]]:
 
 
 def located_errors(validator: Draft202012Validator, instance: Any, source: SourceMap,
-                   prefix: PathT = (), *, skip_templates: bool = False) -> list[RunbookError]:
+                   prefix: PathT = (), *, skip_templates: bool = False,
+                   limit: int = MAX_FILE_ERRORS) -> list[RunbookError]:
+    """At most about ``limit`` errors (a file of 15,000 broken steps is not described in full)."""
     errors: list[RunbookError] = []
-    for err in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.path))):
+    found = itertools.islice(validator.iter_errors(instance), max(limit + 1, 0))
+    for err in sorted(found, key=lambda e: list(map(str, e.path))):
         if skip_templates and is_template(err.instance):
             continue  # checked again after rendering, at run time
         for extra, message, at_key in _describe(err):
@@ -242,6 +258,8 @@ def validate_structure(doc: Document, registry: dict[str, type[Action]]) -> list
         if not isinstance(steps, list):
             continue
         for i, step in enumerate(steps):
+            if len(errors) > MAX_FILE_ERRORS:
+                return errors  # catalog says the check stopped
             if not isinstance(step, dict) or not isinstance(step.get("action"), str):
                 continue
             errors.extend(validate_step_args(doc, (phase, i), step, registry))

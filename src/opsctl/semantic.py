@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opsctl import templating
-from opsctl.errors import RunbookError, UsageError
+from opsctl.errors import MAX_FILE_ERRORS, RunbookError, UsageError
 from opsctl.loader import Document, PathT
 from opsctl.model import PARAM_TYPES, Param
 from opsctl.schema import PHASES, did_you_mean
@@ -33,14 +33,24 @@ class _StepInfo:
     path: PathT
 
 
+class _Enough(Exception):
+    """MAX_FILE_ERRORS reached: the rest of the document is not checked."""
+
+
 @dataclass
 class Checker:
     doc: Document
     errors: list[RunbookError] = field(default_factory=list)
     steps: dict[str, _StepInfo] = field(default_factory=dict)
     deps: dict[str, set[str]] = field(default_factory=dict)
+    _said: set[tuple[PathT, str, bool]] = field(default_factory=set)
 
     def error(self, path: PathT, message: str, *, key: bool = False) -> None:
+        if (path, message, key) in self._said:  # one template naming `params.x` 1,000 times
+            return
+        if len(self.errors) > MAX_FILE_ERRORS:
+            raise _Enough  # catalog says the check stopped
+        self._said.add((path, message, key))
         self.errors.append(self.doc.source.error(path, message, key=key))
 
     # ---- whole document ------------------------------------------------------------------------
@@ -249,6 +259,9 @@ def check(doc: Document) -> tuple[list[RunbookError], dict[str, frozenset[str]]]
 
     checker = Checker(doc)
     if isinstance(doc.data, dict):
-        checker.run()
+        try:
+            checker.run()
+        except _Enough:
+            return checker.errors, {}
         checker.errors += check_document(doc)
     return checker.errors, {k: frozenset(v) for k, v in checker.deps.items()}

@@ -98,6 +98,14 @@ class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(_BINOPS)  # also keeps them out of constant folding
     code_generator_class = _NoFolding
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``result.keys`` is the result's ``keys`` value, not ``dict.keys``: in the plain data that
+        actions and parameters give, a key wins over a method of the same name (Jinja tries the
+        attribute first: rb-010 printed "0 of <built-in method keys ...> keys have a TTL")."""
+        if isinstance(obj, dict) and isinstance(attribute, str) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         return _guarded_binop(operator, left, right)
 
@@ -210,12 +218,14 @@ MAX_TEMPLATE = 65_536  # characters of one template
 MAX_BRACKETS = 32  # nesting of (), [], {} inside one template
 _BRACKET = re.compile(r"[()\[\]{}]")
 _BUILTIN_NAMES = frozenset({"loop", "caller", "varargs", "kwargs", "super", "self"})
+CHAIN_DEPTH = 4  # what the checks read of a chain: steps.<id>.outputs.<name>, params.<name>
 
 
 @dataclass(frozen=True)
 class Analysis:
     roots: frozenset[str]  # undeclared names
-    chains: tuple[tuple[str, ...], ...]  # attribute chains from a root name, longest only
+    chains: tuple[tuple[str, ...], ...]  # attribute chains from a root name (their first
+    # CHAIN_DEPTH names), longest only
     problems: tuple[str, ...]  # unknown filters or tests, includes, ...
 
 
@@ -281,18 +291,22 @@ def _walk(ast: nodes.Node) -> Analysis:
         if isinstance(node, nodes.Getattr | nodes.Getitem):
             chain = None if inside else _chain(node)
             if chain and chain[0] in ROOTS:
-                chains.append(tuple(chain))
+                chains.append(tuple(chain[:CHAIN_DEPTH]))
             # the chain of `a.b.c` holds those of `a.b` and `a`: do not walk it again (quadratic)
             stack.extend((child, (inside or chain is not None) and child is node.node)
                          for child in node.iter_child_nodes())
         else:
             stack.extend((child, False) for child in node.iter_child_nodes())
     # keep the longest chains only (steps.a.outputs.x implies steps.a)
+    # (a set of the kept chains' prefixes: comparing each chain with every kept one is quadratic,
+    # seconds for the few thousand chains a 64 KB template can hold)
     chains.sort(key=len, reverse=True)
     kept: list[tuple[str, ...]] = []
+    covered: set[tuple[str, ...]] = set()
     for c in chains:
-        if not any(k[: len(c)] == c for k in kept):
+        if c not in covered:
             kept.append(c)
+            covered.update(c[:i] for i in range(1, len(c) + 1))
     return Analysis(frozenset(loaded - stored - _BUILTIN_NAMES), tuple(kept), tuple(problems))
 
 

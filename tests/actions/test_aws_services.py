@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -129,3 +130,40 @@ def test_lambda_trigger_disable_is_idempotent(moto: Moto, aws_ctx: ActionContext
     moto.client("sqs").create_queue(QueueName="other")
     with pytest.raises(ActionError, match="has no event source mapping on other"):
         Trigger({"function": "w", "queue": "other", "enabled": False}, aws_ctx).plan()
+
+
+def _dep(td: str, status: str, rollout: str = "", created: str = "") -> dict[str, Any]:
+    return {"task_definition": f"arn:aws:ecs:eu-west-1:123456789012:task-definition/{td}",
+            "status": status, "rollout_state": rollout, "created": created}
+
+
+def test_rollback_target_with_three_deployments_is_the_one_that_completed() -> None:
+    """QA (issue 9 #11 with three deployments): :1 steady, :2's rollout interrupted by :3.  The
+    target was the first ACTIVE deployment listed (:2, never fully deployed); it is the one whose
+    rollout had completed, else the oldest."""
+    from opsctl.actions.aws.ecs import previous_task_definition
+
+    current = "arn:aws:ecs:eu-west-1:123456789012:task-definition/api:3"
+    live = [_dep("api:3", "PRIMARY", "IN_PROGRESS", "2026-11-30 03:00:00+00:00"),
+            _dep("api:2", "ACTIVE", "IN_PROGRESS", "2026-11-30 02:00:00+00:00"),
+            _dep("api:1", "ACTIVE", "COMPLETED", "2026-11-30 01:00:00+00:00")]
+    s = {"task_definition": current, "deployments": live}
+    assert previous_task_definition(s, []).endswith("/api:1")
+    for d in live:  # no rollout state (an older API): the oldest deployment
+        d["rollout_state"] = ""
+    assert previous_task_definition(s, []).endswith("/api:1")
+    for d in live:  # no creation time either: AWS lists the newest first
+        d["created"] = ""
+    assert previous_task_definition(s, []).endswith("/api:1")
+
+
+def test_rollback_target_from_history_skips_stopped_and_rolled_back_deployments() -> None:
+    """A STOPPED deployment was cut short; the target of a ROLLBACK_SUCCESSFUL one is the revision
+    that failed (the service went back to its source).  Neither is what the service ran."""
+    from opsctl.actions.aws.ecs import previous_task_definition
+
+    current = "arn:aws:ecs:eu-west-1:123456789012:task-definition/api:4"
+    s = {"task_definition": current, "deployments": [_dep("api:4", "PRIMARY", "COMPLETED")]}
+    history = [_dep("api:4", "SUCCESSFUL"), _dep("api:3", "ROLLBACK_SUCCESSFUL"),
+               _dep("api:2", "STOPPED"), _dep("api:1", "SUCCESSFUL")]
+    assert previous_task_definition(s, history).endswith("/api:1")

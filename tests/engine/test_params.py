@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -190,3 +192,22 @@ def test_ranged_params_in_range_run(opsctl: Opsctl, silent_server: object) -> No
     doc = json.loads(r.stdout)
     assert steps_of(doc)["show"]["result"]["value"] == {"replicas": 10, "ratio": 0.0, "window": 10.0}
     assert len(silent_server.accepted) == 1  # type: ignore[attr-defined]  # and this time it did connect
+
+
+def test_an_endless_window_is_refused_before_any_backend_is_contacted(tmp_path: Path) -> None:
+    """QA: rb-010 --yes -p verify_window=<40 nines>d on a fix that does not converge waited
+    (minutes, then forever) instead of refusing the value."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port nobody listens on: contacting it would be exit 4
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+           "OPSCTL_STATE_DIR": str(tmp_path / "state")}
+    out = subprocess.run([sys.executable, "-m", "opsctl", "run", "rb-010", "--yes", "--option",
+                          "set-eviction-policy", "-p", "verify_window=" + "9" * 40 + "d"],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "verify_window" in out.stderr and "above the maximum 30m" in out.stderr

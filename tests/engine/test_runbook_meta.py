@@ -296,3 +296,13 @@ def test_the_named_promises_are_seen(rb_id: str, option: str, kind: str) -> None
     opt = rb.option(option)
     assert opt is not None
     assert kind in {k for k, _ in promises(rb, opt)}
+
+
+@pytest.mark.parametrize("rid", IDS)
+def test_every_duration_parameter_is_bounded(rid: str) -> None:
+    """A duration parameter is a wait, a window or a deadline: `-p verify_window=99999999d` made
+    rb-010's verify wait for that window on a fix that does not converge (QA: a run that never
+    ends).  Each one declares `max`, checked before any backend is contacted."""
+    for p in RUNBOOKS[rid].params.values():
+        if p.type == "duration":
+            assert p.max is not None, f"{rid}: duration parameter {p.name!r} has no max"

@@ -92,18 +92,37 @@ def test_show_names_the_environments_contacts_and_values(opsctl: Callable[..., R
 
 def test_environment_params_reach_the_run_and_are_checked(opsctl: Callable[..., Result],
                                                           tmp_path: Path) -> None:
-    """An environment value is coerced like -p (a bad one is exit 2 naming it), -p wins over it,
-    and a parameter the runbook lacks is a located "misconfigured" error (exit 4)."""
+    """An environment value is coerced like -p (a bad one is opsctl.yaml's located "misconfigured"
+    error, exit 4, unless -p gives the value), -p wins over it, and a parameter the runbook lacks
+    is a located "misconfigured" error (exit 4)."""
     env = _write(tmp_path, "environments:\n  shop:\n    params:\n      default: {namespace: shop, nope: 1}\n"
                            "      rb-008: {group: orders, lag_threshold: lots}\n")
     bad = opsctl("run", "rb-008", "--env", "shop", "--dry-run", env=env)
-    assert bad.code == 2 and "lag_threshold" in bad.stderr and "Traceback" not in bad.output
+    assert bad.code == 4 and "Traceback" not in bad.output, bad.output
+    assert re.search(r"opsctl\.yaml:5:\d+: environments\.shop\.params\.rb-008\.lag_threshold: "
+                     r"misconfigured: rb-008: parameter 'lag_threshold': expected an integer",
+                     " ".join(bad.stderr.split())), bad.stderr
     missing = opsctl("run", "rb-012", "--env", "shop", "--dry-run", env=env)
     assert missing.code == 2 and "missing required parameter 'function'" in missing.stderr
     env = _write(tmp_path, "environments:\n  shop:\n    params:\n      rb-008: {groop: orders}\n")
     unknown = opsctl("run", "rb-008", "--env", "shop", "--dry-run", "-p", "group=x", env=env)
-    assert unknown.code == 4 and "environments.shop.params.rb-008: misconfigured: rb-008 has no " \
-        "parameter 'groop'" in " ".join(unknown.stderr.split())
+    assert unknown.code == 4 and re.search(r"opsctl\.yaml:4:\d+: environments\.shop\.params\.rb-008\."
+                                           r"groop: misconfigured: rb-008 has no parameter 'groop'",
+                                           " ".join(unknown.stderr.split())), unknown.stderr
     env = _write(tmp_path, "environments:\n  shop:\n    params: [1]\n")
     listed = opsctl("run", "rb-008", "--env", "shop", "--dry-run", env=env)
     assert listed.code == 4 and "opsctl.yaml:3:" in listed.stderr and "misconfigured" in listed.stderr
+
+
+def test_a_bad_environment_value_given_on_the_command_line_is_not_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in _write(tmp_path, "environments:\n  shop:\n    params:\n"
+                                 "      default: {lag_threshold: many}\n"
+                                 "      rb-008: {group: orders, lag_threshold: lots}\n").items():
+        monkeypatch.setenv(k, v)
+    rb = catalog.load("rb-008")
+    env = config.load_environment("shop")
+    assert env.params_for(rb, overridden={"lag_threshold": "5"})["group"] == "orders"
+    with pytest.raises(config.ConfigError, match=r"opsctl\.yaml:5:\d+: .*rb-008\.lag_threshold: "
+                                                 r"misconfigured"):
+        env.params_for(rb)

@@ -140,3 +140,15 @@ def test_references_for_validation_and_dependencies() -> None:
     roots, chains = templating.references(ast)
     assert roots == {"steps", "foo"}
     assert chains == [["steps", "usage", "result"]]
+
+
+def test_a_data_key_wins_over_a_dict_method_of_the_same_name() -> None:
+    """`result.keys` in rb-010's finding printed "<built-in method keys of dict object ...>":
+    Jinja tries the attribute (dict.keys) before the item.  In runbook data the key wins;
+    methods stay callable where no key shadows them, and the sandbox still guards the rest."""
+    data = {"result": {"keys": 7, "items": [1], "count": 2, "aliases": {"a": 1}}}
+    assert templating.render("{{ result.keys }} of {{ result.items }}", data) == "7 of [1]"
+    assert templating.evaluate("result.keys > 5 and result.count == 2", data) is True
+    assert templating.evaluate("result.aliases.keys() | list", data) == ["a"]
+    with pytest.raises(templating.TemplateError, match="unsafe"):
+        templating.evaluate("result.aliases.__class__", data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -451,6 +452,10 @@ def test_matrix_volatile_policy_without_ttls_warns_and_fails_verify(
     with pytest.raises(redis.exceptions.OutOfMemoryError):
         rds.client().set("probe", "x" * 1000)
     assert took < budget(120)
+    # the finding counts the keys (`result.keys` is the result's value, not dict.keys: QA)
+    messages = [f["message"] for s in report["steps"] for f in s.get("findings") or ()]
+    ttl = [m for m in messages if "keys have a TTL" in m]
+    assert ttl and all(re.search(r"\(0 of \d+ keys have a TTL\)", m) for m in ttl), ttl
 
 
 def test_matrix_interrupted_after_the_change_resumes_without_redoing_it(
@@ -516,6 +521,13 @@ def test_raise_maxmemory_is_explicit_raises_only_and_verifies(
     assert bare.code == 2 and "needs new_maxmemory" in bare.stderr
     lower = opsctl(*RUN, "--yes", "--option", "raise-maxmemory", "-p", "new_maxmemory=2mb", env=redis_env)
     assert lower.code == 1 and "does not raise the current limit" in " ".join(lower.output.split())
+    assert rds.client().config_get("maxmemory")["maxmemory"] == str(4 * 1024 * 1024)
+    # not a size, or one redis would clamp to 2^64-1 (it said "verified" with an unplanned value):
+    # bad input, exit 2, nothing changed (QA)
+    for bad in ("abc", "1.5gb", "999999999999999999999999gb"):
+        refused = opsctl(*RUN, "--yes", "--option", "raise-maxmemory", "-p", f"new_maxmemory={bad}",
+                         env=redis_env)
+        assert refused.code == 2 and "is not a memory size" in refused.output, refused.output
     assert rds.client().config_get("maxmemory")["maxmemory"] == str(4 * 1024 * 1024)
     result = opsctl(*RUN, "--yes", "--option", "raise-maxmemory", "-p", "new_maxmemory=64mb", "-o", "json",
                     env=redis_env)

@@ -204,6 +204,21 @@ def test_finished_bad_deploy_with_the_alarm_firing_is_never_verified(opsctl: Cal
     assert service(moto)["taskDefinition"] == arns[2]  # nothing was rolled back without being asked
 
 
+def test_a_misspelt_error_alarm_is_exit_2_not_verified(opsctl: Callable[..., Result],
+                                                       moto: Moto) -> None:
+    """QA: -p error_alarm naming no alarm (a typo) while the real 5xx alarm fires: the alarm steps
+    found nothing, warned "not found", and the run exited 0 "verified (no mitigation was
+    applied)".  A named alarm that does not exist is bad input: exit 2 before anything changes."""
+    arns = bad_deploy(moto)
+    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", *P, "-p", "error_alarm=PlooralAPI5xxTypo",
+                    env=moto.env)
+    assert result.code == 2, result.output
+    doc = json.loads(result.stdout)
+    assert "verified" not in doc["message"]
+    assert "no CloudWatch alarm named 'PlooralAPI5xxTypo'" in doc["message"]
+    assert service(moto)["taskDefinition"] == arns[2]
+
+
 def test_rollback_goes_to_what_the_service_ran_before_with_images(opsctl: Callable[..., Result],
                                                                  moto: Moto) -> None:
     # :2 was registered but never ran: the family's "previous revision" would deploy untested code

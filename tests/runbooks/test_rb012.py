@@ -201,6 +201,31 @@ def test_canary_rollback_removes_every_path_to_the_bad_version(opsctl: Callable[
     assert any("no path to version(s) 3" in f["message"] for f in step(result, "alias_now")["findings"])
 
 
+@pytest.mark.parametrize(("primary", "weights"), [("3", {"2": 0.1}), ("2", {"3": 0.1, "1": 0.05})])
+def test_weighted_rollback_keeps_the_older_version_whichever_side_it_is_on(
+        opsctl: Callable[..., Result], moto: Moto, primary: str, weights: dict[str, float]) -> None:
+    """QA: a shift in progress (LIVE -> 3, the failing version, with 10 % left on 2) was "rolled
+    back" to 3 at 100 %, dropping the good version, and verified (the weighted version was taken
+    for the suspect).  The newest version reached is the suspect whichever side it is on; two
+    weighted versions are both removed."""
+    broken_worker(moto)
+    lam = moto.client("lambda")
+    lam.update_alias(FunctionName="plooral-worker", Name="LIVE", FunctionVersion=primary,
+                     RoutingConfig={"AdditionalVersionWeights": weights})
+    dry = opsctl("run", RUNBOOK, "--dry-run", "-o", "json", *P, "--option", "rollback-alias", env=moto.env)
+    assert dry.code == 0, dry.output
+    assert step(dry, "worker")["outputs"]["suspects"] == ["3"]
+    change = step(dry, "rollback")["plan"]["changes"][0]
+    assert change["after"] == {"version": "2", "routing": {}}
+    heal_alarm_after(moto, 2)
+    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", *P, "--option", "rollback-alias", env=moto.env)
+    assert result.code == 0, result.output
+    alias = lam.get_alias(FunctionName="plooral-worker", Name="LIVE")
+    assert alias["FunctionVersion"] == "2"
+    assert not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
+    assert any("no path to version(s) 3" in f["message"] for f in step(result, "alias_now")["findings"])
+
+
 def test_rollback_is_refused_when_the_trigger_does_not_invoke_the_alias(opsctl: Callable[..., Result],
                                                                         moto: Moto) -> None:
     # the trigger invokes the unqualified function ($LATEST): moving LIVE changes nothing it runs

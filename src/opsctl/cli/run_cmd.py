@@ -233,7 +233,7 @@ def with_environment(rb: Any, environment: Any, given: dict[str, Any]) -> dict[s
     """The environment's parameter values (opsctl.yaml `params`) under what the command line gave."""
     from opsctl.errors import register_secret
 
-    own = environment.params_for(rb)
+    own = environment.params_for(rb, overridden=given)
     register_secret(*(str(v) for k, v in own.items() if rb.params[k].secret and v not in (None, "")))
     return {**own, **given}
 

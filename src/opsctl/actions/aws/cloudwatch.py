@@ -9,6 +9,7 @@ from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
 from opsctl.actions.needs import Iam
 from opsctl.backends.aws import aws_errors, client
+from opsctl.errors import ArgumentError
 
 _STATS = ["Average", "Sum", "Minimum", "Maximum", "SampleCount"]
 
@@ -120,6 +121,10 @@ class Alarms(Action):
         with aws_errors("describe alarms"):
             pages = client(self.ctx, "cloudwatch").get_paginator("describe_alarms").paginate(**kwargs)
             found = [a for page in pages for a in page.get("MetricAlarms", [])]
+        missing = [n for n in names if n not in {a["AlarmName"] for a in found}]
+        if missing:  # a named alarm that does not exist can prove nothing: bad input, not "no alarm"
+            raise ArgumentError(f"no CloudWatch alarm named {', '.join(map(repr, missing))}: the error "
+                                "rate cannot be checked (check the name, e.g. -p error_alarm=...)")
         if not kwargs and self.args.get("mentioning"):
             text = self.args["mentioning"].lower()
             found = [a for a in found if text in a["AlarmName"].lower()

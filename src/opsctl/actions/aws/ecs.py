@@ -25,7 +25,8 @@ def describe_service(ecs: Any, cluster: str, service: str) -> dict[str, Any]:
     deployments = [{"id": d.get("id"), "status": d.get("status"), "task_definition": d.get("taskDefinition"),
                     "desired": d.get("desiredCount", 0), "running": d.get("runningCount", 0),
                     "pending": d.get("pendingCount", 0), "failed_tasks": d.get("failedTasks", 0),
-                    "rollout_state": d.get("rolloutState", "")} for d in s.get("deployments", [])]
+                    "rollout_state": d.get("rolloutState", ""), "created": str(d.get("createdAt", ""))}
+                   for d in s.get("deployments", [])]
     return {"cluster": cluster, "service": service, "status": s.get("status", ""),
             "desired": s.get("desiredCount", 0), "running": s.get("runningCount", 0),
             "pending": s.get("pendingCount", 0), "task_definition": s.get("taskDefinition", ""),
@@ -77,14 +78,21 @@ def deployment_history(ecs: Any, cluster: str, service: str) -> tuple[list[dict[
 def previous_task_definition(s: dict[str, Any], history: list[dict[str, Any]]) -> str | None:
     """What the service ran before its current task definition: the old deployment of a rollout in
     progress, else the newest deployment in the history with another task definition that had
-    completed.  Never "the family's previous revision": that one may never have run."""
+    completed.  Never "the family's previous revision": that one may never have run.
+
+    With several rollouts in flight (PRIMARY :3, ACTIVE :2 interrupted by :3, ACTIVE :1 the steady
+    one) the target is the ACTIVE deployment whose rollout had completed (else the oldest): :2
+    never finished rolling out.  In the history only a SUCCESSFUL deployment counts: a STOPPED one
+    was cut short, and the target of a ROLLBACK_SUCCESSFUL one is the revision that failed."""
     current = _short(s["task_definition"])
-    for d in s["deployments"]:
-        if d["status"] == "ACTIVE" and _short(d["task_definition"]) != current:
-            return str(d["task_definition"])
+    older = [d for d in s["deployments"]
+             if d["status"] == "ACTIVE" and _short(d["task_definition"]) != current]
+    if older:
+        done = [d for d in older if d.get("rollout_state") == "COMPLETED"]
+        pick = done[0] if done else min(older, key=lambda d: (d.get("created") or "~", -older.index(d)))
+        return str(pick["task_definition"])
     for h in history:
-        if _short(h["task_definition"]) != current and h["status"] in (
-                "SUCCESSFUL", "ROLLBACK_SUCCESSFUL", "STOPPED", ""):
+        if _short(h["task_definition"]) != current and h["status"] in ("SUCCESSFUL", ""):
             return str(h["task_definition"])
     return None
 

@@ -44,6 +44,15 @@ def _vkey(v: str) -> tuple[int, str]:
     return (int(v), "") if v.isdigit() else (1 << 30, v)
 
 
+def canary_split(primary: str, weights: dict[str, float]) -> tuple[str, list[str]]:
+    """(the version to keep, the suspects) of an alias with weighted routing: the newest version it
+    reaches is the one being rolled out, whichever side of the routing it is on (``LIVE`` -> 2 with
+    10 % to 3, and ``LIVE`` -> 3 with 10 % left on 2 during a shift, both keep 2); the version kept
+    is the newest of the others."""
+    reaches = sorted({primary, *weights}, key=_vkey)
+    return reaches[-2], [reaches[-1]]
+
+
 def _routing_text(version: str, weights: dict[str, float]) -> str:
     if not weights:
         return f"version {version} (100 %)"
@@ -90,9 +99,10 @@ class Function(Action):
         return {"alias_weights": weights,
                 "alias_reaches": sorted({primary, *weights}, key=_vkey) if primary else [],
                 "alias_routing": _routing_text(primary, weights) if primary else None,
-                # the versions a rollback must take traffic away from: the canary's weighted
-                # versions when there is a canary, else the version the alias points at
-                "alias_suspects": sorted(weights, key=_vkey) if weights else ([primary] if primary else []),
+                # the versions a rollback must take traffic away from: the newest version a canary
+                # reaches (whichever side of the routing it is on), else the alias's version
+                "alias_suspects": canary_split(primary, weights)[1] if primary and weights
+                else ([primary] if primary else []),
                 "function": cfg["FunctionName"], "runtime": cfg.get("Runtime"),
                 "state": cfg.get("State", ""), "last_update_status": cfg.get("LastUpdateStatus", ""),
                 "timeout": cfg.get("Timeout"), "memory": cfg.get("MemorySize"),
@@ -115,8 +125,9 @@ class RollbackAlias(Action):
     """Take every path to the bad version(s) away from an alias: point it at a good published
     version and remove its weighted routing (a canary sending 10 % to the bad version is a path).
 
-    Default target: with a canary (``LIVE`` -> 2, 10 % to 3), the alias's own version (2) and the
-    weighted versions are the suspects; without one, the version before the alias's.  With
+    Default target: with a canary (``LIVE`` -> 2, 10 % to 3, or a shift in progress ``LIVE`` -> 3
+    with 10 % left on 2), the newest version reached (3) is the suspect and the newest of the
+    others (2) is kept; without one, the version before the alias's.  With
     ``queue``, the plan checks that the queue's triggers of this function invoke the alias: a
     trigger that invokes the function unqualified ($LATEST) or a pinned version runs the same
     code whatever the alias points at, so the rollback is refused (pause the trigger instead).
@@ -149,8 +160,8 @@ class RollbackAlias(Action):
         versions = _versions(lam, fn)
         wanted = self.args.get("version")
         if wanted in (None, ""):
-            if weights:
-                target = current  # the canary is the suspect: keep the stable version, drop the rest
+            if weights:  # keep the newest version but the one being rolled out, drop the rest
+                target = canary_split(current, weights)[0]
             else:
                 older = [v for v in versions if current.isdigit() and v < int(current)]
                 if not older:

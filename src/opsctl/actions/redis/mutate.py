@@ -9,7 +9,7 @@ from opsctl.actions.base import is_template, type_schema
 from opsctl.actions.needs import RedisAcl
 from opsctl.actions.redis.common import CLIENT_FILTERS, CONNECT, RedisAction, _client_matches
 from opsctl.backends import redis as rb
-from opsctl.errors import ActionError
+from opsctl.errors import ActionError, ArgumentError
 from opsctl.records import Change, Plan
 
 _MAX_VALUE = 64 * 1024
@@ -228,8 +228,9 @@ class ConfigSet(RedisAction):
     def _maxmemory_guard(self, old: str, new: str) -> list[str]:
         """maxmemory is only ever raised here: a lower limit evicts (or fails writes) at once."""
         wanted, before = memory_bytes(new), int(old or 0)
-        if wanted is None or wanted <= 0:
-            raise ActionError(f"maxmemory {new!r} is not a memory size (bytes, or e.g. 512mb, 2gb)")
+        if wanted is None or wanted <= 0 or wanted >= 1 << 63:  # bad input (exit 2), not a refusal
+            raise ArgumentError(f"maxmemory {new!r} is not a memory size (bytes, or e.g. 512mb, 2gb"
+                                + (", under 8 EiB)" if wanted else ")"))
         info = self.call(lambda c: c.info("memory"))
         used, system = int(info.get("used_memory", 0)), int(info.get("total_system_memory", 0))
         if before and wanted <= before:
