@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opsctl.errors import Location, RunbookError
+from opsctl.fsread import read_regular
 
 if TYPE_CHECKING:
     from opsctl.catalog import Claim, Summary
 
 _CACHE_VERSION = 3
 _MAX_ENTRIES = 20_000
-_READ_LIMIT = 1024 * 1024 + 1  # loader.MAX_FILE_BYTES + 1, as loader.read reads
+_READ_LIMIT = 256 * 1024 + 1  # loader.MAX_FILE_BYTES + 1, as loader.read reads (a test keeps them equal)
 _PARALLEL_MIN_FILES = 64  # below this, starting workers costs more than it saves
 ErrorRow = tuple[int, int, str, str]  # line, column, path, message
 Entry = tuple[list[ErrorRow], "Claim | None", "Summary | None"]  # what the cache keeps of a file
@@ -247,8 +248,7 @@ def errors_of(path: str, rows: list[ErrorRow]) -> list[RunbookError]:
 def read_bytes(path: str) -> bytes | None:
     """The bytes ``loader.read`` gives, without importing YAML (what a warm run hashes)."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read(_READ_LIMIT)
+        return read_regular(path, _READ_LIMIT)  # a FIFO named x.yaml must not block the warm run
     except OSError:
         return None
 
