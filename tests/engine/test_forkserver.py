@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.engine.helpers import rb, run_logs, step_started
-from tests.fixtures.core import Result, run_cli
+from tests.fixtures.core import REPO, Result, base_env, run_cli
 from tests.fixtures.forkserver import ForkServer
 from tests.timing import budget
 
@@ -93,3 +93,18 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_a_server_that_went_away_leaves_the_runs_to_fresh_interpreters(opsctl_env: dict[str, str],
+                                                                       tmp_path: Path) -> None:
+    gone = ForkServer(tmp_path, base_env(), REPO)
+    try:
+        assert gone.ready(budget(60))
+    finally:
+        gone.stop()
+    r = run_cli(gone, ("--version",), opsctl_env, tmp_path, timeout=budget(60))
+    assert r.code == 0 and r.stdout.startswith("opsctl ") and (gone.forked, gone.fresh) == (0, 1)
+    gone.import_keys = set()  # as if it were usable: the connection is refused, the run goes fresh
+    gone.proc.poll = lambda: None  # type: ignore[method-assign]
+    r = run_cli(gone, ("--version",), opsctl_env, tmp_path, timeout=budget(60))
+    assert r.code == 0 and r.stdout.startswith("opsctl ") and (gone.forked, gone.fresh) == (0, 2)
