@@ -12,9 +12,10 @@ bash scripts/alertmanager-install.sh >/dev/null
 # mypy (about 10 s cold) runs beside pytest instead of before it; both must pass
 mypy_log=$(mktemp)
 .venv/bin/mypy src/opsctl >"$mypy_log" 2>&1 & mypy_pid=$!
-# Every test runs the real CLI in a fresh interpreter (~1,000 of them): where the machine sets
-# PYTHONDONTWRITEBYTECODE, each of those compiled opsctl's ~100 modules from source again
-# (~0.3 s CPU a run). Compile once here and let the interpreters keep what they compile.
+# The tests run the real CLI ~1,000 times: most as forks of a per-worker fork server that has done
+# the imports once (tests/fixtures/forkserver.py), the rest (signals, terminals, import checks) in
+# fresh interpreters. Where the machine sets PYTHONDONTWRITEBYTECODE, each of those compiled
+# opsctl's ~100 modules from source again (~0.3 s CPU a run): compile once here and keep it.
 unset PYTHONDONTWRITEBYTECODE
 .venv/bin/python -m compileall -q -j 0 src/opsctl >/dev/null
 # most of the suite waits on real servers (deadlines, convergence windows), so 4 workers pay off

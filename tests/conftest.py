@@ -9,6 +9,10 @@ one per run (about 450 MB), shared by the workers (tests/fixtures/k8s.py).
 from __future__ import annotations
 
 import importlib.metadata
+import json
+from pathlib import Path
+
+import pytest
 
 # The servers come from the shipped rehearsal kit (opsctl.testing.plugin), registered by the
 # `pytest11` entry point of the installed package; an install that predates the entry point (an old
@@ -25,3 +29,39 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.k8s",
 ]
+
+
+# ---- the order in which xdist hands the modules out ------------------------------------------------
+# With `--dist loadfile` a module runs whole on one worker, and the run ends when the last worker
+# finishes: xdist's own order (most tests first) left the longest modules (the Kubernetes and SQS
+# runbook rehearsals, several minutes each) to start late, alone at the end.  The modules go out
+# longest first instead, by the seconds tests/module_costs.json records (scripts/test-costs.py
+# writes it from a `--junitxml` report; a module it does not know counts as its number of tests
+# times the median per-test time).
+_COSTS = Path(__file__).parent / "module_costs.json"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the collection's order
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    try:
+        costs: dict[str, float] = json.loads(_COSTS.read_text())
+    except (OSError, ValueError):
+        return
+    root = Path(str(config.rootpath))
+    counts: dict[str, int] = {}
+    for item in items:
+        module = Path(str(item.path)).relative_to(root).as_posix()
+        counts[module] = counts.get(module, 0) + 1
+    known = sorted(costs[m] / n for m, n in counts.items() if m in costs and costs[m] > 0)
+    per_test = known[len(known) // 2] if known else 1.0
+
+    def cost(item: pytest.Item) -> float:
+        module = Path(str(item.path)).relative_to(root).as_posix()
+        return costs.get(module, counts[module] * per_test)
+
+    items.sort(key=lambda item: -cost(item))  # stable: a module's tests keep their order

@@ -17,10 +17,10 @@ import yaml
 
 from tests.fixtures.core import Result
 from tests.fixtures.k8s import K8sCluster
+from tests.runbooks.rb014_incident import Incident as Rb014
+from tests.runbooks.rb014_incident import cluster  # noqa: F401 - a fixture
 from tests.runbooks.test_rb004 import Incident, incident  # noqa: F401 - a fixture
 from tests.runbooks.test_rb006_k8s import App, app, report, step  # noqa: F401 - a fixture
-from tests.runbooks.test_rb014 import Incident as Rb014
-from tests.runbooks.test_rb014 import cluster  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.k8s, pytest.mark.postgres, pytest.mark.redis, pytest.mark.kafka]
 

@@ -235,8 +235,18 @@ class PgServer:
         for halt in self._stoppers:  # recurring faults first, or they come back
             halt()
         self._stoppers.clear()
-        self.sql("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-                 "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        # a fault that takes every slot but the superuser's, and a run that used that slot: its
+        # backend can still be exiting (a loaded machine) when we ask for the slot again
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.sql("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                         "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+                break
+            except Exception as e:  # noqa: BLE001 - psycopg.OperationalError, imported lazily
+                if "too many clients" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads.clear()
