@@ -219,6 +219,11 @@ def _check_env(src: Any, name: str, env: Any) -> None:
             if value is not None and not isinstance(value, dict):
                 raise _misconfigured(src, where, f"section {key!r} must be a mapping, got "
                                      f"{type(value).__name__}")
+            if key in BACKENDS:
+                for setting, v in (value or {}).items():
+                    problem = _setting_problem(setting, v)
+                    if problem:
+                        raise _misconfigured(src, (*where, setting), problem)
             if key == "notify" and value:
                 from opsctl.messages import problems
 
@@ -228,6 +233,48 @@ def _check_env(src: Any, name: str, env: Any) -> None:
             raise _misconfigured(src, where, f"environment {name!r}: unknown section {key!r}; expected "
                                  f"settings, tags, params, protected, max_applies_per_hour or one of "
                                  f"{', '.join(BACKENDS)}", key=True)
+
+
+# what opsctl itself reads from a backend section, checked when the file is read: a typo is a located
+# exit 4 here, not an internal error in the first step that connects (other keys are the client
+# library's own options, which the backend that receives them checks)
+_SECONDS = frozenset({"connect_timeout", "statement_timeout", "timeout", "read_timeout"})
+_TEXT = frozenset({"dsn", "url", "host", "user", "username", "dbname", "database", "password",
+                   "read_only_role", "region", "profile", "endpoint_url", "kubeconfig", "context",
+                   "security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password",
+                   "ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "token",
+                   "pagerduty_secret", "slack_webhook_url", "channel"})
+
+
+def _setting_problem(setting: Any, value: Any) -> str:
+    """Why a backend setting's value cannot be used ("" when it can); a secret is never echoed."""
+    if not isinstance(setting, str):
+        return "setting names are strings"
+    if value is None:
+        return ""
+    raw = value
+    if isinstance(value, str) and "${" in value:
+        value = _expand(value)
+    if setting in _SECONDS:
+        try:
+            seconds = float(value) if not isinstance(value, bool) else float("nan")
+        except (TypeError, ValueError):
+            seconds = float("nan")
+        if not (0 < seconds <= 86_400):  # also refuses nan and inf
+            return f"must be a number of seconds above 0 (at most a day), got {raw!r}"
+    elif setting == "port":
+        if isinstance(value, bool) or not str(value).isdigit() or not 0 < int(str(value)) < 65536:
+            return f"must be a port number (1-65535), got {raw!r}"
+    elif setting == "db":
+        if isinstance(value, bool) or not str(value).isdigit():
+            return f"must be a database number (0, 1, ...), got {raw!r}"
+    elif setting == "bootstrap_servers":
+        hosts = value if isinstance(value, list) else [value]
+        if not hosts or not all(isinstance(h, str) and h.strip() for h in hosts):
+            return "must be host:port text or a list of them"
+    elif setting in _TEXT and not isinstance(value, str):
+        return f"must be text, got {type(value).__name__}"
+    return ""
 
 
 _SECRETISH = ("password", "secret", "token", "webhook", "dsn", "url", "key")

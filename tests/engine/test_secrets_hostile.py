@@ -213,6 +213,12 @@ def test_ctrl_c_in_the_first_quarter_second(opsctl_env: dict[str, str], tmp_path
     ("environments:\n  prod:\n    max_applies_per_hour: {rb-006: 0}\n", ":3:36", "positive integer"),
     ("environments:\n  prod:\n    pstgres: {}\n", ":3:5", "unknown section 'pstgres'"),
     ("environments:\n  prod: {}\n  prod: {}\n", ":3:3", "duplicate key"),
+    # wrongly-typed settings opsctl reads: exit 4 here, not an internal error in the first connect
+    ("environments:\n  prod:\n    redis: {connect_timeout: fast}\n", ":3:30", "number of seconds"),
+    ("environments:\n  prod:\n    http: {timeout: -1}\n", ":3:21", "number of seconds"),
+    ("environments:\n  prod:\n    postgres: {port: 99999}\n", ":3:22", "port number"),
+    ("environments:\n  prod:\n    kafka: {bootstrap_servers: 9092}\n", ":3:32", "host:port"),
+    ("environments:\n  prod:\n    aws: {region: 5}\n", ":3:19", "must be text"),
 ])
 def test_malformed_config_is_misconfigured_and_located(opsctl: Opsctl, tmp_path: Path, config: str,
                                                        where: str, what: str) -> None:
