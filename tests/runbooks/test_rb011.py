@@ -239,6 +239,20 @@ def test_rollback_goes_to_what_the_service_ran_before_with_images(opsctl: Callab
     assert step(result, "alarm_now")["status"] == "ok"
 
 
+def test_an_alarm_without_data_after_the_fix_is_said_not_taken_as_proof(opsctl: Callable[..., Result],
+                                                                        moto: Moto) -> None:
+    """QA: after a rollback the 5xx alarm went INSUFFICIENT_DATA (its count metric emits nothing: no
+    errors, or no traffic at all) and the run said "verified" with nothing said about it."""
+    bad_deploy(moto, alarm="INSUFFICIENT_DATA")
+    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", *P, "--option", "rollback-task-definition",
+                    env=moto.env)
+    assert result.code == 0, result.output
+    findings = step(result, "alarm_now")["findings"]
+    said = [f["message"] for f in findings if f["severity"] == "warning"]
+    assert any("PlooralAPIHighErrorRate without data (INSUFFICIENT_DATA)" in m
+               and "no traffic reaching plooral-api" in m for m in said), findings
+
+
 def test_nonexistent_task_definition_is_refused_in_the_plan(opsctl: Callable[..., Result],
                                                             moto: Moto) -> None:
     arns = bad_deploy(moto)

@@ -137,5 +137,7 @@ class Alarms(Action):
                    "reason": a.get("StateReason", ""), "metric": a.get("MetricName", "")}
                   for a in found]
         firing = [a["name"] for a in alarms if a["state"] == "ALARM"]
+        # no data: its metric emits nothing (an error count with no errors, or no traffic at all)
+        blind = [a["name"] for a in alarms if a["state"] == "INSUFFICIENT_DATA"]
         return {"alarms": alarms, "total": len(alarms), "in_alarm": len(firing),
-                "in_alarm_names": firing}
+                "in_alarm_names": firing, "insufficient": len(blind), "insufficient_names": blind}
