@@ -122,21 +122,23 @@ def test_statement_timeout_without_a_role_is_invalid_not_verified(opsctl: Callab
 
 
 # ---- issue 9: convergence, scope, faults ----------------------------------------------------------
+@pytest.mark.parametrize(("waiters", "hold"), [(3, 3.0), (6, 2.5)])
 def test_verify_waits_for_the_queue_to_drain(opsctl: Callable[..., Result], pg: PgServer,
-                                             pg_env: dict[str, str]) -> None:
+                                             pg_env: dict[str, str], waiters: int, hold: float) -> None:
     """Defect 2: the root blocker was terminated and verify looked 1-5 ms later, saw the waiters
     still queued and said "verification failed" (exit 1) after a fix that worked.  Here each
-    waiter, once it has the lock, holds it for 3 s: the queue drains over several seconds, and
-    verify polls within its window until it has (converges slowly -> exit 0)."""
+    waiter, once it has the lock, holds it for a few seconds: the queue drains over ~9 s, or ~15 s
+    with six (longer than the 8 retries x 1 s verify once gave it: exit 1 then), and verify polls
+    within its window (verify_window) until it has (converges slowly -> exit 0)."""
     with pg.connect("app") as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS orders (id int PRIMARY KEY, status text)")
         conn.execute("INSERT INTO orders VALUES (1, 'new') ON CONFLICT (id) DO UPDATE SET status = 'new'")
     holder = pg.open_sessions(1, "checkout-api", in_transaction=True)[0]
     holder.execute("UPDATE orders SET status = 'paid' WHERE id = 1")
-    for i in range(3):
+    for i in range(waiters):
         pg.background(f"BEGIN; UPDATE orders SET status = 'billed-{i}' WHERE id = 1; "
-                      "SELECT pg_sleep(3); COMMIT", "billing-worker")
-    pg.wait_for(BLOCKED.replace("count(*)", "count(*) = 3"))
+                      f"SELECT pg_sleep({hold}); COMMIT", "billing-worker")
+    pg.wait_for(BLOCKED.replace("count(*)", f"count(*) = {waiters}"))
     time.sleep(1.1)
     result = opsctl(*RUN, "--yes", "--option", "end-blockers", "-o", "json", env=pg_env)
     assert result.code == 0, result.output
@@ -145,6 +147,7 @@ def test_verify_waits_for_the_queue_to_drain(opsctl: Callable[..., Result], pg: 
     after = step(report, "locks_after")
     assert after["attempts"] > 1 and after["result"]["blocked_count"] == 0  # it waited, then saw it drained
     assert step(report, "end_blockers")["result"]["terminated"] == [holder.info.backend_pid]
+    pg.wait_for("SELECT status LIKE 'billed-%' FROM orders WHERE id = 1")
 
 
 def _recreated_blocker(pg: PgServer) -> None:
