@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,12 @@ _COSTS = Path(__file__).parent / "module_costs.json"
 def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the collection's order
         config.option.loadscopereorder = False
+    # Started as a background job (`./.ci/run &`: a shell without job control ignores SIGINT there),
+    # the suite and every CLI it starts would inherit SIGINT ignored: a Ctrl-C sent before opsctl
+    # installs its own handler was lost (the run went on, exit 0), unlike on any terminal.  The
+    # CLIs under test start as they would from a terminal.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,

@@ -364,18 +364,21 @@ def test_denied_optional_probe_degrades_to_a_failed_optional_step(opsctl: Callab
 
 def test_messages_failing_again_fail_verify(opsctl_env: dict[str, str], moto: Moto,
                                             opsctl: Callable[..., Result]) -> None:
-    # the worker is still broken: redriven messages come back to the DLQ during verify
+    # the worker is still broken: redriven messages come back to the DLQ while the redrive goes on
+    # (rate=10/s: 40 messages take ~4 s, so the first ones fail again well before verify looks;
+    # at full speed the move ends before any failure could come back, and verify saw a clean DLQ)
     queue, dlq = make_queue_with_dlq(moto, "plooral-queue")
     fill(moto, dlq, 40)
 
     def fail_again() -> None:
         end = time.monotonic() + 200
-        while depth(moto, queue) < 40 and time.monotonic() < end:
+        while depth(moto, queue) < 10 and time.monotonic() < end:
             time.sleep(0.05)
         fill(moto, dlq, 5)
 
     threading.Thread(target=fail_again, daemon=True).start()
-    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=plooral-queue", env=moto.env)
+    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=plooral-queue", "-p", "rate=10",
+                    env=moto.env)
     assert result.code == 1, result.output
     got = step(result, "redrive")["result"]
     assert (got["planned"], got["moved"], got["duplicates"]) == (40, 40, 0)
