@@ -18,10 +18,11 @@ mypy_log=$(mktemp)
 # opsctl's ~100 modules from source again (~0.3 s CPU a run): compile once here and keep it.
 unset PYTHONDONTWRITEBYTECODE
 .venv/bin/python -m compileall -q -j 0 src/opsctl >/dev/null
-# most of the suite waits on real servers (deadlines, convergence windows), so 4 workers pay off
-# even on 2 cores (6 measured 11m44 wall for 19 min of CPU, but load the pty tests past their waits)
+# most of the suite waits on real servers (deadlines, convergence windows), so more workers than
+# cores pay off: 5 on 2 cores (4 took 7m59 of pytest; 6, before the fork server, loaded the pty
+# tests past their waits)
 rc=0
-.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-4}" --dist loadfile --reruns 1 --reruns-delay 2 "$@" || rc=$?
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-5}" --dist loadfile --reruns 1 --reruns-delay 2 "$@" || rc=$?
 mypy_rc=0
 wait "$mypy_pid" || mypy_rc=$?
 cat "$mypy_log"; rm -f "$mypy_log"
