@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from tests.fixtures.aws import Moto, depth, make_queue_with_dlq
+from tests.fixtures.aws import Moto, depth, make_queue_with_dlq, run_step
 from tests.fixtures.core import REPO, Result
 
 pytestmark = pytest.mark.aws
 RUNBOOK = str(REPO / "runbooks" / "rb-007-sqs-dlq-redrive.yaml")
 
-
-def _step(result: Result, step_id: str) -> dict[str, Any]:
-    return next(s for s in json.loads(result.stdout)["steps"] if s["id"] == step_id)
+_step = run_step
 
 
 def test_delayed_messages_in_the_dlq_are_not_an_empty_dlq(opsctl: Callable[..., Result], moto: Moto) -> None:

@@ -15,15 +15,13 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.aws import Moto, check_matrix, depth, drain_bodies, fill, make_queue_with_dlq
+from tests.fixtures.aws import Moto, check_matrix, depth, drain_bodies, fill, make_queue_with_dlq, run_step
 from tests.fixtures.core import REPO, Result
 
 pytestmark = pytest.mark.aws
 RUNBOOK = str(REPO / "runbooks" / "rb-007-sqs-dlq-redrive.yaml")
 
-
-def step(result: Result, step_id: str) -> dict[str, Any]:
-    return next(s for s in json.loads(result.stdout)["steps"] if s["id"] == step_id)
+step = run_step
 
 
 def test_dry_run_finds_the_dlq_and_moves_nothing(opsctl: Callable[..., Result], moto: Moto) -> None:

@@ -192,14 +192,20 @@ def test_canary_rollback_removes_every_path_to_the_bad_version(opsctl: Callable[
     assert change["before"] == {"version": "2", "routing": {"3": 0.1}}
     assert change["after"] == {"version": "2", "routing": {}}
     assert "version 3 (10% weighted routing)" in change["detail"]
+    assert_rolled_back_to_2(opsctl, moto)
+
+
+
+def assert_rolled_back_to_2(opsctl: Callable[..., Result], moto: Moto) -> None:
+    """`--yes --option rollback-alias` with the alarm healing: LIVE serves version 2 alone, and
+    verify says no path to version 3 is left."""
     heal_alarm_after(moto, 2)
     result = opsctl("run", RUNBOOK, "--yes", "-o", "json", *P, "--option", "rollback-alias", env=moto.env)
     assert result.code == 0, result.output
-    alias = lam.get_alias(FunctionName="plooral-worker", Name="LIVE")
+    alias = moto.client("lambda").get_alias(FunctionName="plooral-worker", Name="LIVE")
     assert alias["FunctionVersion"] == "2"
     assert not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
     assert any("no path to version(s) 3" in f["message"] for f in step(result, "alias_now")["findings"])
-
 
 @pytest.mark.parametrize(("primary", "weights"), [("3", {"2": 0.1}), ("2", {"3": 0.1, "1": 0.05})])
 def test_weighted_rollback_keeps_the_older_version_whichever_side_it_is_on(
@@ -217,13 +223,7 @@ def test_weighted_rollback_keeps_the_older_version_whichever_side_it_is_on(
     assert step(dry, "worker")["outputs"]["suspects"] == ["3"]
     change = step(dry, "rollback")["plan"]["changes"][0]
     assert change["after"] == {"version": "2", "routing": {}}
-    heal_alarm_after(moto, 2)
-    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", *P, "--option", "rollback-alias", env=moto.env)
-    assert result.code == 0, result.output
-    alias = lam.get_alias(FunctionName="plooral-worker", Name="LIVE")
-    assert alias["FunctionVersion"] == "2"
-    assert not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
-    assert any("no path to version(s) 3" in f["message"] for f in step(result, "alias_now")["findings"])
+    assert_rolled_back_to_2(opsctl, moto)
 
 
 def test_rollback_is_refused_when_the_trigger_does_not_invoke_the_alias(opsctl: Callable[..., Result],
