@@ -26,6 +26,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   fi
   .venv/bin/python -c "import opsctl, typer, psycopg, redis, kafka, boto3, kubernetes, moto" \
     || { echo "setup: installing opsctl into .venv failed" >&2; exit 1; }
+  .venv/bin/python scripts/compile-bytecode.py || true  # as pip does (see the script)
   echo "$want" > "$stamp"
   echo "setup: done (.venv/bin/opsctl)" >&2
 fi
