@@ -41,12 +41,17 @@ def plain_tag(value: str) -> str:
 
 
 def key_text(node: ScalarNode) -> str | None:
-    """The dict key a scalar key node becomes (None: not a usable key)."""
+    """The dict key a scalar key node becomes (None: not a usable key).  A plain key is its text:
+    YAML 1.1 would read ``no:``, ``on:`` or ``yes:`` (an environment, a label, a parameter named so)
+    as booleans, and ``0x1F:`` as 31; keys are names here.  A key of nothing (``~:``, ``null:``) is
+    not usable."""
     tag = plain_tag(node.value) if node.tag == PLAIN else node.tag
     if tag == STR:
         return str(node.value)
     if tag == NULL or tag not in SCALAR_TAGS or len(node.value) > MAX_NUMBER:
         return None
+    if node.tag == PLAIN:
+        return str(node.value)
     try:
         return str(CTOR.yaml_constructors[tag](CTOR, node))
     except Exception:

@@ -127,3 +127,30 @@ def test_aliases_are_expanded() -> None:
     doc = loader.load_text(text, "a.yaml")
     assert doc.errors == []
     assert doc.data["diagnose"][0]["with"] == {"value": 1}
+
+
+def test_plain_keys_are_names_not_yaml_1_1_booleans_or_numbers() -> None:
+    """The "Norway problem": `no:`, `on:`, `yes:` are keys named so, not False/True/True (an
+    environment, a label or a parameter called `no` was unreachable as "False")."""
+    doc = loader.load_text("no: 1\non: 2\nyes: 3\n0x1F: 4\n1_000: 5\n2024-01-01: 6\n'off': 7\n", "k.yaml")
+    assert doc.errors == []
+    assert list(doc.data) == ["no", "on", "yes", "0x1F", "1_000", "2024-01-01", "off"]
+    assert doc.source.keys[("0x1F",)] == (4, 1)
+    # a plain key and the same text quoted are one key: a duplicate, as a reader expects
+    dup = loader.load_text("yes: 1\n'yes': 2\n", "d.yaml")
+    assert [str(e) for e in dup.errors] == ["d.yaml:2:1: yes: duplicate key 'yes' (first defined at line 1)"]
+    # values keep YAML 1.1's typing (the schema names what is wrong with them); a key of nothing
+    # is still refused
+    assert loader.load_text("a: no\n", "v.yaml").data == {"a": False}
+    assert [e.message for e in loader.load_text("~: 1\n", "n.yaml").errors] == ["unsupported mapping key '~'"]
+
+
+def test_an_environment_named_no_is_selectable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from opsctl import config
+
+    (tmp_path / "opsctl.yaml").write_text("environments:\n  no:\n    settings: {namespace: oslo}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPSCTL_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    env = config.load_environment("no")
+    assert (env.name, env.settings) == ("no", {"namespace": "oslo"})
