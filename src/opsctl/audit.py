@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from opsctl.errors import ConfigError, UsageError, mask, register_secret, tiny_secrets
-from opsctl.records import Outcome, StepRecord, now_iso
+from opsctl.records import DONE, Outcome, StepRecord, now_iso
 
 _SECRET_KEY = re.compile(r"pass(word)?|secret|token|credential|api[_-]?key|private[_-]?key|dsn",
                          re.I)
@@ -252,6 +252,20 @@ def final_records(events: list[dict[str, Any]]) -> dict[str, StepRecord]:
         if e["event"] == "step_end":
             rec = StepRecord.from_dict(e["record"])
             out[rec.id] = rec
+    return out
+
+
+def unfinished_plans(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The data of each step's confirmed plan whose apply began and did not finish (interrupted,
+    timed out, failed, or the process killed): what ``--resume`` hands that step again
+    (``ActionContext.resumed_plan``), so that it finishes the change that was confirmed rather
+    than planning a new one (a redrive's max_messages counts once, not once per attempt)."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in events:
+        if e["event"] == "apply_start" and isinstance(e.get("plan_data"), dict):
+            out[e["step"]] = e["plan_data"]
+        elif e["event"] == "step_end" and e["record"].get("status") in DONE:
+            out.pop(e["record"].get("id"), None)
     return out
 
 

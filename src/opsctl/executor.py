@@ -49,10 +49,12 @@ class Executor:
     def __init__(self, runbook: Runbook, params: dict[str, Any], environment: Environment,
                  settings: RunSettings, renderer: Any, audit: Any,
                  previous: dict[str, StepRecord] | None = None, *, replay: Any = None,
-                 gate: Any = None) -> None:
+                 gate: Any = None, resumed_plans: dict[str, dict[str, Any]] | None = None) -> None:
         self.rb, self.params, self.environment, self.s = runbook, params, environment, settings
         self.renderer, self.audit = renderer, audit
         self.previous = previous or {}
+        # --resume: the confirmed plans whose apply was cut short (audit.unfinished_plans)
+        self.resumed_plans = resumed_plans or {}
         self.records = {st.id: StepRecord(st.id, st.phase, st.action, st.label, st.option,
                                           _read_only(st.action), continue_on_error=st.continue_on_error)
                         for st in runbook.steps()}
@@ -318,7 +320,8 @@ class Executor:
         return ActionContext(step_id=step.id, dry_run=self.s.dry_run, read_only=read_only,
                              environment=self.environment,
                              clients=self.clients, clients_lock=self.clients_lock, cancelled=cancel,
-                             deadline=deadline, reporter=reporter)
+                             deadline=deadline, reporter=reporter,
+                             resumed_plan=self.resumed_plans.get(step.id))
 
     def _ask(self, step: Step, plan: Plan) -> bool:
         """In the step's thread: the main thread asks; Ctrl-C at the prompt cancels the step."""

@@ -331,8 +331,11 @@ class StepRunner:
 
     def _sending(self, step: Step, plan: Plan, state: StepState) -> None:
         """Logged before apply() sends anything: a run cut short still shows the change was sent."""
+        # the plan's data too: a resumed run finishes this confirmed change, not a bigger one
+        # (audit.unfinished_plans), even when this process is killed mid-apply
         self.audit.event("apply_start", step=step.id, action=step.action, summary=plan.summary,
-                         targets=[c.target for c in plan.changes][:200], changes=len(plan.changes))
+                         targets=[c.target for c in plan.changes][:200], changes=len(plan.changes),
+                         plan_data=jsonable(plan.data))
         state.applying = True
 
     # ---- helpers -------------------------------------------------------------------------------

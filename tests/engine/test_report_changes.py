@@ -185,3 +185,19 @@ def test_a_killed_run_whose_mutation_was_sent_is_not_reported_as_no_action(
     assert "moved=" in taken
 
 
+
+
+def test_resume_hands_back_only_the_plans_whose_apply_did_not_finish() -> None:
+    from opsctl.audit import unfinished_plans
+
+    def sent(step: str, n: int) -> dict[str, Any]:
+        return {"event": "apply_start", "step": step, "plan_data": {"n": n}}
+
+    def ended(step: str, status: str) -> dict[str, Any]:
+        return {"event": "step_end", "record": {"id": step, "status": status}}
+
+    events = [{"event": "run_start"}, sent("done", 1), ended("done", "applied"),
+              sent("cut", 2), ended("cut", "interrupted"), sent("killed", 3),
+              sent("failed", 4), ended("failed", "failed"), ended("read", "ok")]
+    assert unfinished_plans(events) == {"cut": {"n": 2}, "killed": {"n": 3}, "failed": {"n": 4}}
+    assert unfinished_plans([sent("old", 5) | {"plan_data": None}]) == {}  # a log from before plan_data

@@ -187,11 +187,12 @@ def end_total(admin: Any, topic: str) -> int:
 
 
 def interrupt_mid_redrive(opsctl_env: dict[str, str], broker: Broker, names: tuple[str, str, str],
-                          cwd: Path, at: int, sig: int) -> tuple[int, str]:
+                          cwd: Path, at: int, sig: int,
+                          params: tuple[str, ...] = ("-p", "max_messages=5000")) -> tuple[int, str]:
     """Start `run --yes` in a subprocess and send `sig` once `at` records reached the source topic."""
     source, dlq, group = names
     args = [sys.executable, "-m", "opsctl", "run", RUNBOOK, "--yes", "-o", "json", "-p", f"dlq_topic={dlq}",
-            "-p", f"topic={source}", "-p", f"group={group}", "-p", "max_messages=5000"]
+            "-p", f"topic={source}", "-p", f"group={group}", *params]
     proc = subprocess.Popen(args, env={**opsctl_env, **broker.env}, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     admin = broker.admin()  # one connection, polled as fast as it answers
@@ -261,6 +262,30 @@ def test_interrupted_at_a_random_point_and_resumed_redrives_each_record_exactly_
     assert (exact["moved"], exact["duplicates"], exact["missing"], exact["remaining"]) == \
         (exact["expected"], 0, 0, 0)
     assert exact["expected"] >= 2 * BIG - committed
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_a_partial_redrive_cut_short_then_resumed_moves_max_messages_in_all(
+        opsctl: Callable[..., Result], opsctl_env: dict[str, str], noida_broker: Broker, tmp_path: Path,
+        sig: int) -> None:
+    """max_messages is the blast radius of the redrive that was confirmed, not of each attempt: the
+    resumed run finishes the confirmed offset ranges (partition 0, 0..BIG-1) and sends nothing
+    beyond them (a fresh budget after the cut would have sent the first records of partition 1)."""
+    names = big_dlq(noida_broker)
+    source, dlq, group = names
+    partial = ("-p", f"max_messages={BIG}", "-p", "allow_partial=true")
+    code, output = interrupt_mid_redrive(opsctl_env, noida_broker, names, tmp_path, BIG // 4, sig, partial)
+    assert code != 0, output
+    assert 0 < len(noida_broker.read_all(source)) < BIG, output  # cut in the middle of the range
+    resumed = opsctl("run", RUNBOOK, "--resume", last_run_id(opsctl), "--yes", "-o", "json",
+                     "-p", f"dlq_topic={dlq}", "-p", f"topic={source}", "-p", f"group={group}", *partial,
+                     env=noida_broker.env)
+    assert resumed.code == 1, resumed.output  # a partial redrive is never "verified"
+    assert "max_messages is not counted again" in json.dumps(step(resumed, "redrive")["plan"])
+    assert origins(noida_broker.read_all(source)) == sorted(f"{dlq}/0/{o}" for o in range(BIG))
+    exact = step(resumed, "exact")["result"]
+    assert (exact["remaining"], exact["duplicates"]) == (BIG, 0)
+    assert sum(noida_broker.committed(group, dlq).values()) == BIG
 
 
 def test_partial_redrive_says_how_many_remain_and_is_never_verified(opsctl: Callable[..., Result],

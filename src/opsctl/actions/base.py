@@ -68,8 +68,12 @@ class ActionContext:
                  environment: Any = None, clients: dict[str, Any] | None = None,
                  clients_lock: threading.Lock | None = None,
                  cancelled: threading.Event | None = None, deadline: float | None = None,
-                 reporter: Reporter | None = None) -> None:
+                 reporter: Reporter | None = None, resumed_plan: dict[str, Any] | None = None) -> None:
         self.step_id = step_id
+        # --resume of a run whose apply of this step was cut short: that confirmed plan's data; an
+        # action whose change is bounded (a redrive's max_messages) finishes it instead of
+        # planning a new bound (None otherwise)
+        self.resumed_plan = resumed_plan
         self.dry_run = dry_run
         self.read_only = read_only or dry_run
         self.environment = environment

@@ -153,9 +153,9 @@ def run(
 
     rb = catalog.load(runbook)
     given = gather_params(param, param_file, rb)
-    previous, resumed_from = None, None
+    previous, resumed_from, resumed_plans = None, None, None
     if resume:
-        given, option, previous, resumed_from = _resume(rb, resume, given, option)
+        given, option, previous, resumed_from, resumed_plans = _resume(rb, resume, given, option)
     _check_option(rb, option)
     settings = RunSettings(dry_run=dry_run, yes=yes or bool(yes_protected), interactive=_interactive(),
                            option=option, phase=phase.value if phase else None, notify=not no_notify)
@@ -170,7 +170,8 @@ def run(
                              resumed_from=resumed_from)
     renderer.command = rerun_command(runbook, param, param_file, env[0] if env else None, rb)
     gate = None if dry_run else ApplyGate(rb.id, log.run_id, environment, renderer, log, wait=lock_wait)
-    outcome = Executor(rb, params, environment, settings, renderer, log, previous, gate=gate).execute()
+    outcome = Executor(rb, params, environment, settings, renderer, log, previous, gate=gate,
+                       resumed_plans=resumed_plans).execute()
     log.end(outcome)
     renderer.finish(outcome)
     if outcome.status == "invalid":  # decided mid-run (e.g. no option chosen): say it where errors go
@@ -373,4 +374,5 @@ def _resume(rb: Any, run_id: str, given: dict[str, str], option: str | None) -> 
                    err=True)
     option = option or start.get("option") or next(
         (e.get("chosen") for e in events if e["event"] == "option" and e.get("chosen")), None)
-    return {**previous_params, **given}, option, audit.final_records(events), start["run_id"]
+    return ({**previous_params, **given}, option, audit.final_records(events), start["run_id"],
+            audit.unfinished_plans(events))

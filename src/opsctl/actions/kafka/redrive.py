@@ -46,7 +46,9 @@ class Redrive(Action):
     DLQ group's offset is committed after the broker acknowledged each batch; a Ctrl-C finishes the
     batch in flight first.  Records already on the target (sent by a run that was killed before it
     could commit) are found by their header and skipped, never sent twice; duplicates already there
-    are reported.  A partial redrive (`allow_partial`) says how many records remain.
+    are reported.  A partial redrive (`allow_partial`) says how many records remain.  `--resume` of
+    a run cut short while redriving (Ctrl-C, a timeout, a kill) finishes the offset ranges that were
+    confirmed: `max_messages` bounds the redrive once, not once per attempt.
 
     ```yaml
     - id: redrive
@@ -125,14 +127,21 @@ class Redrive(Action):
 
         waiting = sum(highs[tp] - starts[tp.partition] for tp in tps if highs[tp] > starts[tp.partition])
         budget = self.args.get("max_messages", 1000)
-        if waiting > budget and not self.args.get("allow_partial", False):
+        confirmed = self._confirmed_ends(dlq, topic, group)
+        if confirmed is not None:
+            warnings.append("resuming the redrive confirmed in the interrupted run: its offset "
+                            "ranges are finished, max_messages is not counted again")
+        elif waiting > budget and not self.args.get("allow_partial", False):
             raise ActionError(f"kafka: {waiting} records wait in {dlq}, more than max_messages={budget}; "
                               "raise max_messages or set allow_partial to redrive the first ones")
         ranges, changes = [], []
         for tp in tps:
             start = starts[tp.partition]
-            end = min(highs[tp], start + budget)
-            budget -= max(0, end - start)
+            if confirmed is not None:  # up to where the confirmed plan ended, not a fresh budget
+                end = min(highs[tp], confirmed.get(tp.partition, start))
+            else:
+                end = min(highs[tp], start + budget)
+                budget -= max(0, end - start)
             if end <= start:
                 continue
             skip = [o for o in present.get(tp.partition, []) if start <= o < end]
@@ -157,6 +166,18 @@ class Redrive(Action):
                     data={"dlq_topic": dlq, "topic": topic, "group": group, "ranges": ranges,
                           "planned": count, "remaining": remaining, "duplicates": duplicates,
                           "earlier": earlier, "new_campaign": new_campaign})
+
+    def _confirmed_ends(self, dlq: str, topic: str, group: str) -> dict[int, int] | None:
+        """Where each partition's range of the plan confirmed in the run being resumed ended
+        (``--resume`` after Ctrl-C, a timeout or a kill mid-redrive), or None: not resuming one."""
+        prior = self.ctx.resumed_plan
+        if not isinstance(prior, dict) or (prior.get("dlq_topic"), prior.get("topic"),
+                                           prior.get("group")) != (dlq, topic, group):
+            return None
+        try:
+            return {int(r["partition"]): int(r["end"]) for r in prior.get("ranges") or []}
+        except (KeyError, TypeError, ValueError):
+            return None  # a log written by something else: plan afresh
 
     def apply(self, plan: Plan) -> dict[str, Any]:
         k, d = Cluster(self.ctx), plan.data
