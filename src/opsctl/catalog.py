@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opsctl.errors import MAX_FILE_ERRORS, RunbookError, UsageError, ValidationFailed
+from opsctl.errors import MAX_FILE_ERRORS, RunbookError, UsageError, ValidationFailed, caused_by_ctrl_c
 from opsctl.fsread import read_regular
 
 if TYPE_CHECKING:
@@ -157,6 +157,8 @@ def _guarded(data: bytes, path: str, build: bool) -> tuple[Runbook | None, list[
         errors = [RunbookError("too large to check (out of memory)", Location(path, 1, 1))]
         runbook = None
     except Exception as e:
+        if caused_by_ctrl_c(e):  # not this file's fault: the user pressed Ctrl-C
+            raise KeyboardInterrupt from e
         where = _save_traceback()
         errors = [RunbookError(f"internal error while checking this file: {type(e).__name__}: {e} "
                                f"({where}; please report it)", Location(path, 1, 1))]

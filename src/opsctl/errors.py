@@ -173,6 +173,21 @@ _RENDERINGS: dict[str, str] = {}  # a text rendered with a tiny secret -> the sa
 _pattern: object = None  # compiled lazily; reset when a secret is added
 
 
+def caused_by_ctrl_c(e: BaseException) -> bool:
+    """Whether ``e`` is a KeyboardInterrupt that Python wrapped in another exception: Ctrl-C while a
+    class was being created (``RuntimeError: Error calling __set_name__``, seen while ``platform``
+    or a dataclass module was imported lazily).  A broad ``except Exception`` must let it go on as
+    the Ctrl-C it is, not report a crash or a broken runbook."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def register_secret(*values: object) -> None:
     global _pattern
     for v in values:

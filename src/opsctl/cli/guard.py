@@ -17,9 +17,10 @@ def boundary(command: Callable[[], object],
     """Run a command and exit with its code; every error becomes one message and an exit code
     (see errors.ExitCode).  ``other`` answers the exceptions of the caller's framework (Typer's
     Exit, Abort, usage errors): their exit code, or None for a crash."""
-    from opsctl.errors import ExitCode, OpsctlError, ValidationFailed
+    from opsctl.errors import ExitCode, OpsctlError, ValidationFailed, caused_by_ctrl_c
 
     hostile_streams()
+    sys.unraisablehook = _unraisable
     try:
         # from here on Ctrl-C is a KeyboardInterrupt again (opsctl.__main__ exits quietly before)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -38,8 +39,12 @@ def boundary(command: Callable[[], object],
         _stderr("interrupted")
         code = ExitCode.INTERRUPTED
     except Exception as e:
-        handled = other(e)
-        code = crash() if handled is None else handled
+        if caused_by_ctrl_c(e):  # Python wrapped it: a Ctrl-C, not a crash
+            _stderr("interrupted")
+            code = ExitCode.INTERRUPTED
+        else:
+            handled = other(e)
+            code = crash() if handled is None else handled
     # a Ctrl-C from now on (interpreter shutdown) must not print a traceback either
     signal.signal(signal.SIGINT, quiet_exit)
     sys.exit(code if isinstance(code, int) else 0)
@@ -90,6 +95,27 @@ def hostile_streams() -> None:
                 reconfigure(errors="backslashreplace")
         if not isinstance(stream, _Masked):
             setattr(sys, name, _Masked(stream))
+
+
+_default_unraisable = sys.unraisablehook
+
+
+def _unraisable(unraisable: object) -> None:
+    """A Ctrl-C that landed in a callback Python cannot raise from (a weakref callback of the
+    import machinery: "Exception ignored in ... KeyboardInterrupt") is delivered again to the main
+    thread instead of being lost (the run went on for its whole length and exited 0)."""
+    exc_type = getattr(unraisable, "exc_type", None)
+    if isinstance(exc_type, type) and issubclass(exc_type, KeyboardInterrupt):
+        import threading
+
+        # the signal again, to the main thread (a blocking call there wakes up), from another
+        # thread a moment later: raised here, in the hook, it would be lost again
+        main = threading.main_thread().ident or 0
+        timer = threading.Timer(0.05, signal.pthread_kill, (main, signal.SIGINT))
+        timer.daemon = True
+        timer.start()
+        return
+    _default_unraisable(unraisable)  # type: ignore[arg-type]
 
 
 def quiet_exit(signum: int, frame: object) -> None:
