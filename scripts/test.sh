@@ -22,7 +22,8 @@ unset PYTHONDONTWRITEBYTECODE
 # cores pay off: 6 on 2 cores (pytest 6m58 where 5 took 7m38 on the same machine, ~70 % of the
 # CPU busy with 5; 6, before the fork server, loaded the pty tests past their waits)
 rc=0
-.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-6}" --dist loadfile --reruns 1 --reruns-delay 2 "$@" || rc=$?
+# -rR: the summary names every test that needed its second try (a flaky test is seen, not hidden)
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-6}" --dist loadfile --reruns 1 --reruns-delay 2 -rR "$@" || rc=$?
 mypy_rc=0
 wait "$mypy_pid" || mypy_rc=$?
 cat "$mypy_log"; rm -f "$mypy_log"
