@@ -362,19 +362,24 @@ def test_ctrl_c_while_ending_blockers_then_resume_ends_only_the_rest(
     env = {**pg_server.env("ops"), "PGPORT": str(pg_proxy.port), "PGCONNECT_TIMEOUT": "10",
            "OPSCTL_RUNBOOK_PATH": str(REPO / "runbooks")}
     args = (*RUN, "--yes", "--option", "end-blockers", "-o", "json")
+    # in place before the run (as rb-006's twin test): the answer to the first pg_terminate_backend
+    # is held on the wire until opsctl's Ctrl-C sends its cancel request, so the batch is always
+    # interrupted after its first termination, never after its last, however loaded the machine
+    # (a 1 s delay set once the step had started came too late under load now and then: all six
+    # were gone before the Ctrl-C)
+    pg_proxy.hold_answers_to("pg_terminate_backend")
     proc = run_in_background(opsctl_env, tmp_path, *args, env=env)
     alive = lambda: pg.count(f"pid IN ({','.join(map(str, roots))})")  # noqa: E731
     try:
-        wait_until(lambda: step_started(opsctl_env, "end_blockers"), what="end_blockers started")
-        pg_proxy.delay = 1.0  # the batch now takes 6 s: time to interrupt it in the middle
+        wait_until(pg_proxy.holding.is_set, what="first termination in flight")
         wait_until(lambda: alive() < 6, what="a first root blocker terminated")
         proc.send_signal(signal.SIGINT)
-        pg_proxy.delay = 0
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, stdout + stderr
+    assert pg_proxy.cancelled.is_set()  # the answer was released by opsctl's own cancel request
     first = json.loads(stdout)
     partial = step(first, "end_blockers")
     assert partial["status"] == "interrupted", partial
