@@ -156,6 +156,21 @@ class LockBusy(NotConfirmed):
     """Another run holds the apply lock of the same target and did not release it in time."""
 
 
+def caused_by_ctrl_c(e: BaseException) -> bool:
+    """Whether ``e`` is a KeyboardInterrupt that Python wrapped in another exception: Ctrl-C while a
+    class was being created (``RuntimeError: Error calling __set_name__``, seen while ``platform``
+    or a dataclass module was imported lazily).  A broad ``except Exception`` must let it go on as
+    the Ctrl-C it is, not report a crash or a broken runbook."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 # ---- secrets: one registry, masked wherever text leaves the process ------------------------------
 # Values of secret parameters, backend passwords, webhook URLs... registered as soon as they are
 # known (parameters parsed, environment loaded), and masked in stdout/stderr, the run log, reports,
@@ -171,21 +186,6 @@ _SHORT = 8
 _TINY = 4
 _RENDERINGS: dict[str, str] = {}  # a text rendered with a tiny secret -> the same text masked
 _pattern: object = None  # compiled lazily; reset when a secret is added
-
-
-def caused_by_ctrl_c(e: BaseException) -> bool:
-    """Whether ``e`` is a KeyboardInterrupt that Python wrapped in another exception: Ctrl-C while a
-    class was being created (``RuntimeError: Error calling __set_name__``, seen while ``platform``
-    or a dataclass module was imported lazily).  A broad ``except Exception`` must let it go on as
-    the Ctrl-C it is, not report a crash or a broken runbook."""
-    seen: set[int] = set()
-    cause: BaseException | None = e
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, KeyboardInterrupt):
-            return True
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return False
 
 
 def register_secret(*values: object) -> None:
