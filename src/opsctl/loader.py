@@ -37,6 +37,7 @@ from opsctl.yamltags import (
     SEQ,
     STR,
     VALUE,
+    _TAG_MEMO,
     key_text,
     plain_tag,
 )
@@ -81,7 +82,30 @@ class _Stop(Exception):
         self.node, self.message = node, message
 
 
+_Path = tuple  # where a value is, while building: (parent's _Path, key or index), () at the root
+
+
+def _flat(path: _Path) -> PathT:
+    parts: list[str | int] = []
+    while path:
+        path, part = path
+        parts.append(part)
+    return tuple(reversed(parts))
+
+
+def _is_text(node: Node, memo: dict[str, str] = _TAG_MEMO) -> bool:
+    """A string scalar within the limits, known without typing it (most keys and values of a runbook:
+    the memo holds only short plain scalars)."""
+    if type(node) is not ScalarNode:
+        return False
+    tag = node.tag
+    return (tag == PLAIN and memo.get(node.value) == STR) or (tag == STR and len(node.value) <= MAX_STRING)
+
+
 class _Builder:
+    """Nodes -> plain data.  Paths are linked pairs while building (a value's path is made only when
+    it has an error), and the plain strings that are most of a runbook are taken inline."""
+
     def __init__(self, file: str, aliases: bool = True) -> None:
         self.file = file
         self.errors: list[RunbookError] = []
@@ -89,22 +113,18 @@ class _Builder:
         self._open: set[int] = set()  # collection nodes being built (a recursive alias loops)
         self._count = 0
 
-    def err(self, node: Node, message: str, path: PathT) -> None:
+    def err(self, node: Node, message: str, path: _Path) -> None:
         self.errors.append(RunbookError(one_line(message), Location(
-            self.file, node.start_mark.line + 1, node.start_mark.column + 1, format_path(path))))
+            self.file, node.start_mark.line + 1, node.start_mark.column + 1, format_path(_flat(path)))))
         if len(self.errors) > MAX_FILE_ERRORS:  # catalog says the check stopped
             raise _Stop(node, "")
 
-    def build(self, node: Node, path: PathT, depth: int) -> Any:
+    def build(self, node: Node, path: _Path, depth: int) -> Any:
         self._count += 1
         if self._count > MAX_VALUES:
             raise _Stop(node, f"more than {MAX_VALUES} values after expanding YAML aliases "
                         "(an alias bomb?)")
-        if isinstance(node, ScalarNode):
-            if node.tag == PLAIN or node.tag == STR:
-                value = node.value
-                if len(value) <= 32 and (node.tag == STR or plain_tag(value) == STR):
-                    return value
+        if type(node) is ScalarNode:
             return self.scalar(node, path)
         if depth >= MAX_DEPTH:
             raise _Stop(node, f"nested more than {MAX_DEPTH} levels deep")
@@ -120,8 +140,8 @@ class _Builder:
         finally:
             self._open.discard(key)
 
-    def collection(self, node: Node, path: PathT, depth: int) -> Any:
-        if isinstance(node, MappingNode):
+    def collection(self, node: Node, path: _Path, depth: int) -> Any:
+        if type(node) is MappingNode:
             if node.tag != MAP:
                 self.err(node, f"unsupported YAML tag {short_repr(node.tag)} on a mapping: "
                          "runbooks are plain data", path)
@@ -131,9 +151,16 @@ class _Builder:
             self.err(node, f"unsupported YAML tag {short_repr(node.tag)} on a sequence: "
                      "runbooks are plain data", path)
             return None
-        return [self.build(child, (*path, i), depth + 1) for i, child in enumerate(node.value)]
+        out: list[Any] = []
+        for i, child in enumerate(node.value):
+            if _is_text(child):
+                self._count += 1
+                out.append(child.value)
+            else:
+                out.append(self.build(child, (path, i), depth + 1))
+        return out
 
-    def scalar(self, node: ScalarNode, path: PathT) -> Any:
+    def scalar(self, node: ScalarNode, path: _Path) -> Any:
         value: str = node.value
         tag = plain_tag(value) if node.tag == PLAIN else node.tag
         if tag == STR:
@@ -161,31 +188,46 @@ class _Builder:
             return None
         return out
 
-    def mapping(self, node: MappingNode, path: PathT, depth: int) -> dict[str, Any]:
+    def mapping(self, node: MappingNode, path: _Path, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        first_at: dict[str, Node] = {}  # each key's first node (a duplicate names its line)
+        first_at: dict[str, Node] | None = None  # each key's first node, made at the first duplicate
         for key_node, value_node in node.value:
-            if not isinstance(key_node, ScalarNode):
-                self.err(key_node, "mapping keys must be scalars", path)
-                continue
-            tag = plain_tag(key_node.value) if key_node.tag == PLAIN else key_node.tag
-            if tag == STR:
+            if _is_text(key_node):
                 key: str | None = key_node.value
-            elif tag == MERGE:
-                self.err(key_node, "YAML merge keys (<<) are not supported: write the keys out", path)
-                continue
             else:
-                key = key_text(key_node)
-            if key is None:
-                self.err(key_node, f"unsupported mapping key {short_repr(key_node.value)}", path)
-                continue
-            child = (*path, key)
-            first = first_at.setdefault(key, key_node)
-            if first is not key_node:
+                key = self.key(key_node, path)
+                if key is None:
+                    continue
+            if key in out:
+                if first_at is None:
+                    first_at = {}
+                    for k, _ in node.value:
+                        text = key_text(k) if type(k) is ScalarNode else None
+                        if text is not None:
+                            first_at.setdefault(text, k)
+                first = first_at[key]
                 self.err(key_node, f"duplicate key {short_repr(key)} (first defined at line "
-                         f"{first.start_mark.line + 1})", child)
-            out[key] = self.build(value_node, child, depth + 1)
+                         f"{first.start_mark.line + 1})", (path, key))
+            if _is_text(value_node):
+                self._count += 1
+                out[key] = value_node.value
+            else:
+                out[key] = self.build(value_node, (path, key), depth + 1)
         return out
+
+    def key(self, key_node: Node, path: _Path) -> str | None:
+        """The dict key of a key node that is not plain text (None, with an error: not usable)."""
+        if type(key_node) is not ScalarNode:
+            self.err(key_node, "mapping keys must be scalars", path)
+            return None
+        tag = plain_tag(key_node.value) if key_node.tag == PLAIN else key_node.tag
+        if tag == MERGE:
+            self.err(key_node, "YAML merge keys (<<) are not supported: write the keys out", path)
+            return None
+        key = key_text(key_node)
+        if key is None:
+            self.err(key_node, f"unsupported mapping key {short_repr(key_node.value)}", path)
+        return key
 
 
 def _position(data: bytes, offset: int) -> tuple[int, int]:
