@@ -187,10 +187,11 @@ class Checker:
         for problem in analysis.problems:
             self.error(path, problem)
         roots, chains = analysis.roots, analysis.chains
-        for root in sorted(roots - templating.ROOTS):
+        unknown = roots - templating.ROOTS
+        for root in sorted(unknown) if unknown else ():
             self.error(path, f"unknown name {root!r}{did_you_mean(root, templating.ROOTS)}; "
                        "templates can use params, steps, env, run and result")
-        if "result" in roots and not allow_result:
+        if not allow_result and "result" in roots:
             self.error(path, "'result' is only available in expect, outputs and until "
                        "(use steps.<id>.result for an earlier step)")
         for chain in chains:
@@ -200,8 +201,8 @@ class Checker:
                 self.check_step_ref(chain, path, info, rank)
 
     def check_param_ref(self, name: str, path: PathT) -> None:
-        params = _dict(self.doc.data.get("params"))
-        if name not in params:
+        params = self.doc.data.get("params")
+        if name not in (params if isinstance(params, dict) else {}):
             self.error(path, f"unknown parameter {name!r}{did_you_mean(name, params)}")
 
     def check_step_ref(self, chain: tuple[str, ...], path: PathT, info: _StepInfo | None,
