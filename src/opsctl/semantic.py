@@ -202,7 +202,9 @@ class Checker:
 
     def check_param_ref(self, name: str, path: PathT) -> None:
         params = self.doc.data.get("params")
-        if name not in (params if isinstance(params, dict) else {}):
+        if not isinstance(params, dict):
+            params = {}
+        if name not in params:
             self.error(path, f"unknown parameter {name!r}{did_you_mean(name, params)}")
 
     def check_step_ref(self, chain: tuple[str, ...], path: PathT, info: _StepInfo | None,
