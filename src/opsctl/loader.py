@@ -23,6 +23,7 @@ from opsctl.errors import MAX_FILE_ERRORS, Location, RunbookError
 from opsctl.fsread import read_regular
 from opsctl.sourcemap import Document, PathT, SourceMap, format_path, one_line, short_repr
 from opsctl.yamltags import (
+    _TAG_MEMO,
     CTOR,
     MAP,
     MAX_DEPTH,
@@ -37,7 +38,6 @@ from opsctl.yamltags import (
     SEQ,
     STR,
     VALUE,
-    _TAG_MEMO,
     key_text,
     plain_tag,
 )
@@ -192,12 +192,9 @@ class _Builder:
         out: dict[str, Any] = {}
         first_at: dict[str, Node] | None = None  # each key's first node, made at the first duplicate
         for key_node, value_node in node.value:
-            if _is_text(key_node):
-                key: str | None = key_node.value
-            else:
-                key = self.key(key_node, path)
-                if key is None:
-                    continue
+            key = key_node.value if _is_text(key_node) else self.key(key_node, path)
+            if key is None:
+                continue
             if key in out:
                 if first_at is None:
                     first_at = {}
