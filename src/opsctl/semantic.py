@@ -187,11 +187,10 @@ class Checker:
         for problem in analysis.problems:
             self.error(path, problem)
         roots, chains = analysis.roots, analysis.chains
-        unknown = roots - templating.ROOTS
-        for root in sorted(unknown) if unknown else ():
+        for root in sorted(roots - templating.ROOTS):
             self.error(path, f"unknown name {root!r}{did_you_mean(root, templating.ROOTS)}; "
                        "templates can use params, steps, env, run and result")
-        if not allow_result and "result" in roots:
+        if "result" in roots and not allow_result:
             self.error(path, "'result' is only available in expect, outputs and until "
                        "(use steps.<id>.result for an earlier step)")
         for chain in chains:
@@ -201,9 +200,7 @@ class Checker:
                 self.check_step_ref(chain, path, info, rank)
 
     def check_param_ref(self, name: str, path: PathT) -> None:
-        params = self.doc.data.get("params")
-        if not isinstance(params, dict):
-            params = {}
+        params = _dict(self.doc.data.get("params"))
         if name not in params:
             self.error(path, f"unknown parameter {name!r}{did_you_mean(name, params)}")
 
