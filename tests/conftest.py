@@ -72,3 +72,24 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return costs.get(module, counts[module] * per_test)
 
     items.sort(key=lambda item: -cost(item))  # stable: a module's tests keep their order
+
+
+# ---- a flaky test's first failure is shown, not only its name -------------------------------------
+# `--reruns 1 -rR` names every test that needed a second try but keeps no traceback of the first:
+# the summary below prints each such failure, so a flaky test in CI leaves what to investigate.
+_RERUNS: list[pytest.TestReport] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.outcome == "rerun":  # pytest-rerunfailures marks a failed first try so
+        _RERUNS.append(report)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for report in _RERUNS:
+        terminalreporter.write_sep("_", f"first try of rerun test {report.nodeid} ({report.when})")
+        terminalreporter.write_line(report.longreprtext)
+        for title, content in report.sections:
+            if title.startswith("Captured"):
+                terminalreporter.write_sep("-", title)
+                terminalreporter.write_line(content[-4000:])
