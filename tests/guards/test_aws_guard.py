@@ -87,7 +87,8 @@ def test_every_read_only_action_works_under_the_guard(name: str, world: dict[str
     clients: dict[str, Any] = {}
     result = load_all()[name](READ_ONLY[name], _ctx(aws_ctx, clients)).run()
     assert isinstance(result, dict) and result
-    assert clients and all(":read-only:" in key for key in clients)  # only guarded clients were made
+    made = [key for key in clients if "aws-session:" not in key]  # the run's session, and its clients
+    assert made and all(":read-only:" in key for key in made)  # only guarded clients were made
     assert depth(moto, world["dlq"]) == 5 and depth(moto, world["queue"]) == 0
 
 
@@ -97,7 +98,7 @@ def test_every_plan_works_under_the_guard(name: str, world: dict[str, str], moto
     clients: dict[str, Any] = {}
     plan = load_all()[name](PLANS[name], _ctx(aws_ctx, clients)).plan()
     assert isinstance(plan, Plan)
-    assert all(":read-only:" in key for key in clients)
+    assert all(":read-only:" in key for key in clients if "aws-session:" not in key)
     assert depth(moto, world["dlq"]) == 5
 
 
@@ -122,6 +123,11 @@ def test_a_guarded_client_refuses_writes_before_sending(world: dict[str, str], m
     writable = client(_ctx(aws_ctx, clients, read_only=False), "sqs")
     assert writable is not sqs
     writable.send_message(QueueUrl=world["queue"], MessageBody="from apply")
+    assert depth(moto, world["queue"]) == 1
+    # all made from the run's one session: the guard is on each client's own hooks, not the session's
+    assert [key for key in clients if key.startswith("aws-session:")] == ["aws-session:None:eu-west-1"]
+    with pytest.raises(ReadOnlyViolation, match="sqs:SendMessage"):
+        sqs.send_message(QueueUrl=world["queue"], MessageBody="x")
     assert depth(moto, world["queue"]) == 1
 
 
