@@ -26,8 +26,7 @@ def _console() -> Console:
 def _dump(doc: dict[str, Any]) -> None:
     from opsctl.audit import redact
 
-    json.dump(redact(doc), sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
+    sys.stdout.write(json.dumps(redact(doc), indent=2, default=str) + "\n")  # one write to mask
 
 
 def fanout_summary(rb: Any, rows: list[Any], code: int, output: str, dry_run: bool) -> None:
