@@ -40,6 +40,19 @@ def test_shipped_rehearsals_pass(path: Path, opsctl_rehearse: Callable[..., Any]
     assert len(results) == 1 and results[0].ok, results[0].failures
 
 
+def test_a_rehearsal_starts_from_clean_servers(opsctl_moto: Any,
+                                              opsctl_rehearse: Callable[..., Any]) -> None:
+    # an earlier test of the session left messages in the queues the rehearsal uses (seen in CI:
+    # rb-007's rehearsal found 55 messages in orders-dlq where it had put 40)
+    from opsctl.testing.aws import fill, make_queue_with_dlq
+
+    opsctl_moto.reset()
+    _, dlq = make_queue_with_dlq(opsctl_moto, "orders")
+    fill(opsctl_moto, dlq, 15)
+    results = opsctl_rehearse(REPO / "runbooks" / "rb-007-sqs-dlq-redrive.rehearsal.yaml", only=[0])
+    assert len(results) == 1 and results[0].ok, results[0].failures
+
+
 def test_a_false_must_hold_fails_located(opsctl: Callable[..., Result], tmp_path: Path) -> None:
     rehearsal = tmp_path / "rb-010.rehearsal.yaml"
     rehearsal.write_text(

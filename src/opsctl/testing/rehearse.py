@@ -242,6 +242,8 @@ def _rehearse(spec: Spec, i: int, r: dict[str, Any], servers: Any, timeout: floa
         result.skipped = str(e)
         return result
     state = state_dir or tempfile.mkdtemp(prefix="opsctl-rehearse-")
+    for kind in spec.servers:  # from clean servers, whatever ran on them before (a test of the session)
+        clear(kind, servers)
     try:
         for j, fault in enumerate(r.get("faults") or []):
             name, args = next(iter(fault.items()))
