@@ -384,3 +384,16 @@ def test_terminate_scope_excludes_and_says_so(pg: PgServer, pg_actions_env: PgSe
     assert plan.data["excluded_by_scope"] == [
         "3 sessions of checkout-api excluded by application_name=report-*",
         "1 session of checkout-api excluded by database=app"]
+
+
+def test_the_kits_own_connections_are_not_counted(pg: PgServer) -> None:
+    # PgServer.sql() connects as KIT_APPLICATION_NAME; the backend of one it just closed can still
+    # be listed for a moment, and was once taken for an incident session that a dry run ended
+    from opsctl.testing.postgres import KIT_APPLICATION_NAME
+
+    pg.open_sessions(2, "worker")
+    with pg.connect("postgres", application_name=KIT_APPLICATION_NAME):
+        assert pg.count() == 2
+        assert pg.count(f"application_name = '{KIT_APPLICATION_NAME}'") == 0
+        assert [r[0] for r in pg.sql("SELECT application_name FROM pg_stat_activity "
+                                     "WHERE pid = pg_backend_pid()")] == [KIT_APPLICATION_NAME]

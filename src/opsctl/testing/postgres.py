@@ -29,6 +29,7 @@ from opsctl.testing.ports import free_port
 from opsctl.testing.proxy import TcpProxy  # noqa: F401 - the proxy for the wire faults
 from opsctl.testing.unavailable import Unavailable
 
+KIT_APPLICATION_NAME = "opsctl-kit"  # the kit's own connections (sql(), count())
 PASSWORDS = {"postgres": "pg-super-secret", "ops": "ops-s3cret-pw", "app": "app-s3cret-pw",
              "monitor": "mon-s3cret-pw", "nostats": "nostats-s3cret-pw"}
 
@@ -97,8 +98,11 @@ class PgServer:
         return psycopg.connect(self.dsn(user, dbname), connect_timeout=15, **kw)  # loaded CI machines
 
     def sql(self, query: str, params: Any = None, dbname: str = "app") -> list[tuple[Any, ...]]:
-        """Run one statement as the superuser and return its rows (the server's own view)."""
-        with self.connect("postgres", dbname) as conn:
+        """Run one statement as the superuser and return its rows (the server's own view).  Its
+        connection is named KIT_APPLICATION_NAME: the backend of a closed one can still be listed
+        in pg_stat_activity for a moment, and count() (and the tests' views of who is connected)
+        leave the kit's own connections out."""
+        with self.connect("postgres", dbname, application_name=KIT_APPLICATION_NAME) as conn:
             cur = conn.execute(query, params)
             return cur.fetchall() if cur.description else []
 
@@ -190,7 +194,8 @@ class PgServer:
     def count(self, where: str = "true") -> int:
         """Client backends in pg_stat_activity matching a condition, as the server sees them."""
         return int(self.sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-                            f"AND pid <> pg_backend_pid() AND {where}")[0][0])
+                            f"AND pid <> pg_backend_pid() AND application_name <> '{KIT_APPLICATION_NAME}' "
+                            f"AND {where}")[0][0])
 
     def keep_alive(self, restore: Any, alive: Any, period: float = 0.2) -> Any:
         """A fault that comes back (an application that keeps leaking, a blocker that is
