@@ -77,16 +77,15 @@ def new_session(cfg: dict[str, Any]) -> Any:
 _SESSION_LOCK = threading.Lock()
 
 
-def _make_client(cfg: dict[str, Any], service: str,
-                 budget: tuple[float, float, int] | None = None, shared: Any = None) -> Any:
+def _make_client(cfg: dict[str, Any], service: str, budget: tuple[float, float, int], session: Any) -> Any:
+    """A client of ``session`` (new_session) with the timeouts and attempts of ``budget``."""
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, NoRegionError, ProfileNotFound
 
-    connect, read, attempts = budget or (CONNECT_TIMEOUT, READ_TIMEOUT, 3)
+    connect, read, attempts = budget
     config = Config(connect_timeout=connect, read_timeout=read,
                     retries={"mode": "adaptive", "total_max_attempts": attempts}, max_pool_connections=32)
     try:
-        session = shared or new_session(cfg)
         with _SESSION_LOCK:
             # endpoint_url None lets botocore honour AWS_ENDPOINT_URL[_SERVICE] itself
             return session.client(service, config=config, endpoint_url=cfg.get("endpoint_url") or None)
