@@ -271,12 +271,20 @@ def test_a_partial_redrive_cut_short_then_resumed_moves_max_messages_in_all(
     """max_messages is the blast radius of the redrive that was confirmed, not of each attempt: the
     resumed run finishes the confirmed offset ranges (partition 0, 0..BIG-1) and sends nothing
     beyond them (a fresh budget after the cut would have sent the first records of partition 1)."""
-    names = big_dlq(noida_broker)
-    source, dlq, group = names
     partial = ("-p", f"max_messages={BIG}", "-p", "allow_partial=true")
-    code, output = interrupt_mid_redrive(opsctl_env, noida_broker, names, tmp_path, BIG // 4, sig, partial)
-    assert code != 0, output
-    assert 0 < len(noida_broker.read_all(source)) < BIG, output  # cut in the middle of the range
+    for _ in range(3):
+        # the signal must land inside the range: on a loaded machine the watcher below can be
+        # descheduled while the whole range is sent (seen once: 1,500 records in 0.5 s, the signal
+        # then stopped verify); that attempt proves nothing here, so it starts over on fresh topics
+        names = big_dlq(noida_broker)
+        source, dlq, group = names
+        code, output = interrupt_mid_redrive(opsctl_env, noida_broker, names, tmp_path, BIG // 4, sig,
+                                             partial)
+        assert code != 0, output
+        if 0 < len(noida_broker.read_all(source)) < BIG:  # cut in the middle of the range
+            break
+    else:
+        pytest.fail(f"3 attempts, none cut in the middle of the range:\n{output}")
     resumed = opsctl("run", RUNBOOK, "--resume", last_run_id(opsctl), "--yes", "-o", "json",
                      "-p", f"dlq_topic={dlq}", "-p", f"topic={source}", "-p", f"group={group}", *partial,
                      env=noida_broker.env)
