@@ -153,7 +153,9 @@ class _Builder:
             return None
         out: list[Any] = []
         for i, child in enumerate(node.value):
-            if _is_text(child):
+            # inline only under the budget: the value that crosses it goes through build(), which
+            # says where, whether or not its text is in the process-wide memo (_is_text)
+            if self._count < MAX_VALUES and _is_text(child):
                 self._count += 1
                 out.append(child.value)
             else:
@@ -205,7 +207,7 @@ class _Builder:
                 first = first_at[key]
                 self.err(key_node, f"duplicate key {short_repr(key)} (first defined at line "
                          f"{first.start_mark.line + 1})", (path, key))
-            if _is_text(value_node):
+            if self._count < MAX_VALUES and _is_text(value_node):  # as in collection()
                 self._count += 1
                 out[key] = value_node.value
             else:

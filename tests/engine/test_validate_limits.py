@@ -48,6 +48,27 @@ def test_alias_bomb_is_refused_while_it_is_built(levels: int) -> None:
     assert peak < 100 * 2**20  # the expansion stops at the budget: tens of MB, not gigabytes
 
 
+def test_an_alias_bomb_is_located_alike_whatever_the_process_read_before() -> None:
+    # the memo of short plain scalars (yamltags._TAG_MEMO) is process-wide and stops growing at
+    # 10,000 entries: a bomb's scalars in the memo took the inline path, which counted without
+    # checking, so the error moved to a later node once a long-lived process had filled the memo
+    # (CI: another column for the same fuzz mutant in the CLI and in the pytest worker)
+    from opsctl import yamltags
+
+    saved = dict(yamltags._TAG_MEMO)
+    try:
+        yamltags._TAG_MEMO.clear()  # a fresh process: the bomb's scalars are memoized as they come
+        fresh = errors_of(bomb(7))
+        yamltags._TAG_MEMO.clear()
+        yamltags._TAG_MEMO.update({f"filler-{i}": "tag:yaml.org,2002:str" for i in range(10_000)})
+        full = errors_of(bomb(7))  # a long-lived one: the memo is full, nothing more is memoized
+    finally:
+        yamltags._TAG_MEMO.clear()
+        yamltags._TAG_MEMO.update(saved)
+    assert len(fresh) == 1 and "more than 100000 values after expanding YAML aliases" in fresh[0]
+    assert full == fresh
+
+
 def test_recursive_alias() -> None:
     lines = errors_of(HEAD + "triggers: &t [a, *t]\n" + STEP % "1")
     # an alias has no position of its own in the composed tree: the anchored node's is given
