@@ -192,7 +192,8 @@ class PgServer:
             time.sleep(0.05)
 
     def count(self, where: str = "true") -> int:
-        """Client backends in pg_stat_activity matching a condition, as the server sees them."""
+        """Client backends in pg_stat_activity matching a condition, as the server sees them, but the
+        kit's own (KIT_APPLICATION_NAME: sql() and count() themselves)."""
         return int(self.sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
                             f"AND pid <> pg_backend_pid() AND application_name <> '{KIT_APPLICATION_NAME}' "
                             f"AND {where}")[0][0])
