@@ -6,7 +6,17 @@ code.  Anything else that escapes is a bug: its traceback goes to a file, not to
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# characters that would split or recolour a `file:line:col: message` line when a file's name holds them
+_CONTROL_IN_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def shown_name(file: str) -> str:
+    """A file name as one line of text: control characters written as Python escapes (``\\n``,
+    ``\\x1b``), the rest as it is (``--output json`` keeps the real name)."""
+    return _CONTROL_IN_NAME.sub(lambda m: repr(m.group())[1:-1], file)
 
 
 class ExitCode:
@@ -47,7 +57,8 @@ class Location:
     path: str = ""  # json-path-ish: mitigate[1].with.replicas
 
     def __str__(self) -> str:
-        pos = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        file = shown_name(self.file)
+        pos = f"{file}:{self.line}:{self.column}" if self.line else file
         return f"{pos}: {self.path}" if self.path else pos
 
 

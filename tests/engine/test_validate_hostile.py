@@ -8,6 +8,7 @@ writer forever).  CPU time is bounded with tests/timing.py's budget (the inputs 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -134,3 +135,23 @@ def test_a_fifo_named_like_a_runbook_is_an_error_not_a_hang(tmp_path: Path) -> N
                              capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert resolve.returncode == 0, resolve.stderr
     assert resolve.stdout.strip().endswith(NAME)
+
+
+def test_a_file_name_with_a_newline_or_an_escape_still_gives_one_line_per_error(tmp_path: Path) -> None:
+    # a name may hold any byte but "/" and NUL: the text output writes control characters as escapes
+    # (one line per error, no terminal escape sequence), --output json keeps the real name
+    name = "rb-099-new\nline\x1b[31m.yaml"
+    (tmp_path / name).write_text("id: rb-099\n", encoding="utf-8")
+    env = {**os.environ, "OPSCTL_STATE_DIR": str(tmp_path / "state"),
+           "OPSCTL_CACHE_DIR": str(tmp_path / "cache")}
+    for cache in ("--no-cache", "--cache", "--cache"):  # the second --cache run reads the cached verdict
+        out = subprocess.run([sys.executable, "-m", "opsctl", "validate", cache, str(tmp_path)],
+                             capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 2, out.stderr
+        lines = out.stdout.splitlines()
+        assert lines and all(line.startswith(f"{tmp_path}/rb-099-new\\nline\\x1b[31m.yaml:1:1: ")
+                             for line in lines), lines
+        assert "\x1b" not in out.stdout
+    js = subprocess.run([sys.executable, "-m", "opsctl", "validate", "--no-cache", "-o", "json",
+                         str(tmp_path)], capture_output=True, text=True, timeout=120, env=env)
+    assert {e["file"] for e in json.loads(js.stdout)} == {str(tmp_path / name)}

@@ -214,7 +214,7 @@ def _location(rb: Any, b: dict[str, Any]) -> Location:
 
 def _where(rb: Any, b: dict[str, Any]) -> str:
     loc = _location(rb, b)
-    return f"{loc.file}:{loc.line}:{loc.column}"
+    return str(Location(loc.file, loc.line, loc.column))  # the name shown on one line, as errors show it
 
 
 # ---- mapping ----------------------------------------------------------------------------------
