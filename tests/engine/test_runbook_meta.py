@@ -306,3 +306,59 @@ def test_every_duration_parameter_is_bounded(rid: str) -> None:
     for p in RUNBOOKS[rid].params.values():
         if p.type == "duration":
             assert p.max is not None, f"{rid}: duration parameter {p.name!r} has no max"
+
+
+# ---- ranges: a value an action would refuse is refused before anything runs ------------------------
+
+_EXACT = re.compile(r"^\{\{\s*params\.(\w+)\s*\}\}$")
+
+
+def unbounded_numbers(rb: Runbook) -> list[str]:
+    """Numeric parameters wider than an action argument they are passed to as they are
+    (`arg: "{{ params.x }}"`), and percentages not declared within 0-100.
+
+    `-p samples=50` for an argument that takes 1-10 would pass the parameter check and fail in the
+    middle of the run, after the diagnosis has contacted the backends (issue 10: ranges are checked
+    before any backend is contacted)."""
+    out = []
+    for p in rb.params.values():
+        if p.type not in ("integer", "number"):
+            continue
+        low = None if p.min is None else float(p.min)
+        high = None if p.max is None else float(p.max)
+        if p.name.endswith("_pct") and (low is None or low < 0 or high is None or high > 100):
+            out.append(f"{p.name}: a percentage without min 0 / max 100")
+        for step in rb.steps():
+            props = (REGISTRY[step.action].schema or {}).get("properties", {})
+            for arg, value in step.args.items():
+                m = _EXACT.match(value.strip()) if isinstance(value, str) else None
+                if not m or m.group(1) != p.name or not isinstance(props.get(arg), dict):
+                    continue
+                sch = props[arg]
+                floor = sch.get("minimum", sch.get("exclusiveMinimum"))
+                if floor is not None and (low is None or low < floor
+                                          or ("exclusiveMinimum" in sch and low <= floor)):
+                    out.append(f"{p.name}: min {p.min} below {step.id}.{arg}'s minimum {floor}")
+                if "maximum" in sch and (high is None or high > sch["maximum"]):
+                    out.append(f"{p.name}: max {p.max} above {step.id}.{arg}'s maximum {sch['maximum']}")
+    return out
+
+
+@pytest.mark.parametrize("rb_id", IDS)
+def test_every_numeric_parameter_is_as_narrow_as_the_arguments_it_feeds(rb_id: str) -> None:
+    assert unbounded_numbers(RUNBOOKS[rb_id]) == []
+
+
+def test_the_range_check_can_fail() -> None:
+    from opsctl.model import Param
+
+    rb = RUNBOOKS["rb-007"]
+    loose = {**rb.params, "samples": Param("samples", "integer", default=5),
+             "workers": Param("workers", "integer", default=4, min=1, max=64),
+             "extra_pct": Param("extra_pct", "number", default=5, min=0)}
+    assert unbounded_numbers(Runbook(**{**rb.__dict__, "params": loose})) == [
+        "workers: max 64 above redrive.workers's maximum 32",
+        "samples: min None below samples.count's minimum 1",
+        "samples: max None above samples.count's maximum 10",
+        "extra_pct: a percentage without min 0 / max 100",
+    ]
