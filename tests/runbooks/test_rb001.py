@@ -32,8 +32,12 @@ class Health:
     """Health endpoints: /up (200 UP), /down (503 DOWN), /slow (UP after 0.6 s)."""
 
     def __init__(self) -> None:
+        self.paths: list[str] = []  # every path asked for
+        paths = self.paths
+
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                paths.append(self.path)
                 if self.path == "/slow":
                     time.sleep(0.6)
                 code, status = (503, "DOWN") if self.path == "/down" else (200, "UP")
@@ -244,6 +248,18 @@ def test_scope_probes_only_what_is_listed(opsctl: Callable[..., Result], env: di
     assert [(p["kind"], p["target"]) for p in s["probes"]] == [("http", "search")]  # not the env's checkout
     assert s["severity"] == "none" and {"redis", "postgres"} <= s["skipped"].keys()
     assert s["recommendations"] == [] and s["signals"] == []
+
+
+def test_a_misspelt_skip_is_refused_before_any_probe(opsctl: Callable[..., Result], env: dict[str, str],
+                                                     health: Health) -> None:
+    """`-p skip=postgress` used to be ignored: the backend the operator meant to leave alone was
+    probed. Now the sweep stops before its first probe, naming the backend it took it for."""
+    result, doc = triage(opsctl, env, "--dry-run", "-p", f"services=search={health.url}/skip-typo",
+                         "-p", "skip=redis,postgress")
+    assert result.code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "skip: unknown backend 'postgress' (did you mean 'postgres'?); one of http, postgres" in text
+    assert "/skip-typo" not in health.paths  # nothing was probed
 
 
 def test_slack_refusing_the_post_is_exit_4_naming_the_host_only(

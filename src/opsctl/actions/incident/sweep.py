@@ -9,6 +9,7 @@ blind spot, never a failed triage.
 
 from __future__ import annotations
 
+import difflib
 import json
 import threading
 import time
@@ -107,6 +108,12 @@ class Sweep(Action):
     def plan_probes(self) -> tuple[list[tuple[str, str, Any]], dict[str, str]]:
         """[(backend, target, how)], {backend: why skipped}."""
         skip = set(_list(self.args.get("skip")))
+        unknown = sorted(skip - set(BACKENDS))
+        if unknown:  # a misspelt name would probe the backend it meant to skip
+            close = difflib.get_close_matches(unknown[0], BACKENDS, n=1)
+            raise ActionError(f"skip: unknown backend {unknown[0]!r}"
+                              f"{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                              f"one of {', '.join(BACKENDS)}")
         probes: list[tuple[str, str, Any]] = []
         skipped: dict[str, str] = {}
         services = _services(self._setting("services", "services"))
