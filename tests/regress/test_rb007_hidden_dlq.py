@@ -27,7 +27,8 @@ def test_delayed_messages_in_the_dlq_are_not_an_empty_dlq(opsctl: Callable[..., 
         sqs.send_message(QueueUrl=dlq, MessageBody=f"late-{i}", DelaySeconds=600)
     attrs = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["All"])["Attributes"]
     assert attrs["ApproximateNumberOfMessagesDelayed"] == "7" and attrs["ApproximateNumberOfMessages"] == "0"
-    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=delayq", env=moto.env)
+    result = opsctl("run", RUNBOOK, "--yes", "-p", "consumer_idle=1s", "-o", "json", "-p", "queue=delayq",
+                    env=moto.env)
     assert result.code != 0, result.output
     report = json.loads(result.stdout)
     assert "verified" not in report["message"], report["message"]

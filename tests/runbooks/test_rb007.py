@@ -15,13 +15,24 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.aws import Moto, check_matrix, depth, drain_bodies, fill, make_queue_with_dlq, run_step
+from tests.fixtures.aws import (
+    Moto,
+    check_matrix,
+    consumer,
+    depth,
+    drain_bodies,
+    fill,
+    make_queue_with_dlq,
+    run_step,
+)
 from tests.fixtures.core import REPO, Result
 
 pytestmark = pytest.mark.aws
 RUNBOOK = str(REPO / "runbooks" / "rb-007-sqs-dlq-redrive.yaml")
 
 step = run_step
+# nothing consumes the queue in most tests: verify stops watching it after 1 s, not the default 5 s
+IDLE = ("-p", "consumer_idle=1s")
 
 
 def test_dry_run_finds_the_dlq_and_moves_nothing(opsctl: Callable[..., Result], moto: Moto) -> None:
@@ -49,6 +60,11 @@ def test_yes_moves_everything_and_verify_passes(opsctl: Callable[..., Result], m
     assert (got["planned"], got["moved"], got["duplicates"], got["remaining"]) == (300, 300, 0, 0)
     assert step(result, "drained")["status"] == "ok"
     assert "[client-side]" in step(result, "redrive")["plan"]["summary"]
+    # nothing reads the queue here: verify says the messages wait in it (a warning, not a failure)
+    consumed = step(result, "consumed")
+    assert consumed["result"]["outcome"] == "idle" and consumed["result"]["remaining"] == 300
+    assert [f["severity"] for f in consumed["findings"] if "nothing consumed plooral-queue" in f["message"]] \
+        == ["warning"]
     assert depth(moto, dlq) == 0
     assert sorted(drain_bodies(moto, queue)) == sent
 
@@ -56,7 +72,7 @@ def test_yes_moves_everything_and_verify_passes(opsctl: Callable[..., Result], m
 def test_over_max_messages_is_refused_before_any_change(opsctl: Callable[..., Result], moto: Moto) -> None:
     queue, dlq = make_queue_with_dlq(moto, "plooral-queue")
     fill(moto, dlq, 30)
-    result = opsctl("run", RUNBOOK, "--yes", "-p", "queue=plooral-queue", "-p", "max_messages=20",
+    result = opsctl("run", RUNBOOK, "--yes", *IDLE, "-p", "queue=plooral-queue", "-p", "max_messages=20",
                     env=moto.env)
     assert result.code == 1, result.output
     assert "more than max_messages=20" in result.output
@@ -138,7 +154,7 @@ def test_interrupted_and_resumed_at_random_points_moves_each_message_exactly_onc
     queue, dlq = make_queue_with_dlq(moto, "plooral-queue")
     sent = fill(moto, dlq, 600)
     env = {**opsctl_env, **moto.env}
-    proc = start_run(env, "--yes", "-o", "json", "-p", "queue=plooral-queue", "-p", "rate=150")
+    proc = start_run(env, "--yes", *IDLE, "-o", "json", "-p", "queue=plooral-queue", "-p", "rate=150")
     wait_moved(moto, queue, rng.randrange(1, 250), proc)
     time.sleep(rng.uniform(0, 0.5))
     code, out, err = interrupt(proc)
@@ -155,7 +171,7 @@ def test_interrupted_and_resumed_at_random_points_moves_each_message_exactly_onc
     assert code in (0, 130), (seed, out + err)
     second = json.loads(out)
     assert depth(moto, queue) + depth(moto, dlq) == 600, seed
-    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "--resume", second["run_id"], env=moto.env)
+    result = opsctl("run", RUNBOOK, "--yes", *IDLE, "-o", "json", "--resume", second["run_id"], env=moto.env)
     assert result.code == 0, (seed, result.output)
     got = step(result, "redrive")["result"]
     assert (got["planned"], got["moved"], got["duplicates"], got["unknown"]) == (600, 600, 0, 0), seed
@@ -171,7 +187,7 @@ def test_killed_mid_redrive_then_rerun_loses_and_doubles_nothing(opsctl_env: dic
     queue, dlq = make_queue_with_dlq(moto, "plooral-queue")
     sent = fill(moto, dlq, 500)
     env = {**opsctl_env, **moto.env}
-    proc = start_run(env, "--yes", "-p", "queue=plooral-queue", "-p", "rate=300",
+    proc = start_run(env, "--yes", *IDLE, "-p", "queue=plooral-queue", "-p", "rate=300",
                      "-p", "visibility_timeout=3")
     wait_moved(moto, queue, 100, proc)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -179,14 +195,14 @@ def test_killed_mid_redrive_then_rerun_loses_and_doubles_nothing(opsctl_env: dic
     moved = depth(moto, queue)
     assert 0 < moved < 500
     time.sleep(3.2)  # visibility timeout of the messages the dead run had received
-    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=plooral-queue", env=moto.env)
+    result = opsctl("run", RUNBOOK, "--yes", *IDLE, "-o", "json", "-p", "queue=plooral-queue", env=moto.env)
     got = step(result, "redrive")["result"]
     assert got["duplicates"] == 0 and got["planned"] == 500
     if got["unknown"]:  # killed during a send: those are left in the DLQ, said so, not verified
         assert result.code == 1, result.output
         assert got["moved"] + got["unknown"] == 500 and depth(moto, dlq) == got["unknown"]
         time.sleep(3.2)
-        result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=plooral-queue",
+        result = opsctl("run", RUNBOOK, "--yes", *IDLE, "-o", "json", "-p", "queue=plooral-queue",
                         "-p", "resend_unknown=true", env=moto.env)
     assert result.code == 0, result.output
     bodies = drain_bodies(moto, queue)
@@ -200,7 +216,7 @@ def test_ctrl_c_mid_redrive_records_what_was_moved(opsctl_env: dict[str, str], m
     queue, dlq = make_queue_with_dlq(moto, "plooral-queue")
     fill(moto, dlq, 500)
     env = {**opsctl_env, **moto.env}
-    proc = start_run(env, "--yes", "-o", "json", "-p", "queue=plooral-queue", "-p", "rate=200")
+    proc = start_run(env, "--yes", *IDLE, "-o", "json", "-p", "queue=plooral-queue", "-p", "rate=200")
     wait_moved(moto, queue, 100, proc)
     code, out, err = interrupt(proc)
     assert code == 130, out + err
@@ -219,7 +235,7 @@ def test_partial_redrive_says_how_many_remain_and_is_never_verified(opsctl: Call
                                                                     moto: Moto) -> None:
     queue, dlq = make_queue_with_dlq(moto, "plooral-queue")
     fill(moto, dlq, 50)
-    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=plooral-queue",
+    result = opsctl("run", RUNBOOK, "--yes", *IDLE, "-o", "json", "-p", "queue=plooral-queue",
                     "-p", "max_messages=30", "-p", "partial=true", env=moto.env)
     assert result.code == 1, result.output
     doc = json.loads(result.stdout)
@@ -252,7 +268,8 @@ def test_server_side_mode_is_detected_and_falls_back_to_the_client_mover(opsctl:
     # moto has no StartMessageMoveTask: auto falls back and the plan says so; server is refused
     queue, dlq = make_queue_with_dlq(moto, "plooral-queue")
     fill(moto, dlq, 20)
-    auto = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=plooral-queue", "-p", "mode=auto",
+    auto = opsctl("run", RUNBOOK, "--yes", *IDLE, "-o", "json", "-p", "queue=plooral-queue",
+                  "-p", "mode=auto",
                   env=moto.env)
     assert auto.code == 0, auto.output
     plan = step(auto, "redrive")["plan"]
@@ -271,7 +288,8 @@ def test_dlq_given_as_the_source_queue_itself_is_refused(opsctl: Callable[..., R
     fill(moto, queue, 5)
     # the same queue, once by name and once by URL: redriving it into itself would re-send every
     # message until max_messages
-    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=no-policy", "-p", f"dlq={queue}",
+    result = opsctl("run", RUNBOOK, "--yes", *IDLE, "-o", "json", "-p", "queue=no-policy",
+                    "-p", f"dlq={queue}",
                     env=moto.env)
     assert result.code == 1, result.output
     assert "the DLQ is the source queue itself" in step(result, "redrive")["reason"]
@@ -288,11 +306,12 @@ def test_dlq_shared_with_another_queue_is_refused_unless_asked(opsctl: Callable[
     billing = sqs.create_queue(QueueName="billing", Attributes={"RedrivePolicy": json.dumps(
         {"deadLetterTargetArn": arn, "maxReceiveCount": "3"})})["QueueUrl"]
     fill(moto, dlq, 20)
-    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=orders", env=moto.env)
+    result = opsctl("run", RUNBOOK, "--yes", *IDLE, "-o", "json", "-p", "queue=orders", env=moto.env)
     assert result.code == 1, result.output
     assert "orders-dlq is also the DLQ of billing" in step(result, "redrive")["reason"]
     assert (depth(moto, queue), depth(moto, dlq), depth(moto, billing)) == (0, 20, 0)
-    forced = opsctl("run", RUNBOOK, "--yes", "-p", "queue=orders", "-p", "shared_dlq=true", env=moto.env)
+    forced = opsctl("run", RUNBOOK, "--yes", *IDLE, "-p", "queue=orders", "-p", "shared_dlq=true",
+                    env=moto.env)
     assert forced.code == 0, forced.output
     assert (depth(moto, queue), depth(moto, dlq)) == (20, 0)
 
@@ -308,10 +327,8 @@ FAULT_MATRIX: dict[str, tuple[str, str]] = {
     "ordinary_role": ("n/a", "AWS has no superuser role to drop: the runbook's identity is an IAM "
                              "principal, whose limits are the two denied cells"),
     "scope": ("test", "test_dlq_shared_with_another_queue_is_refused_unless_asked"),
-    "converges_slowly": ("n/a", "the redrive's counts are exact when it returns; the only slow part, "
-                                "messages of an earlier stopped run hidden in the DLQ, is waited for "
-                                "inside the action (rehearsed by the killed-run test)"),
-    "fix_fails": ("test", "test_messages_failing_again_fail_verify"),
+    "converges_slowly": ("test", "test_verify_waits_for_a_slow_worker_to_consume_the_redriven_messages"),
+    "fix_fails": ("test", "test_a_worker_that_still_fails_sends_the_messages_back_and_verify_fails"),
     "interrupt_resume": ("test",
                          "test_interrupted_and_resumed_at_random_points_moves_each_message_exactly_once"),
 }
@@ -340,7 +357,7 @@ def test_slow_endpoint_still_redrives_exactly(opsctl: Callable[..., Result],
     proxy.delay = 0.3
     queue, dlq = make_queue_with_dlq(moto, "plooral-queue")
     sent = fill(moto, dlq, 30)
-    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=plooral-queue", env=slow.env)
+    result = opsctl("run", RUNBOOK, "--yes", *IDLE, "-o", "json", "-p", "queue=plooral-queue", env=slow.env)
     assert result.code == 0, result.output
     got = step(result, "redrive")["result"]
     assert (got["planned"], got["moved"], got["duplicates"]) == (30, 30, 0)
@@ -375,10 +392,72 @@ def test_messages_failing_again_fail_verify(opsctl_env: dict[str, str], moto: Mo
         fill(moto, dlq, 5)
 
     threading.Thread(target=fail_again, daemon=True).start()
-    result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=plooral-queue", "-p", "rate=10",
+    result = opsctl("run", RUNBOOK, "--yes", *IDLE, "-o", "json", "-p", "queue=plooral-queue",
+                    "-p", "rate=10",
                     env=moto.env)
     assert result.code == 1, result.output
     got = step(result, "redrive")["result"]
     assert (got["planned"], got["moved"], got["duplicates"]) == (40, 40, 0)
     assert any("messages are failing again" in f["message"] and f["severity"] == "critical"
                for f in step(result, "drained")["findings"])
+
+
+def test_a_worker_that_still_fails_sends_the_messages_back_and_verify_fails(
+        opsctl: Callable[..., Result], moto: Moto) -> None:
+    """QA: verify said "verified" as soon as the DLQ was empty, while the worker was still failing:
+    the messages came back to the DLQ minutes later.  A real worker receives each message and never
+    deletes it; after maxReceiveCount (2) receives SQS moves it back to the DLQ."""
+    queue, dlq = make_queue_with_dlq(moto, "plooral-queue", max_receive=2)
+    fill(moto, dlq, 30)
+    with consumer(moto, queue, fails=True) as worker:
+        result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=plooral-queue", env=moto.env,
+                        timeout=300)
+    assert result.code == 1, result.output
+    got = step(result, "redrive")["result"]
+    assert (got["planned"], got["moved"], got["duplicates"]) == (30, 30, 0)  # the move itself was exact
+    consumed = step(result, "consumed")
+    assert consumed["result"]["outcome"] == "bounced" and consumed["result"]["back_in_dlq"] > 0, consumed
+    assert any("the worker still fails them" in f["message"] and f["severity"] == "critical"
+               for f in consumed["findings"])
+    assert worker.failed >= 30 and not worker.done
+
+
+def test_a_healthy_worker_consumes_the_redriven_messages_and_verify_says_so(
+        opsctl: Callable[..., Result], moto: Moto) -> None:
+    queue, dlq = make_queue_with_dlq(moto, "plooral-queue")
+    sent = fill(moto, dlq, 60)
+    with consumer(moto, queue) as worker:
+        result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=plooral-queue", env=moto.env)
+        assert result.code == 0, result.output
+    consumed = step(result, "consumed")
+    assert consumed["result"]["outcome"] == "consumed" and consumed["result"]["consumer_seen"], consumed
+    assert any(f["message"].startswith("none of the 60 redriven message(s) came back to plooral-queue-dlq "
+                                       "(consumed in ") for f in consumed["findings"]), consumed["findings"]
+    assert sorted(worker.done) == sent and depth(moto, queue) == depth(moto, dlq) == 0  # each once
+
+
+def test_verify_waits_for_a_slow_worker_to_consume_the_redriven_messages(
+        opsctl: Callable[..., Result], moto: Moto) -> None:
+    """Converges slowly: 50 messages at 10 every 0.5 s take seconds; verify waits for them (within
+    consume_window), neither passing before they are consumed nor failing while they are."""
+    queue, dlq = make_queue_with_dlq(moto, "plooral-queue")
+    sent = fill(moto, dlq, 50)
+    with consumer(moto, queue, pause=0.5) as worker:
+        result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=plooral-queue", env=moto.env)
+        assert result.code == 0, result.output
+    consumed = step(result, "consumed")["result"]
+    assert consumed["outcome"] == "consumed" and consumed["checks"] > 1, consumed
+    assert sorted(worker.done) == sent
+
+
+def test_a_worker_slower_than_the_window_is_not_verified(opsctl: Callable[..., Result], moto: Moto) -> None:
+    queue, dlq = make_queue_with_dlq(moto, "plooral-queue")
+    fill(moto, dlq, 50)
+    with consumer(moto, queue, pause=2.0):
+        result = opsctl("run", RUNBOOK, "--yes", "-o", "json", "-p", "queue=plooral-queue",
+                        "-p", "consume_window=3s", env=moto.env)
+    assert result.code == 1, result.output
+    consumed = step(result, "consumed")
+    assert consumed["result"]["outcome"] == "timeout" and consumed["result"]["remaining"] > 0, consumed
+    assert any("not consumed yet" in f["message"] and f["severity"] == "critical"
+               for f in consumed["findings"])

@@ -166,6 +166,47 @@ def drain_bodies(moto: Moto, url: str) -> list[str]:
             {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
 
 
+@dataclass
+class Consumer:
+    """What a :func:`consumer` did: the bodies it processed (deleted) and how many receives failed."""
+
+    done: list[str] = field(default_factory=list)
+    failed: int = 0
+
+
+@contextmanager
+def consumer(moto: Moto, url: str, *, fails: bool = False, visibility: int = 1,
+             pause: float = 0.0) -> Iterator[Consumer]:
+    """A worker reading ``url`` over SQS, as a Lambda trigger or a poller does, while the block runs:
+    it deletes what it receives, or with ``fails`` leaves it (the message comes back after
+    ``visibility`` seconds, and goes to the DLQ after the RedrivePolicy's maxReceiveCount);
+    ``pause`` seconds between two batches of up to 10 (a slow worker)."""
+    import threading
+
+    sqs, seen, stop = moto.client("sqs"), Consumer(), threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=visibility,
+                                      WaitTimeSeconds=1).get("Messages", [])
+            if fails:
+                seen.failed += len(got)
+            elif got:
+                sqs.delete_message_batch(QueueUrl=url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
+                seen.done += [m["Body"] for m in got]
+            if got and pause:
+                stop.wait(pause)
+
+    worker = threading.Thread(target=work, name="sqs-consumer", daemon=True)
+    worker.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+
+
 def make_aurora(moto: Moto, cluster: str, members: int = 2) -> list[str]:
     rds = moto.client("rds")
     rds.create_db_cluster(DBClusterIdentifier=cluster, Engine="aurora-postgresql",

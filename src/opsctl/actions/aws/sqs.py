@@ -1,5 +1,5 @@
-"""SQS: queue and DLQ depths, peeking at DLQ messages, the queue's Lambda consumers (the redrive is in
-``redrive.py``)."""
+"""SQS: queue and DLQ depths, peeking at DLQ messages, the queue's Lambda consumers, and whether
+redriven messages get consumed (the redrive is in ``redrive.py``)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ def _depths(url: str, attrs: dict[str, str]) -> dict[str, Any]:
             "visible": int(attrs.get("ApproximateNumberOfMessages", 0)),
             "in_flight": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
             "delayed": int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+            "visibility_timeout": int(attrs.get("VisibilityTimeout", 30)),
             "fifo": attrs.get("FifoQueue") == "true"}
 
 
@@ -222,3 +223,98 @@ class Consumers(Action):
         if not result["mappings"]:
             return "no Lambda trigger reads this queue"
         return ", ".join(f"{m['invokes']}: {m['state']}" for m in result["mappings"])[:160]
+
+
+@register
+class Consumed(Action):
+    """After a redrive: watch the queue and its DLQ until the redriven messages are consumed, or come
+    back to the DLQ (the worker still fails them), for at most ``window`` seconds.
+
+    An empty DLQ right after a redrive proves only that the messages moved: a worker that still fails
+    sends them back after ``maxReceiveCount`` receives, minutes later.  This waits for the outcome:
+
+    * ``consumed``: the queue is back to ``baseline`` messages (its depth before the redrive: visible,
+      in flight and delayed; a message a worker holds is not done), and the DLQ holds no more than
+      ``dlq_baseline``;
+    * ``bounced``: messages came back to the DLQ (more than ``dlq_baseline``): stops at once;
+    * ``idle``: for ``idle`` seconds no sign of a consumer (no enabled trigger given in ``triggers``,
+      nothing in flight, the queue not shrinking): the messages wait in the queue, nothing reads it;
+    * ``timeout``: a consumer reads the queue but has not finished within ``window`` (a worker that
+      holds messages and fails them slowly ends here, or in ``bounced``).
+
+    ```yaml
+    - id: consumed
+      action: aws.sqs.consumed
+      with: {queue: jobs-queue, baseline: 0, window: 120, triggers: 1}
+      expect:
+        - that: "result.outcome != 'bounced'"
+          message: "{{ result.back_in_dlq }} message(s) back in the DLQ: the worker still fails"
+    ```
+    """
+
+    name = "aws.sqs.consumed"
+    permissions = (Iam(("sqs:GetQueueUrl", "sqs:GetQueueAttributes"), QUEUE_ARN + DLQ_ARN),)
+    backend = "aws"
+    summary = "watch a redriven queue: consumed, back in the DLQ, or nothing reading it"
+    schema = type_schema({
+        "queue": _QUEUE, "dlq": _DLQ,
+        "baseline": {"type": "integer", "minimum": 0, "default": 0,
+                     "description": "messages in the queue before the redrive (consumed: back to this)"},
+        "dlq_baseline": {"type": "integer", "minimum": 0, "default": 0,
+                         "description": "messages meant to stay in the DLQ (a partial redrive's rest)"},
+        "window": {"type": "number", "minimum": 0, "maximum": 3600, "default": 120,
+                   "description": "seconds to watch at most"},
+        "idle": {"type": "number", "minimum": 0, "maximum": 3600, "default": 10,
+                 "description": "seconds without any sign of a consumer after which nothing reads the queue"},
+        "triggers": {"type": "integer", "minimum": 0, "default": 0,
+                     "description": "enabled Lambda triggers known to read the queue (a consumer exists)"},
+        "interval": {"type": "number", "exclusiveMinimum": 0, "maximum": 60, "default": 2,
+                     "description": "seconds between two looks"}}, required=["queue"])
+    window_args = ("window",)
+
+    def run(self) -> dict[str, Any]:
+        sqs = client(self.ctx, "sqs")
+        a = self.args
+        baseline, dlq_baseline = int(a.get("baseline", 0)), int(a.get("dlq_baseline", 0))
+        window, idle = float(a.get("window", 120)), float(a.get("idle", 10))
+        interval = float(a.get("interval", 2))
+        seen = int(a.get("triggers", 0)) > 0  # a sign of a consumer
+        start = time.monotonic()
+        first: int | None = None
+        checks = 0
+        while True:
+            main, dlq = queue_pair(sqs, a["queue"], a.get("dlq"))
+            if dlq is None:
+                raise ActionError(f"{main['name']} has no RedrivePolicy and no dlq was given: "
+                                  "nothing tells where failed messages go")
+            checks += 1
+            total = main["visible"] + main["in_flight"] + main["delayed"]
+            back = dlq["visible"] + dlq["in_flight"] + dlq["delayed"] - dlq_baseline
+            first = total if first is None else first
+            seen = seen or main["in_flight"] > 0 or total < first
+            waited = time.monotonic() - start
+            if back > 0:
+                outcome = "bounced"
+            elif total <= baseline:  # in flight counts in total: a message held by a worker is not done
+                outcome, seen = "consumed", True  # what the redrive added was taken away: a consumer
+            elif not seen and waited >= idle:
+                outcome = "idle"
+            elif waited >= window:
+                outcome = "timeout"
+            else:
+                self.ctx.sleep(min(interval, max(0.0, window - waited)))
+                continue
+            return {"outcome": outcome, "consumer_seen": seen, "back_in_dlq": max(0, back),
+                    "remaining": max(0, total - baseline), "queue": main, "dlq": dlq,
+                    "waited_s": round(waited, 1), "checks": checks,
+                    # a failing worker sends a message back after maxReceiveCount receives, each one
+                    # hidden for the queue's VisibilityTimeout: the window should be longer than this
+                    "retry_cycle_s": main["max_receive_count"] * main["visibility_timeout"]}
+
+    @classmethod
+    def summarize(cls, result: Any) -> str:
+        what = {"consumed": "redriven messages consumed",
+                "bounced": f"{result['back_in_dlq']} message(s) back in the DLQ",
+                "idle": f"{result['remaining']} message(s) waiting: nothing reads the queue",
+                "timeout": f"{result['remaining']} message(s) not consumed yet"}[result["outcome"]]
+        return f"{what} ({result['waited_s']}s, {result['checks']} look(s))"
