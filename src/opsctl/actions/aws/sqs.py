@@ -16,6 +16,8 @@ from opsctl.errors import ActionError, ArgumentError
 
 _QUEUE = {"type": "string", "minLength": 1, "description": "queue name, URL or ARN"}
 _DLQ = {"type": "string", "description": "DLQ name, URL or ARN (default: the queue's RedrivePolicy target)"}
+# reading a queue's and its DLQ's depths; the DLQ, when not given, is the RedrivePolicy target: any queue
+_READ_PAIR = (Iam(("sqs:GetQueueUrl", "sqs:GetQueueAttributes"), QUEUE_ARN + DLQ_ARN),)
 
 
 def queue_url(sqs: Any, queue: str) -> str:
@@ -90,8 +92,7 @@ class QueueStats(Action):
     """
 
     name = "aws.sqs.stats"
-    # the DLQ, when not given, is the queue's RedrivePolicy target: any queue
-    permissions = (Iam(("sqs:GetQueueUrl", "sqs:GetQueueAttributes"), QUEUE_ARN + DLQ_ARN),)
+    permissions = _READ_PAIR
     backend = "aws"
     summary = "visible / in-flight / delayed counts of a queue and its DLQ"
     schema = type_schema({"queue": _QUEUE, "dlq": _DLQ}, required=["queue"])
@@ -253,7 +254,7 @@ class Consumed(Action):
     """
 
     name = "aws.sqs.consumed"
-    permissions = (Iam(("sqs:GetQueueUrl", "sqs:GetQueueAttributes"), QUEUE_ARN + DLQ_ARN),)
+    permissions = _READ_PAIR
     backend = "aws"
     summary = "watch a redriven queue: consumed, back in the DLQ, or nothing reading it"
     schema = type_schema({
