@@ -147,6 +147,10 @@ def fill(moto: Moto, url: str, n: int, *, fifo: bool = False, groups: int = 4) -
     return bodies
 
 
+def queue_url_of(moto: Moto, name: str) -> str:
+    return str(moto.client("sqs").get_queue_url(QueueName=name)["QueueUrl"])
+
+
 def depth(moto: Moto, url: str) -> int:
     """Visible + in-flight messages of a queue."""
     a = moto.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
@@ -187,16 +191,22 @@ def consumer(moto: Moto, url: str, *, fails: bool = False, visibility: int = 1,
 
     def work() -> None:
         while not stop.is_set():
-            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=visibility,
-                                      WaitTimeSeconds=1).get("Messages", [])
-            if fails:
-                seen.failed += len(got)
-            elif got:
-                sqs.delete_message_batch(QueueUrl=url, Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
-                seen.done += [m["Body"] for m in got]
-            if got and pause:
-                stop.wait(pause)
+            try:
+                poll()
+            except Exception:  # noqa: BLE001 - the queue went away (the server was cleared): stop
+                return
+
+    def poll() -> None:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=visibility,
+                                  WaitTimeSeconds=1).get("Messages", [])
+        if fails:
+            seen.failed += len(got)
+        elif got:
+            sqs.delete_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
+            seen.done += [m["Body"] for m in got]
+        if got and pause:
+            stop.wait(pause)
 
     worker = threading.Thread(target=work, name="sqs-consumer", daemon=True)
     worker.start()

@@ -1,6 +1,8 @@
 """The faults and state checks a rehearsal file may name, over the kit's servers.
 
-A fault is ``{NAME: {ARG: VALUE}}`` in a rehearsal's ``faults:`` list; a state check is
+A fault is ``{NAME: {ARG: VALUE}}`` in a rehearsal's ``faults:`` list (one that lasts while the run
+goes on, such as a worker reading a queue, returns what stops it; the rehearsal calls it after the
+run, whatever happened); a state check is
 ``{NAME: {ARG: VALUE, equals|min|max: N}}`` in ``expect.state``.  Each entry below is one function
 of the servers (``servers.get("postgres")`` ...); its keyword arguments are the arguments the file
 may give (checked before anything starts: an unknown name or argument is a located error).
@@ -90,12 +92,25 @@ def aws_fill_dlq(s: Servers, queue: str, count: int, fifo: bool = False) -> None
     fill(moto, dlq, count, fifo=fifo)
 
 
+def aws_consumer(s: Servers, queue: str, fails: bool = False, visibility: int = 1,
+                 pause: float = 0.0) -> Callable[[], None]:
+    """A worker reading ``queue`` during the run: it deletes what it receives, or with ``fails``
+    leaves it (back after ``visibility`` s, to the DLQ after maxReceiveCount receives)."""
+    from opsctl.testing.aws import consumer, queue_url_of
+
+    moto = s.get("aws")
+    running = consumer(moto, queue_url_of(moto, queue), fails=fails, visibility=int(visibility),
+                       pause=float(pause))
+    running.__enter__()
+    return lambda: running.__exit__(None, None, None)
+
+
 def wait(s: Servers, seconds: float) -> None:
     """Let a fault age (sessions idle past a threshold)."""
     time.sleep(float(seconds))
 
 
-FAULTS: dict[str, tuple[str | None, Callable[..., None]]] = {
+FAULTS: dict[str, tuple[str | None, Callable[..., Any]]] = {
     "postgres.leak_connections": ("postgres", pg_leak_connections),
     "postgres.lock_chain": ("postgres", pg_lock_chain),
     "postgres.long_queries": ("postgres", pg_long_queries),
@@ -106,6 +121,7 @@ FAULTS: dict[str, tuple[str | None, Callable[..., None]]] = {
     "kafka.consumer_lag": ("kafka", kafka_consumer_lag),
     "kafka.fill_dlq": ("kafka", kafka_fill_dlq),
     "aws.fill_dlq": ("aws", aws_fill_dlq),
+    "aws.consumer": ("aws", aws_consumer),
     "wait": (None, wait),
 }
 

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,11 +245,14 @@ def _rehearse(spec: Spec, i: int, r: dict[str, Any], servers: Any, timeout: floa
     state = state_dir or tempfile.mkdtemp(prefix="opsctl-rehearse-")
     for kind in spec.servers:  # from clean servers, whatever ran on them before (a test of the session)
         clear(kind, servers)
+    lasting: list[Callable[[], None]] = []  # faults that go on during the run, stopped after it
     try:
         for j, fault in enumerate(r.get("faults") or []):
             name, args = next(iter(fault.items()))
             try:
-                FAULTS[name][1](servers, **(args or {}))
+                stop = FAULTS[name][1](servers, **(args or {}))
+                if callable(stop):
+                    lasting.append(stop)
             except Exception as e:  # noqa: BLE001 - a fault that cannot be injected is the rehearsal's failure
                 result.failures.append(f"{spec.at('rehearsals', i, 'faults', j)}: {r['name']}: could not "
                                        f"inject {name}: {type(e).__name__}: {e}")
@@ -260,6 +264,8 @@ def _rehearse(spec: Spec, i: int, r: dict[str, Any], servers: Any, timeout: floa
         result.ok = not result.failures
         return result
     finally:
+        for stop in reversed(lasting):
+            stop()
         for kind in spec.servers:
             clear(kind, servers)
         result.duration = time.monotonic() - start
