@@ -102,7 +102,11 @@ def aws_consumer(s: Servers, queue: str, fails: bool = False, visibility: int = 
     running = consumer(moto, queue_url_of(moto, queue), fails=fails, visibility=int(visibility),
                        pause=float(pause))
     running.__enter__()
-    return lambda: running.__exit__(None, None, None)
+
+    def stop() -> None:
+        running.__exit__(None, None, None)
+
+    return stop
 
 
 def wait(s: Servers, seconds: float) -> None:
