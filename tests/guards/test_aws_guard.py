@@ -38,6 +38,7 @@ READ_ONLY: dict[str, dict[str, Any]] = {
     "aws.rds.describe": {"cluster": "db"},
     "aws.rds.events": {"cluster": "db"},
     "aws.rds.snapshots": {"cluster": "db"},
+    "aws.sqs.consumed": {"queue": "orders", "dlq_baseline": 5},  # the world's DLQ holds 5
     "aws.sqs.consumers": {"queue": "orders"},
     "aws.sqs.peek": {"queue": "orders-dlq", "count": 3},
     "aws.sqs.stats": {"queue": "orders"},
