@@ -30,6 +30,7 @@ READ_ONLY: dict[str, dict[str, Any]] = {
     "kafka.lag": {"group": "{group}", "topic": "{topic}"},
     "kafka.lag_trend": {"group": "{group}", "topic": "{topic}", "interval": 0.2},
     "kafka.peek": {"topic": "{dlq}", "limit": 3},
+    "kafka.redrive_consumed": {"dlq_topic": "{dlq}", "topic": "{topic}", "window": 0},
     "kafka.redrive_status": {"dlq_topic": "{dlq}", "topic": "{topic}"},
 }
 PLANS: dict[str, dict[str, Any]] = {

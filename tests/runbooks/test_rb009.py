@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from opsctl.testing.kafka import app_consumer
 from tests.fixtures.core import REPO, Result, free_port
 from tests.fixtures.kafka import Broker, unique
 from tests.timing import budget
@@ -78,6 +79,11 @@ def test_redrive_with_yes_moves_every_record_exactly_once(opsctl: Callable[..., 
     assert kafka_broker.committed(group, dlq) == {0: PER_PARTITION, 1: PER_PARTITION}
     exact = step(result, "exact")["result"]
     assert (exact["expected"], exact["moved"], exact["duplicates"], exact["remaining"]) == (20, 20, 0, 0)
+    # no application group reads the source topic here: a warning, not a failure (and no wait)
+    consumed = step(result, "consumed")
+    assert consumed["result"]["outcome"] == "idle" and consumed["result"]["groups"] == [], consumed
+    assert [f["severity"] for f in consumed["findings"] if "no consumer group reads" in f["message"]] \
+        == ["warning"]
 
     again = run(opsctl, kafka_broker, names, "--yes")  # nothing left: nothing sent again
     assert again.code == 0, again.output
@@ -371,12 +377,14 @@ FAULT_MATRIX: dict[str, tuple[str, Any]] = {
               "are produced (max_messages bounds them; the rest is reported as remaining)", [
         "test_blast_radius_refuses_a_larger_dlq",
         "test_partial_redrive_says_how_many_remain_and_is_never_verified"]),
-    "converges_slowly": ("n/a", "a redrive converges inside its own step (acknowledged, then committed, "
-                         "batch by batch); verify counts what is on the broker after it, there is no "
-                         "later drain to wait for"),
+    "converges_slowly": ("the counts converge inside the redrive step; verify then waits for the "
+                         "application's group to read the redriven records (consume_window)", [
+        "test_the_application_reads_the_redriven_records_and_verify_waits_for_it"]),
     "does_not_work": ("duplicates, missing records or records left in the DLQ fail verify (exit 1) "
-                      "with exact counts, never 'at least'", [
+                      "with exact counts, never 'at least'; so do redriven records the application "
+                      "fails again into the DLQ", [
         "test_duplicates_already_on_the_target_are_reported_and_fail_verify",
+        "test_an_application_that_still_fails_sends_them_back_and_verify_fails",
         "test_partial_redrive_says_how_many_remain_and_is_never_verified"]),
     "interrupted_resume": ("SIGINT or SIGKILL at random points, then --resume: every record exactly "
                            "once, the interrupted run's count equals what is on the broker", [
@@ -412,3 +420,50 @@ def test_dlq_volume_ratio_and_other_dlqs_found_by_name(opsctl: Callable[..., Res
     warned = [f["message"] for f in found["findings"] if f["severity"] == "warning"]
     assert warned and f"{other} (3)" in warned[0] and f"{dlq} (" not in warned[0]
     assert len(kafka_broker.read_all(source)) == 1000  # 0 records produced
+
+
+def test_the_application_reads_the_redriven_records_and_verify_waits_for_it(
+        opsctl: Callable[..., Result], noida_broker: Broker) -> None:
+    names = build_dlq(noida_broker)
+    source, _, _ = names
+    app = unique("billing-app")
+    with app_consumer(noida_broker, source, app) as seen:
+        result = run(opsctl, noida_broker, names, "--yes")
+        assert result.code == 0, result.output
+    consumed = step(result, "consumed")
+    assert consumed["result"]["outcome"] == "consumed" and consumed["result"]["groups"] == [app], consumed
+    assert consumed["result"]["behind"] == {app: 0} and consumed["result"]["refailed"] == 0
+    assert any(f["message"].startswith(f"no redriven record came back to {names[1]} (consumed by {app} in ")
+               for f in consumed["findings"]), consumed["findings"]
+    assert seen.done == 2 * PER_PARTITION
+
+
+def test_an_application_that_still_fails_sends_them_back_and_verify_fails(
+        opsctl: Callable[..., Result], noida_broker: Broker) -> None:
+    """QA: the exact counts said "verified" while the application wrote every redriven record to the
+    DLQ again.  A real member of the application's group fails each record into the DLQ with its
+    headers, as a DLQ handler does."""
+    names = build_dlq(noida_broker)
+    source, dlq, _ = names
+    with app_consumer(noida_broker, source, unique("billing-app"), dlq=dlq) as seen:
+        result = run(opsctl, noida_broker, names, "--yes")
+    assert result.code == 1, result.output
+    assert step(result, "exact")["result"]["moved"] == 2 * PER_PARTITION  # the move itself was exact
+    consumed = step(result, "consumed")
+    assert consumed["result"]["outcome"] == "bounced" and consumed["result"]["refailed"] > 0, consumed
+    assert any("the consumer still fails them" in f["message"] and f["severity"] == "critical"
+               for f in consumed["findings"])
+    assert seen.dead_lettered > 0
+
+
+def test_a_stopped_application_group_is_named_and_not_waited_for(opsctl: Callable[..., Result],
+                                                                  noida_broker: Broker) -> None:
+    names = build_dlq(noida_broker)
+    source, _, _ = names
+    noida_broker.produce(source, 5)
+    stopped = unique("billing-app")
+    noida_broker.consume_with_group(source, stopped, 2)  # offsets on the topic, no member
+    result = run(opsctl, noida_broker, names, "--yes")
+    assert result.code == 0, result.output
+    consumed = step(result, "consumed")["result"]
+    assert consumed["outcome"] == "idle" and consumed["idle_groups"] == [stopped], consumed

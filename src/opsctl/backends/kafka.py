@@ -220,6 +220,13 @@ class Cluster:
                             "partitions": sum(len(a["partitions"]) for a in owned)})
         return {"state": desc.get("group_state", "Unknown"), "members": members, "assigned": assigned}
 
+    def with_members(self, groups: list[str]) -> list[str]:
+        """The groups that have members now (one DescribeGroups for all of them)."""
+        if not groups:
+            return []
+        desc = self.call(self.admin.describe_groups, groups)
+        return [g for g in groups if (d := desc.get(g) or {}) and not d.get("error") and d.get("members")]
+
     def group_exists(self, group: str, info: dict[str, Any]) -> bool:
         """Without a member and without a committed offset on any topic, the group does not exist
         (a typo, or never used): Kafka describes an unknown group as Dead, Tansu 0.6.0 as Empty."""
@@ -238,6 +245,18 @@ class Cluster:
         offsets = self.call(self.admin.list_group_offsets, {group: None}).get(group, {})
         return {tp: (om.offset if om.offset >= 0 else None) for tp, om in offsets.items()
                 if topic is None or tp.topic == topic}
+
+    def groups(self) -> list[str]:
+        """Every consumer group the cluster knows (one ListGroups per broker)."""
+        return sorted(str(g["group_id"]) for g in self.call(self.admin.list_groups) or [])
+
+    def committed_of(self, groups: list[str], topic: str) -> dict[str, dict[Any, int]]:
+        """Each group's committed offsets on ``topic`` (one OffsetFetch for all of them)."""
+        if not groups:
+            return {}
+        got = self.call(self.admin.list_group_offsets, {g: None for g in groups})
+        return {g: {tp: om.offset for tp, om in (got.get(g) or {}).items()
+                    if tp.topic == topic and om.offset >= 0} for g in groups}
 
     def partitions(self, topic: str, *, missing_ok: bool = False) -> list[Any]:
         from kafka import TopicPartition

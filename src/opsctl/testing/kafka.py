@@ -146,6 +146,59 @@ class Broker:
         return records
 
 
+@dataclass
+class AppConsumer:
+    """What an :func:`app_consumer` did: records processed, and records it sent to the DLQ."""
+
+    done: int = 0
+    dead_lettered: int = 0
+    joined: Any = field(default=None, repr=False)  # set once the group has assigned it partitions
+
+
+@contextlib.contextmanager
+def app_consumer(broker: Broker, topic: str, group: str, *, dlq: str | None = None) -> Any:
+    """The application reading ``topic`` as a member of ``group`` while the block runs, committing
+    what it processed; with ``dlq`` it fails every record and writes it there with its headers (as
+    a DLQ handler does), so a redriven record comes back with its x-opsctl-redriven origin."""
+    import threading
+
+    from kafka import KafkaConsumer, KafkaProducer
+
+    seen, stop = AppConsumer(joined=threading.Event()), threading.Event()
+    consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group,
+                             enable_auto_commit=False, auto_offset_reset="latest", fetch_max_wait_ms=100)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=0) if dlq else None
+
+    def work() -> None:
+        while not stop.is_set():
+            batch = consumer.poll(timeout_ms=200)
+            if consumer.assignment():
+                seen.joined.set()
+            for recs in batch.values():
+                for rec in recs:
+                    if producer is not None and dlq is not None:
+                        producer.send(dlq, key=rec.key, value=rec.value,
+                                      headers=[*(rec.headers or []), ("x-error", b"still failing")]).get(10)
+                        seen.dead_lettered += 1
+                    else:
+                        seen.done += 1
+            if batch:
+                consumer.commit()
+
+    worker = threading.Thread(target=work, name="kafka-app", daemon=True)
+    worker.start()
+    try:
+        if not seen.joined.wait(60):
+            raise RuntimeError(f"the application consumer did not join group {group!r} within 60 s")
+        yield seen
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+        consumer.close(autocommit=False)
+        if producer is not None:
+            producer.close(timeout=5)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 

@@ -34,6 +34,21 @@ def read_marker(k: Cluster, group: str, dlq: str, topic: str) -> dict[str, dict[
     return {"dlq": dlq_start, "target": since}
 
 
+def origin_of(rec: Any, dlq: str) -> tuple[int, int] | None:
+    """(DLQ partition, offset) a record was redriven from, None when it was not redriven from `dlq`.
+
+    A record redriven, failed again and redriven once more carries two origins (a DLQ handler
+    copies the headers): its origin is the last one, the one the redrive appended; counting the
+    earlier one too invented a duplicate of that record."""
+    origins = [v for name, v in rec.headers or [] if name == REDRIVEN_HEADER]
+    origin = (origins[-1] or b"").decode(errors="replace") if origins else ""
+    prefix = f"{dlq}/"
+    if not origin.startswith(prefix):
+        return None
+    part, _, offset = origin[len(prefix):].partition("/")
+    return (int(part), int(offset)) if part.isdigit() and offset.isdigit() else None
+
+
 def scan_redriven(k: Cluster, topic: str, dlq: str, since: dict[int, int], max_scan: int
                   ) -> dict[str, Any]:
     """Read `topic` from `since` (partition -> offset; others from their start) and count the
@@ -41,7 +56,6 @@ def scan_redriven(k: Cluster, topic: str, dlq: str, since: dict[int, int], max_s
     found: Counter[tuple[int, int]] = Counter()
     tps = k.partitions(topic)
     scanned = empty = 0
-    prefix = f"{dlq}/"
     consumer = make_consumer(k.conf, fetch_max_wait_ms=100, max_poll_records=2000)
     try:
         consumer.assign(tps)
@@ -55,16 +69,9 @@ def scan_redriven(k: Cluster, topic: str, dlq: str, since: dict[int, int], max_s
             empty = 0 if batch else empty + 1
             for rec in (r for recs in batch.values() for r in recs):
                 scanned += 1
-                # a record redriven, failed again and redriven once more carries two origins (a
-                # DLQ handler copies the headers): its origin is the last one, the one the redrive
-                # appended; counting the earlier one too invented a duplicate of that record
-                origins = [v for name, v in rec.headers or [] if name == REDRIVEN_HEADER]
-                origin = (origins[-1] or b"").decode(errors="replace") if origins else ""
-                if not origin.startswith(prefix):
-                    continue
-                part, _, offset = origin[len(prefix):].partition("/")
-                if part.isdigit() and offset.isdigit():
-                    found[(int(part), int(offset))] += 1
+                origin = origin_of(rec, dlq)
+                if origin is not None:
+                    found[origin] += 1
     finally:
         consumer.close()
     return {"found": found, "scanned": scanned, "complete": scanned < max_scan}
