@@ -10,6 +10,7 @@ may give (checked before anything starts: an unknown name or argument is a locat
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import inspect
 import time
@@ -83,6 +84,26 @@ def kafka_fill_dlq(s: Servers, topic: str, count: int, partitions: int = 1) -> N
     s.get("kafka").fill_dlq(topic, count, partitions=partitions)
 
 
+def kafka_app_consumer(s: Servers, topic: str, group: str, partitions: int = 1,
+                       dlq_topic: str = "") -> Callable[[], None]:
+    """The application reading ``topic`` (created with ``partitions`` when missing) as a member of
+    ``group`` during the run; with ``dlq_topic`` it fails every record into it, headers kept."""
+    from kafka.errors import TopicAlreadyExistsError
+
+    from opsctl.testing.kafka import app_consumer
+
+    broker = s.get("kafka")
+    with contextlib.suppress(TopicAlreadyExistsError):
+        broker.create_topic(topic, int(partitions))
+    running = app_consumer(broker, topic, group, dlq=dlq_topic or None)
+    running.__enter__()
+
+    def stop() -> None:
+        running.__exit__(None, None, None)
+
+    return stop
+
+
 def aws_fill_dlq(s: Servers, queue: str, count: int, fifo: bool = False) -> None:
     """An SQS queue with a DLQ ``<queue>-dlq`` holding ``count`` messages."""
     from opsctl.testing.aws import fill, make_queue_with_dlq
@@ -124,6 +145,7 @@ FAULTS: dict[str, tuple[str | None, Callable[..., Any]]] = {
     "redis.block_clients": ("redis", redis_block_clients),
     "kafka.consumer_lag": ("kafka", kafka_consumer_lag),
     "kafka.fill_dlq": ("kafka", kafka_fill_dlq),
+    "kafka.app_consumer": ("kafka", kafka_app_consumer),
     "aws.fill_dlq": ("aws", aws_fill_dlq),
     "aws.consumer": ("aws", aws_consumer),
     "wait": (None, wait),
