@@ -77,13 +77,47 @@ def scan_redriven(k: Cluster, topic: str, dlq: str, since: dict[int, int], max_s
     return {"found": found, "scanned": scanned, "complete": scanned < max_scan}
 
 
+def records_between(k: Cluster, tps: list[Any], start: dict[Any, int], end: dict[Any, int], dlq: str,
+                    limit: int = 1_000_000, after: dict[Any, int] | None = None) -> tuple[int, int, int]:
+    """(records, how many of them were redriven from `dlq`, how many of the others are at or past
+    `after`) between `start` and `end` of each partition of the DLQ, reading at most `limit`
+    records: a redriven record found in the DLQ again was failed again by the consumer (a DLQ
+    handler copies the headers)."""
+    todo = {tp: end[tp] for tp in tps if end.get(tp, 0) > start.get(tp, 0)}
+    if not todo:
+        return 0, 0, 0
+    records = refailed = later = empty = 0
+    consumer = make_consumer(k.conf, fetch_max_wait_ms=100, max_poll_records=2000)
+    try:
+        consumer.assign(list(todo))
+        for tp in todo:
+            consumer.seek(tp, start.get(tp, 0))
+        while todo and empty < 2 and records < limit:
+            batch = k.call(consumer.poll, timeout_ms=300)
+            empty = 0 if batch else empty + 1
+            for tp, recs in batch.items():
+                for rec in recs:
+                    if tp in todo and rec.offset < todo[tp]:
+                        records += 1
+                        if origin_of(rec, dlq) is not None:
+                            refailed += 1
+                        elif after is not None and rec.offset >= after.get(tp, 0):
+                            later += 1
+                if tp in todo and consumer.position(tp) >= todo[tp]:
+                    del todo[tp]
+    finally:
+        consumer.close()
+    return records, refailed, later
+
+
 @register
 class RedriveStatus(Action):
     """Exact counts of the current redrive campaign, from the target topic's point of view.
 
     For every DLQ offset between where the redrive began (its marker) and the redrive group's
     commit, the target must hold exactly one record with that origin: `moved == expected`,
-    `missing == 0`, `duplicates == 0`; `remaining` counts the DLQ records not redriven yet.
+    `missing == 0`, `duplicates == 0`; `remaining` counts the DLQ records not redriven yet, and
+    `refailed` those of them that this redrive sent and the consumer failed again into the DLQ.
 
     ```yaml
     - id: exact
@@ -115,14 +149,19 @@ class RedriveStatus(Action):
         marker = read_marker(k, group, dlq, topic)
         remaining = sum(max(0, highs[tp] - max(committed.get(tp) or 0, lows[tp])) for tp in tps)
         out: dict[str, Any] = {"dlq_topic": dlq, "topic": topic, "group": group,
-                               "campaign": marker is not None, "remaining": remaining, "expected": 0,
+                               "campaign": marker is not None, "remaining": remaining, "refailed": 0,
+                               "expected": 0,
                                "moved": 0, "missing": 0,
                                "duplicates": 0, "outside": 0, "scanned": 0, "complete": True,
                                "missing_examples": [], "duplicate_examples": []}
         if marker is None:
             out["exact"] = True
             return out
-        scan = scan_redriven(k, topic, dlq, marker["target"], int(self.args.get("max_scan", 1_000_000)))
+        max_scan = int(self.args.get("max_scan", 1_000_000))
+        if remaining:  # of the records left in the DLQ, those this redrive sent that failed again
+            start = {tp: max(committed.get(tp) or 0, lows[tp]) for tp in tps}
+            out["refailed"] = records_between(k, tps, start, highs, dlq, max_scan)[1]
+        scan = scan_redriven(k, topic, dlq, marker["target"], max_scan)
         found: Counter[tuple[int, int]] = scan["found"]
         expected = moved = 0
         missing: list[str] = []

@@ -12,39 +12,12 @@ from typing import Any
 
 from opsctl.actions import register
 from opsctl.actions.base import Action, type_schema
-from opsctl.actions.kafka.campaign import MARKER_SUFFIX, origin_of, read_marker
+from opsctl.actions.kafka.campaign import MARKER_SUFFIX, read_marker, records_between
 from opsctl.actions.kafka.common import TOPIC
 from opsctl.actions.needs import KafkaAcl
-from opsctl.backends.kafka import Cluster, make_consumer
+from opsctl.backends.kafka import Cluster
 
 MAX_GROUPS = 200  # groups whose offsets are fetched (one request for all of them)
-
-
-def _new_records(k: Cluster, tps: list[Any], start: dict[Any, int], end: dict[Any, int],
-                 dlq: str) -> tuple[int, int]:
-    """(records, redriven from `dlq`) between `start` and `end` of each DLQ partition."""
-    todo = {tp: end[tp] for tp in tps if end.get(tp, 0) > start.get(tp, 0)}
-    if not todo:
-        return 0, 0
-    records = refailed = empty = 0
-    consumer = make_consumer(k.conf, fetch_max_wait_ms=100, max_poll_records=2000)
-    try:
-        consumer.assign(list(todo))
-        for tp in todo:
-            consumer.seek(tp, start.get(tp, 0))
-        while todo and empty < 2:
-            batch = k.call(consumer.poll, timeout_ms=300)
-            empty = 0 if batch else empty + 1
-            for tp, recs in batch.items():
-                for rec in recs:
-                    if tp in todo and rec.offset < todo[tp]:
-                        records += 1
-                        refailed += origin_of(rec, dlq) is not None
-                if tp in todo and consumer.position(tp) >= todo[tp]:
-                    del todo[tp]
-    finally:
-        consumer.close()
-    return records, refailed
 
 
 @register
@@ -54,15 +27,16 @@ class RedriveConsumed(Action):
 
     * ``consumed``: every application group committed past the end the source topic had when the
       watch began (the redriven records are behind it), and none of them came back to the DLQ;
-    * ``bounced``: records of this redrive (their x-opsctl-redriven origin) reached the DLQ again:
-      the consumer still fails them; stops at once;
+    * ``bounced``: records of this redrive (their x-opsctl-redriven origin) are in the DLQ again,
+      past what the redrive took (before the watch began or during it): the consumer still fails
+      them; stops at once;
     * ``timeout``: a group has not committed past them within the window;
     * ``idle``: no consumer group reads the source topic now: nothing processes the redriven records.
 
     Application groups: ``groups``, or every group with committed offsets on the topic and members
     now, except the redrive's own (``group``, ``group.campaign``); ``idle_groups`` names those with
-    offsets and no member (stopped consumers). ``new_dlq_records`` counts every record that reached
-    the DLQ meanwhile (other failures of the live traffic too).
+    offsets and no member (stopped consumers). ``other_dlq_records`` counts the records that reached
+    the DLQ meanwhile and were not redriven by this redrive (failures of the live traffic).
 
     ```yaml
     - id: consumed
@@ -101,6 +75,10 @@ class RedriveConsumed(Action):
         start = time.monotonic()
         tps, dtps = k.partitions(topic), k.partitions(dlq)
         target_end, dlq_start = k.offsets(tps, "latest"), k.offsets(dtps, "latest")
+        # the DLQ past what the redrive took: a record it sent that failed again is there, whether
+        # it came back before this watch began or during it
+        lows = k.offsets(dtps, "earliest")
+        taken = {tp: max(o or 0, lows[tp]) for tp, o in k.committed(ours, dlq).items() if tp in lows}
         # where the redrive began on the topic: a group without a commit on a partition has read
         # nothing of it since then (no marker: the whole partition)
         marker = read_marker(k, ours, dlq, topic)
@@ -112,14 +90,18 @@ class RedriveConsumed(Action):
             groups = k.with_members(readers)
             idle = [g for g in readers if g not in groups]
         out: dict[str, Any] = {"topic": topic, "dlq_topic": dlq, "groups": groups, "idle_groups": idle,
-                               "behind": {}, "refailed": 0, "new_dlq_records": 0, "checks": 0}
+                               "behind": {}, "refailed": 0, "other_dlq_records": 0, "checks": 0}
+        read_to = {tp: taken.get(tp, lows[tp]) for tp in dtps}  # each look reads only what is new
         while True:
             out["checks"] += 1
             committed = k.committed_of(groups, topic)
             behind = {g: sum(max(0, target_end[tp] - committed[g].get(tp, floor[tp])) for tp in tps)
                       for g in groups}
             dlq_now = k.offsets(dtps, "latest")
-            out["new_dlq_records"], out["refailed"] = _new_records(k, dtps, dlq_start, dlq_now, dlq)
+            _, refailed, other = records_between(k, dtps, read_to, dlq_now, dlq, after=dlq_start)
+            out["refailed"] += refailed
+            out["other_dlq_records"] += other
+            read_to = {tp: max(read_to[tp], dlq_now.get(tp, 0)) for tp in dtps}
             waited = time.monotonic() - start
             out.update({"behind": behind, "waited_s": round(waited, 1)})
             if out["refailed"]:
