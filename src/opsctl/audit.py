@@ -24,8 +24,10 @@ from typing import Any
 from opsctl.errors import ConfigError, UsageError, mask, register_secret, tiny_secrets
 from opsctl.records import DONE, Outcome, StepRecord, now_iso
 
-_SECRET_KEY = re.compile(r"pass(word)?|secret|token|credential|api[_-]?key|private[_-]?key|dsn",
-                         re.I)
+# a credential-looking key: `password`, `PGPASSWORD`, `SecretAccessKey`, `api_key`, `dsn`, or `pass`
+# as a word of its own (`pass`, `db-pass`, `dbPass`), not inside another (`bypassing`, `passed`)
+_SECRET_KEY = re.compile(r"passw(or)?d|passphrase|secret|token|credential|api[_-]?key|private[_-]?key|dsn"
+                         r"|(?<![a-z])pass(?![a-z])|(?-i:(?<=[a-z0-9])Pass(?![a-z]))", re.I)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
 
 

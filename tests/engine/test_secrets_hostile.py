@@ -369,3 +369,19 @@ def test_a_plan_that_expires_while_waiting_for_the_lock_is_refused(tmp_path: Pat
         planfile.Replay.of(doc).check("kill", plan)
     doc["expires_at"] = "2999-01-01T00:00:00Z"
     assert planfile.Replay.of(doc).check("kill", plan) is plan
+
+
+@pytest.mark.parametrize(("key", "hidden"), [
+    ("password", True), ("PGPASSWORD", True), ("sasl_plain_password", True), ("db_pass", True),
+    ("dbPass", True), ("pass", True), ("SecretAccessKey", True), ("SessionToken", True),
+    ("api-key", True), ("private_key", True), ("dsn", True), ("passphrase", True),
+    # "pass" inside another word is not a credential: aws.sqs.consumers' `bypassing` count was
+    # shown as *** in every run document and report
+    ("bypassing", False), ("bypassing_invokes", False), ("passed", False), ("compass", False),
+    ("passthrough", False),
+])
+def test_credential_looking_keys_are_redacted_and_words_containing_pass_are_not(key: str,
+                                                                               hidden: bool) -> None:
+    from opsctl.audit import redact
+
+    assert (redact({key: "value-1"})[key] == "***") is hidden
