@@ -211,3 +211,14 @@ def test_an_endless_window_is_refused_before_any_backend_is_contacted(tmp_path: 
                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     assert "verify_window" in out.stderr and "above the maximum 30m" in out.stderr
+
+
+def test_show_says_what_each_parameter_accepts(opsctl: Opsctl) -> None:
+    """`opsctl show` lists a parameter's range (and a choice's values), which -p is held to."""
+    text = " ".join(opsctl("show", rb("rb-461")).stdout.split())
+    assert "replicas (integer 1..10, default 2)" in text
+    assert "ratio (number 0..1, default 0.5)" in text
+    assert "window (duration 10s..1h, default '5m')" in text
+    assert "target (string, required)" in text
+    mode = " ".join(opsctl("show", "rb-007").stdout.split())
+    assert "mode (choice: client | server | auto, default 'client')" in mode

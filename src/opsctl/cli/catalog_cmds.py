@@ -65,6 +65,15 @@ def show(
     return 0
 
 
+def _accepts(p: Any) -> str:
+    """What a parameter accepts beyond its type: `: a | b` for a choice, ` min..max` for a range."""
+    if p.choices:
+        return ": " + " | ".join(map(str, p.choices))
+    if p.min is None and p.max is None:
+        return ""
+    return f" {'' if p.min is None else p.min}..{'' if p.max is None else p.max}"
+
+
 def procedure(rb: Any, environment: Any = None) -> str:
     lines = [f"# {rb.id}: {rb.title} ({rb.severity})", "", rb.summary, ""]
     if rb.triggers:
@@ -73,7 +82,7 @@ def procedure(rb: Any, environment: Any = None) -> str:
         here = environment.params_for(rb) if environment else {}
         lines += ["## Parameters", ""]
         env_name = environment.name if environment else ""
-        lines += [f"- `{p.name}` ({p.type}{', required' if p.required else ''}"
+        lines += [f"- `{p.name}` ({p.type}{_accepts(p)}{', required' if p.required else ''}"
                   f"{', default ' + repr(p.default) if p.default is not None else ''}"
                   + (f", in {env_name}: {'***' if p.secret else repr(here[p.name])}"
                      if p.name in here else "")
