@@ -24,6 +24,16 @@ class Servers(Protocol):
 
 # ---- faults ---------------------------------------------------------------------------------------
 
+def _lasting(running: contextlib.AbstractContextManager[Any]) -> Callable[[], None]:
+    """A fault that goes on during the run: started now, stopped by what this returns."""
+    running.__enter__()
+
+    def stop() -> None:
+        running.__exit__(None, None, None)
+
+    return stop
+
+
 def pg_leak_connections(s: Servers, count: int, application_name: str = "leaky-app",
                         idle_in_transaction: bool = True, user: str = "app", database: str = "app") -> None:
     """``count`` connections of an application (an ordinary role) left idle (in transaction)."""
@@ -95,13 +105,7 @@ def kafka_app_consumer(s: Servers, topic: str, group: str, partitions: int = 1,
     broker = s.get("kafka")
     with contextlib.suppress(TopicAlreadyExistsError):
         broker.create_topic(topic, int(partitions))
-    running = app_consumer(broker, topic, group, dlq=dlq_topic or None)
-    running.__enter__()
-
-    def stop() -> None:
-        running.__exit__(None, None, None)
-
-    return stop
+    return _lasting(app_consumer(broker, topic, group, dlq=dlq_topic or None))
 
 
 def aws_fill_dlq(s: Servers, queue: str, count: int, fifo: bool = False) -> None:
@@ -120,14 +124,8 @@ def aws_consumer(s: Servers, queue: str, fails: bool = False, visibility: int = 
     from opsctl.testing.aws import consumer, queue_url_of
 
     moto = s.get("aws")
-    running = consumer(moto, queue_url_of(moto, queue), fails=fails, visibility=int(visibility),
-                       pause=float(pause))
-    running.__enter__()
-
-    def stop() -> None:
-        running.__exit__(None, None, None)
-
-    return stop
+    return _lasting(consumer(moto, queue_url_of(moto, queue), fails=fails, visibility=int(visibility),
+                             pause=float(pause)))
 
 
 def wait(s: Servers, seconds: float) -> None:
