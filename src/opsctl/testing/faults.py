@@ -217,11 +217,10 @@ def kafka_lag(s: Servers, topic: str, group: str) -> int:
 
 def aws_queue_depth(s: Servers, queue: str) -> int:
     """Visible + in-flight messages of an SQS queue (by name)."""
-    from opsctl.testing.aws import depth
+    from opsctl.testing.aws import depth, queue_url_of
 
     moto = s.get("aws")
-    url = moto.client("sqs").get_queue_url(QueueName=queue)["QueueUrl"]
-    return depth(moto, url)
+    return depth(moto, queue_url_of(moto, queue))
 
 
 PROBES: dict[str, tuple[str, Callable[..., Any]]] = {
