@@ -103,7 +103,8 @@ def check_bytes(data: bytes, path: str, *, build: bool = True) -> tuple[Runbook 
     return runbook, errors
 
 
-Claim = tuple[str, list[tuple[str, "str | None", int, int, int]]]  # id, (alert, when, index, line, col)
+# id, (alert, when, index in triggers): positions are found when a claim is reported (rarely)
+Claim = tuple[str, list[tuple[str, "str | None", int]]]
 Summary = dict[str, Any]  # what `opsctl list` shows of a valid runbook
 
 
@@ -137,8 +138,7 @@ def _claims(doc: Document) -> Claim | None:
             alert, when = t["alert"], t.get("when")
         else:
             continue
-        line, col = doc.source.position(("triggers", i)) or (1, 1)
-        out.append((alert, when if isinstance(when, str) else None, i, line, col))
+        out.append((alert, when if isinstance(when, str) else None, i))
     return d["id"], out
 
 

@@ -4,7 +4,7 @@ when first asked) and the one-line, located errors that name ``file:line:col``."
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,9 +47,11 @@ class SourceMap:
     """Positions of the values (and keys) of a document, computed from its nodes when first asked:
     a document without errors never pays for them."""
 
-    def __init__(self, file: str, root: Node | None = None) -> None:
+    def __init__(self, file: str, root: Node | None = None,
+                 compose: Callable[[], Node | None] | None = None) -> None:
         self.file = file
         self._root = root
+        self._compose = compose  # makes the root when first needed (the loader's fast path)
         self._values: dict[PathT, tuple[int, int]] | None = None
         self._keys: dict[PathT, tuple[int, int]] = {}
 
@@ -57,14 +59,21 @@ class SourceMap:
     def values(self) -> dict[PathT, tuple[int, int]]:
         if self._values is None:
             self._values = {}
-            if self._root is not None:
-                self._index(self._root, (), 0, set())
+            root = self._root_node()
+            if root is not None:
+                self._index(root, (), 0, set())
         return self._values
 
     @property
     def keys(self) -> dict[PathT, tuple[int, int]]:
         self.values  # noqa: B018 - builds both tables
         return self._keys
+
+    def _root_node(self) -> Node | None:
+        if self._compose is not None:
+            compose, self._compose = self._compose, None
+            self._root = compose()
+        return self._root
 
     def _index(self, node: Node, path: PathT, depth: int, open_: set[int]) -> None:
         assert self._values is not None
@@ -96,7 +105,7 @@ class SourceMap:
         do not need the whole table ``values`` builds); None when the path is not there."""
         if self._values is not None:
             return self._values.get(path)
-        node = self._root
+        node = self._root_node()
         for part in path:
             if isinstance(node, SequenceNode) and isinstance(part, int) \
                     and 0 <= part < len(node.value):

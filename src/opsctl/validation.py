@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +32,9 @@ from opsctl.fsread import read_regular
 
 if TYPE_CHECKING:
     from opsctl.catalog import Claim, Summary
+    from opsctl.sourcemap import SourceMap
 
-_CACHE_VERSION = 3
+_CACHE_VERSION = 4  # 4: claims without positions
 _MAX_ENTRIES = 20_000
 _READ_LIMIT = 256 * 1024 + 1  # loader.MAX_FILE_BYTES + 1, as loader.read reads (a test keeps them equal)
 _PARALLEL_MIN_FILES = 64  # below this, starting workers costs more than it saves
@@ -57,6 +59,9 @@ def fingerprint() -> str:
     root = Path(opsctl.__file__).parent
     for f in sorted(root.rglob("*.py")):
         h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    for f in sorted(root.glob("_*.so")):  # the loader's C part (_yamlfast), when built
+        st = f.stat()
+        h.update(f"{f.name} {st.st_mtime_ns} {st.st_size}".encode())
     for lib in ("yaml", "jinja2", "jsonschema", "jsonschema_rs"):
         try:  # by their installed files (an upgrade rewrites them); find_spec imports nothing here
             spec = find_spec(lib)
@@ -254,18 +259,21 @@ def read_bytes(path: str) -> bytes | None:
 
 
 class _Claims:
-    """What ``alerts.bindings.claim_errors`` reads of a runbook: id, bindings, their positions."""
+    """What ``alerts.bindings.claim_errors`` reads of a runbook: id, bindings, and their positions,
+    found by reading the file again when a claim is reported (valid files need none)."""
 
     def __init__(self, path: str, claim: Claim) -> None:
         self.id, self.path, self.source = claim[0], path, self
-        self.bindings = tuple({"alert": a, "when": w, "index": i} for a, w, i, _, _ in claim[1])
-        self._at = {i: (line, col) for _, _, i, line, col in claim[1]}
+        self.bindings = tuple({"alert": a, "when": w, "index": i} for a, w, i in claim[1])
 
     def locate(self, path: tuple[Any, ...]) -> Location:
-        from opsctl.loader import format_path
+        return self._positions.locate(path)
 
-        line, col = self._at.get(path[-1], (1, 1))
-        return Location(self.path, line, col, format_path(path))
+    @cached_property
+    def _positions(self) -> SourceMap:
+        from opsctl import loader
+
+        return loader.load_file(self.path).source
 
 
 def _load_cache(path: Path) -> dict[str, Entry]:

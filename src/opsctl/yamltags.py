@@ -23,6 +23,9 @@ SCALAR_TAGS = frozenset((STR, INT, FLOAT, BOOL, NULL, TIMESTAMP))
 _IMPLICIT = Resolver.yaml_implicit_resolvers  # first character -> [(tag, regexp)], YAML 1.1
 CTOR = SafeConstructor()
 
+# what an implicitly typed plain scalar may start with: any other first character makes a string
+TYPED_FIRST = "".join(sorted(c for c in _IMPLICIT if c)).encode("ascii")
+
 _TAG_MEMO: dict[str, str] = {}  # plain scalar -> tag, for the short ones (keys, flags, ...)
 
 
