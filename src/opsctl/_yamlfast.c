@@ -92,6 +92,20 @@ attach(State *st, PyObject *value, int is_scalar)
     return rc < 0 ? -1 : 0;
 }
 
+/* A plain decimal integer as YAML 1.1 reads one (`42`, `-7`, `0`; not `007`, `1_000`, `0x1f`,
+ * `1:30`, which Python types), short enough to need no length check. */
+static int
+decimal_int(const unsigned char *s, size_t n)
+{
+    size_t i = (n && (s[0] == '-' || s[0] == '+')) ? 1 : 0;
+    if (i >= n || n - i > 18 || s[i] < '0' || s[i] > '9' || (s[i] == '0' && n - i > 1))
+        return 0;
+    for (; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
+}
+
 /* The value of a scalar event: a new reference, `bail` (a new reference), or NULL on error. */
 static PyObject *
 scalar_value(State *st, yaml_event_t *ev)
@@ -116,6 +130,10 @@ scalar_value(State *st, yaml_event_t *ev)
             return st->bail;
         }
         return text;
+    }
+    if (decimal_int(ev->data.scalar.value, ev->data.scalar.length)) {
+        Py_DECREF(text);
+        return PyLong_FromString((const char *)ev->data.scalar.value, NULL, 10);
     }
     int known = memo_says_str(st, text);
     if (known < 0) {

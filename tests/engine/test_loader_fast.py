@@ -76,6 +76,8 @@ def test_every_shipped_runbook_takes_the_c_part_and_gets_the_same_data(path: Pat
 
 TAKEN = {
     "plain types": "a: 1\nb: -0x1F\nc: 1.5e3\nd: yes\ne: ~\nf: \nh: 2026-01-01\ni: 1:30\nj: =\nk: <<\n",
+    "integers": ("a: 0\nb: -0\nc: +5\nd: 007\ne: 1_000\nf: 123456789012345678\n"
+                 "g: 1234567890123456789\nh: 12a\ni: '5'\nj: 0b11\nk: 08\nl: -12\nm: 1.0\n"),
     "strings": "a: 'x'\nb: \"y\\tz\"\nc: |\n  block\n  text\nd: >-\n  folded\ne: é\nf: ' '\n",
     "flow": "a: [1, 'two', {b: [c, {d: e}]}]\nb: {}\nc: []\n",
     "keys typed as text": "'1': a\n\"true\": b\nx y: c\n",
