@@ -1,6 +1,6 @@
 /* opsctl._yamlfast: the common case of opsctl.loader in C, over libyaml's event parser.
  *
- * compose(text, memo, str_tag, typed_first, scalar, bail, max_depth, max_values, max_string)
+ * compose(text, memo, str_tag, typed_first, scalar, key, bail, max_depth, max_values, max_string)
  *   -> the document's plain data (a dict), or `bail` when the text is not the common case.
  *
  * The common case is a single document whose root is a mapping, made only of mappings with unique
@@ -16,7 +16,8 @@
  * Plain scalars: one whose first character is not in `typed_first` (the ASCII characters PyYAML's
  * YAML 1.1 implicit types start with) is a string; `memo` maps short plain texts to their tag
  * (opsctl.yamltags), and a text it knows as `str_tag` is a string too; any other plain scalar goes
- * to `scalar(text)`, which returns its value or `bail`.  Quoted and block scalars are strings.
+ * to `scalar(text)` (a value) or `key(text)` (a key), which return its value or `bail`.  Quoted
+ * and block scalars are strings.
  *
  * Why C: building Python objects from libyaml's events was two thirds of `opsctl validate`'s time
  * per file (PyYAML's composer makes a node and two marks per value, then the builder walks them).
@@ -32,7 +33,7 @@ typedef struct {
 } Frame;
 
 typedef struct {
-    PyObject *memo, *str_tag, *scalar, *bail;
+    PyObject *memo, *str_tag, *scalar, *key, *bail;
     char typed_first[128]; /* ASCII first characters that a YAML 1.1 implicit type may start with */
     Py_ssize_t max_depth, max_values, max_string, count;
     Frame *stack;
@@ -108,7 +109,7 @@ decimal_int(const unsigned char *s, size_t n)
 
 /* The value of a scalar event: a new reference, `bail` (a new reference), or NULL on error. */
 static PyObject *
-scalar_value(State *st, yaml_event_t *ev)
+scalar_value(State *st, yaml_event_t *ev, int as_key)
 {
     PyObject *text = PyUnicode_DecodeUTF8((const char *)ev->data.scalar.value,
                                           (Py_ssize_t)ev->data.scalar.length, "strict");
@@ -131,7 +132,7 @@ scalar_value(State *st, yaml_event_t *ev)
         }
         return text;
     }
-    if (decimal_int(ev->data.scalar.value, ev->data.scalar.length)) {
+    if (!as_key && decimal_int(ev->data.scalar.value, ev->data.scalar.length)) {
         Py_DECREF(text);
         return PyLong_FromString((const char *)ev->data.scalar.value, NULL, 10);
     }
@@ -142,8 +143,9 @@ scalar_value(State *st, yaml_event_t *ev)
     }
     if (known)
         return text;
-    /* typed by the Python side (a key must come back a string: attach() checks) */
-    PyObject *value = PyObject_CallOneArg(st->scalar, text);
+    /* typed by the Python side: a value by `scalar`, a key by `key` (a key must be plain text:
+     * `<<` and `=` are strings as values but not as keys) */
+    PyObject *value = PyObject_CallOneArg(as_key ? st->key : st->scalar, text);
     Py_DECREF(text);
     return value;
 }
@@ -175,7 +177,7 @@ handle(State *st, yaml_event_t *ev)
             return 1;
         if (++st->count > st->max_values)
             return 1;
-        PyObject *value = scalar_value(st, ev);
+        PyObject *value = scalar_value(st, ev, expecting_key(st));
         if (value == NULL)
             return -1;
         if (value == st->bail) {
@@ -237,9 +239,9 @@ compose(PyObject *self, PyObject *args)
     const char *firsts;
     Py_ssize_t n_firsts;
     State st = {0};
-    if (!PyArg_ParseTuple(args, "UO!Oy#OOnnn:compose", &text, &PyDict_Type, &st.memo, &st.str_tag,
-                          &firsts, &n_firsts, &st.scalar, &st.bail, &st.max_depth, &st.max_values,
-                          &st.max_string))
+    if (!PyArg_ParseTuple(args, "UO!Oy#OOOnnn:compose", &text, &PyDict_Type, &st.memo,
+                          &st.str_tag, &firsts, &n_firsts, &st.scalar, &st.key, &st.bail,
+                          &st.max_depth, &st.max_values, &st.max_string))
         return NULL;
     for (Py_ssize_t i = 0; i < n_firsts; i++) {
         if ((unsigned char)firsts[i] >= 128) {
@@ -295,7 +297,8 @@ compose(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"compose", compose, METH_VARARGS,
-     "compose(text, memo, str_tag, typed_first, scalar, bail, max_depth, max_values, max_string): "
+     "compose(text, memo, str_tag, typed_first, scalar, key, bail, max_depth, max_values, "
+     "max_string): "
      "plain data of the common case of a runbook, or bail"},
     {NULL, NULL, 0, NULL},
 };

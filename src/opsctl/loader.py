@@ -272,6 +272,12 @@ def _fast_scalar(value: str) -> Any:
     return _BAIL if problem else out
 
 
+def _fast_key(value: str) -> Any:
+    """A plain mapping key for the C composer: its text when it is plain text (the builder's
+    ``_is_text``/``key``), else ``_BAIL`` (``<<``, ``=``, ``1``, ``yes``: the full path decides)."""
+    return value if plain_tag(value) == STR else _BAIL
+
+
 def _compose_root(text: str) -> Node | None:
     """PyYAML's node tree of a text the fast path read (positions, asked for only on an error)."""
     parser = _Composer(text)
@@ -285,8 +291,8 @@ def _compose_root(text: str) -> Node | None:
 
 def load_text(text: str, file: str) -> Document:
     if _fast is not None:
-        data = _fast.compose(text, _TAG_MEMO, STR, TYPED_FIRST, _fast_scalar, _BAIL, MAX_DEPTH,
-                             MAX_VALUES, MAX_STRING)
+        data = _fast.compose(text, _TAG_MEMO, STR, TYPED_FIRST, _fast_scalar, _fast_key, _BAIL,
+                             MAX_DEPTH, MAX_VALUES, MAX_STRING)
         if data is not _BAIL:
             return Document(data, SourceMap(file, compose=lambda: _compose_root(text)))
     builder = _Builder(file, aliases="&" in text)

@@ -30,12 +30,11 @@ def test_the_c_part_is_built_where_it_is_required() -> None:
 def _fast(text: str) -> Any:
     assert FAST is not None
     return FAST.compose(text, yamltags._TAG_MEMO, yamltags.STR, yamltags.TYPED_FIRST,
-                        loader._fast_scalar, loader._BAIL, yamltags.MAX_DEPTH, yamltags.MAX_VALUES,
-                        yamltags.MAX_STRING)
+                        loader._fast_scalar, loader._fast_key, loader._BAIL, yamltags.MAX_DEPTH,
+                        yamltags.MAX_VALUES, yamltags.MAX_STRING)
 
 
-def _python(text: str, file: str = "f.yaml", monkeypatch: pytest.MonkeyPatch | None = None
-            ) -> loader.Document:
+def _python(text: str, file: str = "f.yaml") -> loader.Document:
     saved = loader._fast
     loader._fast = None
     try:
@@ -101,6 +100,10 @@ LEFT = {
     "boolean key": "yes: a\n",
     "null key": "~: a\n",
     "merge key": "a: &x {b: 1}\nc:\n  <<: *x\n",
+    "merge key without an anchor": "a: 1\n<<: {b: 2}\n",
+    "nested merge key": "a:\n  <<: x\n",
+    "value key": "=: 1\n",
+    "integer key": "a: {7: x}\n",
     "anchor": "a: &x 1\n",
     "alias": "a: &x 1\nb: *x\n",
     "tag": "a: !!str 1\n",
@@ -174,3 +177,49 @@ def test_fuzzed_runbooks_read_the_same_on_both_paths() -> None:
             taken += 1
             assert want.errors == [] and _same(got, want.data), i
     assert taken > 100 and left > 100  # both sides exercised
+
+
+SCALARS = ["a", "id", "title", "<<", "=", "~", "null", "Null", "", "yes", "No", "on", "OFF", "y", "n",
+           "true", "False", "0", "-0", "+1", "007", "08", "0o7", "0b101", "0x1F", "-0x1f", "1_000",
+           "1:30", "-1:30:00", "190:20:30.15", "1.5", "-.5", "1e3", "1.0e+3", ".inf", "-.Inf",
+           ".nan", "2026-01-01", "2026-1-1", "2026-01-01T10:00:00Z", "2026-01-01 10:00:00.5 +02:00",
+           "2026-13-45", "123456789012345678", "1234567890123456789", "9" * 101, "'q'", '"d"',
+           "'yes'", '"1"', "\"\\u00e9\"", "é", "-", "--", "x y", "t-1", "{{ params.x }}",
+           "\"{{ a }}\""]
+
+
+def _random_doc(r: random.Random) -> str:
+    """A small YAML document of edge-case keys and scalars, block and flow."""
+    def value(d: int) -> str:
+        pick = r.random()
+        if d < 3 and pick < 0.15:
+            return "[" + ", ".join(value(d + 1) for _ in range(r.randrange(4))) + "]"
+        if d < 3 and pick < 0.3:
+            return "{" + ", ".join(f"{r.choice(SCALARS) or 'k'}: {value(d + 1)}"
+                                   for _ in range(r.randrange(3))) + "}"
+        return r.choice(SCALARS)
+    lines = []
+    for _ in range(r.randrange(1, 6)):
+        key = r.choice(SCALARS) or "k"
+        if r.random() < 0.2:
+            lines.append(f"{key}:")
+            lines += [f"  - {value(1)}" for _ in range(r.randrange(1, 3))]
+        else:
+            lines.append(f"{key}: {value(0)}")
+    return "\n".join(lines) + "\n"
+
+
+@needs_fast
+def test_generated_documents_of_edge_case_scalars_read_the_same_on_both_paths() -> None:
+    r = random.Random(7)
+    taken = 0
+    for _ in range(3000):
+        text = _random_doc(r)
+        got, want = _fast(text), _python(text)
+        if got is loader._BAIL:
+            doc = loader.load_text(text, "f.yaml")
+            assert [str(e) for e in doc.errors] == [str(e) for e in want.errors], text
+        else:
+            taken += 1
+            assert want.errors == [] and _same(got, want.data), text
+    assert taken > 200  # ~260: most documents hold something only the Python path names
