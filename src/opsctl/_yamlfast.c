@@ -4,11 +4,12 @@
  *   -> the document's plain data (a dict), or `bail` when the text is not the common case.
  *
  * The common case is a single document whose root is a mapping, made only of mappings with unique
- * string keys, sequences and scalars, without anchors, aliases or tags, within the limits.  For
+ * string keys, sequences and scalars, without tags, within the limits; an alias is a fresh copy of
+ * its anchor's data, counted and nested where it is placed, as the Python path builds it.  For
  * that case the result is exactly what opsctl.loader's builder makes of PyYAML's node tree (the
  * tests compare the two on the shipped runbooks and on thousands of fuzzed ones).  Anything else:
- * a syntax error, a duplicate key, a non-string key, an anchor, a tag, a value the builder would
- * refuse, a limit reached, a second document... returns `bail`, and the caller takes the full path
+ * a syntax error, a duplicate key, a non-string key, a recursive or undefined alias, a tag, a
+ * value the builder would refuse, a limit reached, a second document... returns `bail`, and the caller takes the full path
  * (PyYAML's node tree and the builder), which names every error with its position.  This module
  * reports no errors and keeps no positions: positions are only needed for an error, and the
  * source map composes the node tree again when first asked for one.
@@ -30,6 +31,9 @@
 typedef struct {
     PyObject *container; /* a dict or a list (a borrowed reference: the parent holds it) */
     PyObject *key;       /* a mapping's pending key (owned), NULL while a key is expected */
+    PyObject *anchor;    /* the container's anchor name (owned), or NULL */
+    Py_ssize_t first;    /* values counted before this container */
+    Py_ssize_t sub;      /* how deep collections nest below it (0: none) */
 } Frame;
 
 typedef struct {
@@ -37,8 +41,10 @@ typedef struct {
     char typed_first[128]; /* ASCII first characters that a YAML 1.1 implicit type may start with */
     Py_ssize_t max_depth, max_values, max_string, count;
     Frame *stack;
-    Py_ssize_t depth; /* frames in use */
-    PyObject *root;   /* owned */
+    Py_ssize_t depth;  /* frames in use */
+    PyObject *root;    /* owned */
+    PyObject *anchors; /* name -> (value, values in it, nesting below it or -1 for a scalar);
+                        * None while the anchored collection is open (owned, made when needed) */
 } State;
 
 /* 1: a string the memo knows as str, 0: not, -1: error */
@@ -150,6 +156,68 @@ scalar_value(State *st, yaml_event_t *ev, int as_key)
     return value;
 }
 
+/* A fresh copy of the data of an anchored node, as the Python path builds the node again for each
+ * alias (its containers are new objects; scalars are immutable and shared).  Depth is bounded by
+ * max_depth, checked before. */
+static PyObject *
+deep_copy(PyObject *obj)
+{
+    if (PyDict_CheckExact(obj)) {
+        PyObject *out = PyDict_New(), *k, *v;
+        Py_ssize_t pos = 0;
+        if (out == NULL)
+            return NULL;
+        while (PyDict_Next(obj, &pos, &k, &v)) {
+            PyObject *copy = deep_copy(v);
+            if (copy == NULL || PyDict_SetItem(out, k, copy) < 0) {
+                Py_XDECREF(copy);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(copy);
+        }
+        return out;
+    }
+    if (PyList_CheckExact(obj)) {
+        Py_ssize_t n = PyList_GET_SIZE(obj);
+        PyObject *out = PyList_New(n);
+        if (out == NULL)
+            return NULL;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *copy = deep_copy(PyList_GET_ITEM(obj, i));
+            if (copy == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            PyList_SET_ITEM(out, i, copy);
+        }
+        return out;
+    }
+    Py_INCREF(obj);
+    return obj;
+}
+
+/* Note an anchor: `entry` (a new reference, stolen) under its name.  0: done, 1: bail (a second
+ * anchor of that name: PyYAML's composer refuses it), -1: error. */
+static int
+note_anchor(State *st, yaml_char_t *name, PyObject *entry)
+{
+    if (st->anchors == NULL && (st->anchors = PyDict_New()) == NULL) {
+        Py_DECREF(entry);
+        return -1;
+    }
+    PyObject *key = PyUnicode_FromString((const char *)name);
+    if (key == NULL) {
+        Py_DECREF(entry);
+        return -1;
+    }
+    int seen = PyDict_Contains(st->anchors, key);
+    int rc = seen != 0 ? (seen < 0 ? -1 : 1) : (PyDict_SetItem(st->anchors, key, entry) < 0 ? -1 : 0);
+    Py_DECREF(key);
+    Py_DECREF(entry);
+    return rc;
+}
+
 static int
 expecting_key(State *st)
 {
@@ -170,10 +238,40 @@ handle(State *st, yaml_event_t *ev)
         return 0;
     case YAML_STREAM_END_EVENT:
         return 2;
-    case YAML_ALIAS_EVENT:
-        return 1;
+    case YAML_ALIAS_EVENT: {
+        /* the anchored node's data again: unknown (undefined, or still open: recursive) or used
+         * as a key, the full path says so */
+        if (st->anchors == NULL || expecting_key(st))
+            return 1;
+        PyObject *name = PyUnicode_FromString((const char *)ev->data.alias.anchor);
+        if (name == NULL)
+            return -1;
+        PyObject *entry = PyDict_GetItemWithError(st->anchors, name); /* borrowed */
+        Py_DECREF(name);
+        if (entry == NULL)
+            return PyErr_Occurred() ? -1 : 1;
+        if (!PyTuple_CheckExact(entry))
+            return 1;
+        Py_ssize_t values = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 1));
+        Py_ssize_t sub = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
+        if (PyErr_Occurred())
+            return -1;
+        st->count += values; /* as the Python path counts each expansion (an alias bomb) */
+        if (st->count > st->max_values)
+            return 1;
+        if (sub >= 0) { /* a collection placed at this depth, nested `sub` more below it */
+            if (st->depth + sub >= st->max_depth)
+                return 1;
+            if (st->depth > 0 && st->stack[st->depth - 1].sub < sub + 1)
+                st->stack[st->depth - 1].sub = sub + 1;
+        }
+        PyObject *copy = deep_copy(PyTuple_GET_ITEM(entry, 0));
+        if (copy == NULL)
+            return -1;
+        return attach(st, copy, sub < 0);
+    }
     case YAML_SCALAR_EVENT: {
-        if (ev->data.scalar.anchor != NULL || ev->data.scalar.tag != NULL)
+        if (ev->data.scalar.tag != NULL)
             return 1;
         if (++st->count > st->max_values)
             return 1;
@@ -184,6 +282,14 @@ handle(State *st, yaml_event_t *ev)
             Py_DECREF(value);
             return 1;
         }
+        if (ev->data.scalar.anchor != NULL) {
+            PyObject *entry = Py_BuildValue("(Oni)", value, (Py_ssize_t)1, -1);
+            int rc = entry == NULL ? -1 : note_anchor(st, ev->data.scalar.anchor, entry);
+            if (rc != 0) {
+                Py_DECREF(value);
+                return rc;
+            }
+        }
         return attach(st, value, 1);
     }
     case YAML_SEQUENCE_START_EVENT:
@@ -191,10 +297,16 @@ handle(State *st, yaml_event_t *ev)
         int is_map = ev->type == YAML_MAPPING_START_EVENT;
         yaml_char_t *anchor = is_map ? ev->data.mapping_start.anchor : ev->data.sequence_start.anchor;
         yaml_char_t *tag = is_map ? ev->data.mapping_start.tag : ev->data.sequence_start.tag;
-        if (anchor != NULL || tag != NULL || expecting_key(st))
+        if (tag != NULL || expecting_key(st))
             return 1;
         if (st->depth >= st->max_depth || ++st->count > st->max_values)
             return 1;
+        if (anchor != NULL) { /* open: an alias to it before its end is recursive */
+            Py_INCREF(Py_None);
+            int rc = note_anchor(st, anchor, Py_None);
+            if (rc != 0)
+                return rc;
+        }
         if (st->depth == 0 && !is_map) /* a runbook is a mapping; anything else: the full path */
             return 1;
         PyObject *container = is_map ? PyDict_New() : PyList_New(0);
@@ -203,18 +315,36 @@ handle(State *st, yaml_event_t *ev)
         int rc = attach(st, container, 0); /* the parent (or root) now holds it */
         if (rc != 0)
             return rc;
-        st->stack[st->depth].container = container;
-        st->stack[st->depth].key = NULL;
+        Frame *f = &st->stack[st->depth];
+        f->container = container;
+        f->key = NULL;
+        f->anchor = NULL;
+        if (anchor != NULL && (f->anchor = PyUnicode_FromString((const char *)anchor)) == NULL)
+            return -1;
+        f->first = st->count - 1;
+        f->sub = 0;
         st->depth++;
         return 0;
     }
     case YAML_SEQUENCE_END_EVENT:
-    case YAML_MAPPING_END_EVENT:
+    case YAML_MAPPING_END_EVENT: {
         if (st->depth == 0)
             return 1;
         st->depth--;
-        Py_CLEAR(st->stack[st->depth].key);
+        Frame *f = &st->stack[st->depth];
+        Py_CLEAR(f->key);
+        if (st->depth > 0 && st->stack[st->depth - 1].sub < f->sub + 1)
+            st->stack[st->depth - 1].sub = f->sub + 1;
+        if (f->anchor != NULL) {
+            PyObject *entry = Py_BuildValue("(Onn)", f->container, st->count - f->first, f->sub);
+            int rc = entry == NULL ? -1 : PyDict_SetItem(st->anchors, f->anchor, entry);
+            Py_XDECREF(entry);
+            Py_CLEAR(f->anchor);
+            if (rc < 0)
+                return -1;
+        }
         return 0;
+    }
     default:
         return 1;
     }
@@ -285,9 +415,12 @@ compose(PyObject *self, PyObject *args)
         yaml_event_delete(&ev);
     }
     yaml_parser_delete(&parser);
-    for (Py_ssize_t i = 0; i < st.max_depth + 1; i++)
+    for (Py_ssize_t i = 0; i < st.max_depth + 1; i++) {
         Py_CLEAR(st.stack[i].key);
+        Py_CLEAR(st.stack[i].anchor);
+    }
     PyMem_Free(st.stack);
+    Py_CLEAR(st.anchors);
 
     if (rc == 2 && st.root != NULL && st.depth == 0 && PyDict_CheckExact(st.root))
         return st.root;
