@@ -110,9 +110,8 @@ LEFT = {
     "duplicate anchor": "a: &x 1\nb: &x 2\n",
     "alias as a key": "a: &x k\n*x : 2\n",
     "alias nested too deep": "a: &x " + "[" * 40 + "]" * 40 + "\nb: " + "[" * 30 + "*x" + "]" * 30 + "\n",
-    "alias bomb": "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-                  "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
-                  "e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n",
+    "alias bomb": "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcd", "bcde", strict=True)),
     "tag": "a: !!str 1\n",
     "local tag": "a: !x 1\n",
     "tag on a mapping": "a: !!map {b: 1}\n",
