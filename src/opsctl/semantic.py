@@ -82,23 +82,14 @@ class Checker:
         for name, spec in params.items():
             if not isinstance(spec, dict) or spec.get("type") not in PARAM_TYPES:
                 continue  # the schema says what is wrong
-            if spec.get("type") == "choice" and not spec.get("choices"):
-                self.error(("params", name), "a choice parameter needs 'choices'")
-                continue
-            choices = spec.get("choices")
-            try:
-                p = Param(name=name, type=spec["type"],
-                          choices=tuple(choices) if isinstance(choices, list) else (),
-                          min=spec.get("min"), max=spec.get("max"))
-            except ValueError as e:
-                self.error(("params", name), str(e))
-                continue
-            if spec.get("default") is None:
-                continue
-            try:
-                p.coerce(spec["default"])
-            except UsageError as e:
-                self.error(("params", name, "default"), f"bad default: {e.message.split(': ', 1)[-1]}")
+            key = _spec_key(name, spec)
+            problems = _PARAM_PROBLEMS.get(key) if key is not None else None
+            if problems is None:
+                problems = _param_problems(name, spec)
+                if key is not None and len(_PARAM_PROBLEMS) < 10_000:
+                    _PARAM_PROBLEMS[key] = problems
+            for where, message in problems:
+                self.error(("params", name, *where), message)
 
     def check_options(self, options: list[dict[str, Any]]) -> set[str]:
         names: set[str] = set()
@@ -231,6 +222,45 @@ class Checker:
         elif len(chain) > 3 and chain[2] == "outputs" and chain[3] not in target.outputs:
             self.error(path, f"step {target.id!r} has no output {chain[3]!r}"
                        f"{did_you_mean(chain[3], target.outputs)}")
+
+
+_SCALARS = (str, int, float, bool, type(None))
+# a parameter's problems by what decides them (runbooks repeat `namespace: {type: string, ...}`)
+_PARAM_PROBLEMS: dict[tuple[Any, ...], tuple[tuple[PathT, str], ...]] = {}
+
+
+def _spec_key(name: str, spec: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What decides a parameter's problems, each value with its type (``True == 1``, ``1 == 1.0``);
+    None when a value is not a plain scalar (not cached)."""
+    choices = spec.get("choices")
+    values = [spec.get("type"), spec.get("min"), spec.get("max"), spec.get("default")]
+    if isinstance(choices, list):
+        values += choices
+    elif choices is not None:
+        return None
+    if not all(type(v) in _SCALARS for v in values):
+        return None
+    return (name, isinstance(choices, list), *((type(v), v) for v in values))
+
+
+def _param_problems(name: str, spec: dict[str, Any]) -> tuple[tuple[PathT, str], ...]:
+    """(path below params.<name>, message) of each problem of one parameter's declaration."""
+    if spec.get("type") == "choice" and not spec.get("choices"):
+        return (((), "a choice parameter needs 'choices'"),)
+    choices = spec.get("choices")
+    try:
+        p = Param(name=name, type=spec["type"],
+                  choices=tuple(choices) if isinstance(choices, list) else (),
+                  min=spec.get("min"), max=spec.get("max"))
+    except ValueError as e:
+        return (((), str(e)),)
+    if spec.get("default") is None:
+        return ()
+    try:
+        p.coerce(spec["default"])
+    except UsageError as e:
+        return ((("default",), f"bad default: {e.message.split(': ', 1)[-1]}"),)
+    return ()
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -222,3 +222,18 @@ def test_show_says_what_each_parameter_accepts(opsctl: Opsctl) -> None:
     assert "target (string, required)" in text
     mode = " ".join(opsctl("show", "rb-007").stdout.split())
     assert "mode (choice: client | server | auto, default 'client')" in mode
+
+
+def test_a_parameter_declaration_verdict_is_kept_by_value_and_type() -> None:
+    """The semantic check keeps each parameter declaration's problems by what decides them: a
+    default of True must not reuse the verdict of a default of 1 (True == 1 in Python)."""
+    from opsctl import loader, semantic
+
+    def problems(default: str) -> list[str]:
+        text = ("id: rb-001\nparams:\n  count: {type: integer, default: " + default + "}\n")
+        return [str(e) for e in semantic.check(loader.load_text(text, "rb-001-x.yaml"))[0]]
+
+    for _ in range(2):  # the second round from the kept verdicts
+        assert problems("1") == []
+        assert problems("true") == ["rb-001-x.yaml:3:35: params.count.default: bad default: "
+                                    "expected an integer, got True"]
