@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from opsctl import templating
@@ -44,6 +45,10 @@ class Checker:
     steps: dict[str, _StepInfo] = field(default_factory=dict)
     deps: dict[str, set[str]] = field(default_factory=dict)
     _said: set[tuple[PathT, str, bool]] = field(default_factory=set)
+
+    @cached_property
+    def _params(self) -> dict[str, Any]:
+        return _dict(self.doc.data.get("params"))
 
     def error(self, path: PathT, message: str, *, key: bool = False) -> None:
         if (path, message, key) in self._said:  # one template naming `params.x` 1,000 times
@@ -178,9 +183,10 @@ class Checker:
         for problem in analysis.problems:
             self.error(path, problem)
         roots, chains = analysis.roots, analysis.chains
-        for root in sorted(roots - templating.ROOTS):
-            self.error(path, f"unknown name {root!r}{did_you_mean(root, templating.ROOTS)}; "
-                       "templates can use params, steps, env, run and result")
+        if not roots <= templating.ROOTS:
+            for root in sorted(roots - templating.ROOTS):
+                self.error(path, f"unknown name {root!r}{did_you_mean(root, templating.ROOTS)}; "
+                           "templates can use params, steps, env, run and result")
         if "result" in roots and not allow_result:
             self.error(path, "'result' is only available in expect, outputs and until "
                        "(use steps.<id>.result for an earlier step)")
@@ -191,7 +197,7 @@ class Checker:
                 self.check_step_ref(chain, path, info, rank)
 
     def check_param_ref(self, name: str, path: PathT) -> None:
-        params = _dict(self.doc.data.get("params"))
+        params = self._params
         if name not in params:
             self.error(path, f"unknown parameter {name!r}{did_you_mean(name, params)}")
 
