@@ -247,6 +247,16 @@ def _position(data: bytes, offset: int) -> tuple[int, int]:
     return data.count(b"\n", 0, offset) + 1, len(data[start:offset].decode("utf-8", "replace")) + 1
 
 
+def _char_at(text: str, line: int, column: int) -> str:
+    """The character at a 0-based line and column of the text ('' past its end)."""
+    start = 0
+    for _ in range(line):
+        start = text.find("\n", start) + 1
+        if start == 0:
+            return ""
+    return text[start + column: start + column + 1] if column >= 0 else ""
+
+
 def _yaml_error(e: yaml.YAMLError, text: str, file: str) -> RunbookError:
     if isinstance(e, yaml.reader.ReaderError):  # libyaml: a byte offset into the UTF-8 text
         data = text.encode("utf-8", "surrogateescape")
@@ -258,8 +268,17 @@ def _yaml_error(e: yaml.YAMLError, text: str, file: str) -> RunbookError:
     if isinstance(e, yaml.MarkedYAMLError):
         mark = e.problem_mark or e.context_mark
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
-        problem = " ".join(str(p) for p in (e.context, e.problem) if p) or "invalid YAML"
-        return RunbookError(one_line(f"invalid YAML: {problem}"), loc)
+        parts = [str(p) for p in (e.context, e.problem) if p]
+        start = e.context_mark
+        if e.context and start and e.problem_mark and start.line != e.problem_mark.line:
+            # where the construct began: an unclosed `{` 40 lines up is found at the end of file
+            at = f"line {start.line + 1}, column {start.column + 1}"
+            parts = ([f"duplicate anchor (first defined at {at})"]
+                     if str(e.context).startswith("found duplicate anchor")
+                     else [f"{e.context} (from {at})", *parts[1:]])
+        if mark and _char_at(text, mark.line, mark.column) == "\t":
+            parts.append("a tab; YAML indents with spaces")
+        return RunbookError(one_line(f"invalid YAML: {': '.join(parts) or 'invalid YAML'}"), loc)
     return RunbookError(one_line(f"invalid YAML: {e}"), Location(file, 1, 1))
 
 

@@ -154,3 +154,15 @@ def test_an_environment_named_no_is_selectable(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     env = config.load_environment("no")
     assert (env.name, env.settings) == ("no", {"namespace": "oslo"})
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("a: {b: 1\nc: 2\n", "f.yaml:2:2: invalid YAML: while parsing a flow mapping (from line 1, column 4): "
+                         "did not find expected ',' or '}'"),
+    ("a: &x 1\nb: &x 2\n", "f.yaml:2:4: invalid YAML: duplicate anchor (first defined at line 1, column 4)"),
+    ("a:\n\tb: 1\n", "f.yaml:2:1: invalid YAML: while scanning for the next token: found character that "
+                     "cannot start any token: a tab; YAML indents with spaces"),
+    ("a: b: c\n", "f.yaml:1:5: invalid YAML: mapping values are not allowed in this context"),
+])
+def test_syntax_errors_name_where_the_construct_began_and_tabs(text: str, error: str) -> None:
+    assert [str(e) for e in loader.load_text(text, "f.yaml").errors] == [error]

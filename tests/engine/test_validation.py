@@ -126,8 +126,8 @@ RULES: dict[str, list[str | re.Pattern[str]]] = {
         "(first defined at line 9)",
     ],
     "rb-219-yaml-syntax.yaml": [
-        "invalid/rb-219-yaml-syntax.yaml:9:1: invalid YAML: while parsing a flow mapping did not find "
-        "expected ',' or '}'",
+        "invalid/rb-219-yaml-syntax.yaml:9:1: invalid YAML: while parsing a flow mapping (from line 8, "
+        "column 11): did not find expected ',' or '}'",
     ],
     "rb-220-misc.yaml": [
         "invalid/rb-220-misc.yaml:8:23: options[0].recommended_when: step 'apply_fix' is not a diagnose "
