@@ -297,15 +297,21 @@ def _fast_key(value: str) -> Any:
     return value if plain_tag(value) == STR else _BAIL
 
 
-def _compose_root(text: str) -> Node | None:
-    """PyYAML's node tree of a text the fast path read (positions, asked for only on an error)."""
+def _compose(text: str) -> Node | None:
+    """PyYAML's node tree (libyaml's composer, no typing); raises what PyYAML raises."""
     parser = _Composer(text)
     try:
         return parser.get_single_node()
-    except yaml.YAMLError:  # pragma: no cover - libyaml read it a moment ago
-        return None
     finally:
         parser.dispose()
+
+
+def _positions_of(text: str) -> Node | None:
+    """The node tree of a text the C part read, for positions (asked for only on a later error)."""
+    try:
+        return _compose(text)
+    except (yaml.YAMLError, UnicodeEncodeError):  # pragma: no cover - libyaml read it just now
+        return None
 
 
 def load_text(text: str, file: str) -> Document:
@@ -313,22 +319,18 @@ def load_text(text: str, file: str) -> Document:
         data = _fast.compose(text, _TAG_MEMO, STR, TYPED_FIRST, _fast_scalar, _fast_key, _BAIL,
                              MAX_DEPTH, MAX_VALUES, MAX_STRING)
         if data is not _BAIL:
-            return Document(data, SourceMap(file, compose=lambda: _compose_root(text)))
+            return Document(data, SourceMap(file, compose=lambda: _positions_of(text)))
     builder = _Builder(file, aliases="&" in text)
     source = SourceMap(file)
     try:
-        parser = _Composer(text)
+        node = _compose(text)
+    except yaml.YAMLError as e:
+        return Document(None, source, [_yaml_error(e, text, file)])
     except UnicodeEncodeError as e:  # a lone surrogate: text that did not come from UTF-8 bytes
         line = text.count("\n", 0, e.start) + 1
         col = e.start - (text.rfind("\n", 0, e.start) + 1) + 1
         return Document(None, source, [RunbookError(
             f"not UTF-8 text: {short_repr(text[e.start])} ({e.reason})", Location(file, line, col))])
-    try:
-        node = parser.get_single_node()
-    except yaml.YAMLError as e:
-        return Document(None, source, [_yaml_error(e, text, file)])
-    finally:
-        parser.dispose()
     if node is None:
         return Document(None, source, [RunbookError("empty file", Location(file, 1, 1))])
     source = SourceMap(file, node)
