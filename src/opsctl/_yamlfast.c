@@ -444,5 +444,13 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__yamlfast(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    /* the version of what compose() takes and returns (bump it with opsctl.loader.FAST_INTERFACE
+     * on any change): the loader treats a build of another version, e.g. a stale one left by an
+     * editable install, as absent */
+    if (m != NULL && PyModule_AddIntConstant(m, "INTERFACE", 2) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -59,10 +59,20 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml: the same
             pass
 
 
+FAST_INTERFACE = 2  # the version of _yamlfast.compose this module calls
 try:  # the common case in C (see _yamlfast.c): same data, ~5x less CPU; optional at install
     from opsctl import _yamlfast as _fast
 except ImportError:  # pragma: no cover - built without libyaml's headers: the Python path only
     _fast = None  # type: ignore[assignment]
+
+
+def _usable(module: Any) -> Any:
+    """The C part when it is the build this module calls; a stale one (an editable install not
+    rebuilt after a change to compose()) is not used."""
+    return module if getattr(module, "INTERFACE", None) == FAST_INTERFACE else None
+
+
+_fast = _usable(_fast)
 
 
 class _Composer(_Parser):  # type: ignore[misc]

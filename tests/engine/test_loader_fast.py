@@ -24,7 +24,17 @@ needs_fast = pytest.mark.skipif(FAST is None, reason="opsctl._yamlfast not built
 
 def test_the_c_part_is_built_where_it_is_required() -> None:
     if os.environ.get("OPSCTL_REQUIRE_YAMLFAST") == "1":
-        assert FAST is not None, "opsctl._yamlfast did not build: is libyaml-dev installed?"
+        assert FAST is not None, ("opsctl._yamlfast did not build (is libyaml-dev installed?) or is "
+                                  "a stale build (reinstall: scripts/setup.sh)")
+
+
+def test_a_build_of_another_interface_is_not_used() -> None:
+    import types
+
+    assert loader._usable(types.SimpleNamespace(INTERFACE=loader.FAST_INTERFACE - 1)) is None
+    assert loader._usable(types.SimpleNamespace()) is None and loader._usable(None) is None
+    if FAST is not None:
+        assert loader._usable(FAST) is FAST
 
 
 def _fast(text: str) -> Any:
