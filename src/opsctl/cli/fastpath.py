@@ -37,6 +37,7 @@ class Command:
     options: dict[str, Opt]
     call: Callable[[dict[str, Any]], object]  # imports the command and runs it with the values
     many: bool = False  # the argument takes any number of values (a list), else exactly one
+    exit_now: bool = False  # nothing to clean up once it returns: skip the interpreter's teardown
 
 
 def _run(values: dict[str, Any]) -> object:
@@ -87,7 +88,7 @@ VALIDATE = Command("paths", _names({
     ("--jobs", "-j"): Opt("jobs", "int", minimum=0),
     ("--cache",): Opt("cache", "flag"),
     ("--no-cache",): Opt("cache", "off"),
-}), _validate, many=True)
+}), _validate, many=True, exit_now=True)
 
 COMMANDS = {"run": RUN, "validate": VALIDATE}
 _NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
@@ -164,4 +165,4 @@ def main(argv: list[str]) -> None:
         return
     from opsctl.cli.guard import boundary
 
-    boundary(lambda: command.call(values))
+    boundary(lambda: command.call(values), exit_now=command.exit_now)

@@ -13,10 +13,14 @@ from typing import NoReturn
 
 
 def boundary(command: Callable[[], object],
-             other: Callable[[Exception], int | None] = lambda e: None) -> NoReturn:
+             other: Callable[[Exception], int | None] = lambda e: None, *,
+             exit_now: bool = False) -> NoReturn:
     """Run a command and exit with its code; every error becomes one message and an exit code
     (see errors.ExitCode).  ``other`` answers the exceptions of the caller's framework (Typer's
-    Exit, Abort, usage errors): their exit code, or None for a crash."""
+    Exit, Abort, usage errors): their exit code, or None for a crash.  ``exit_now``: the command
+    leaves nothing to clean up (its files are written and closed), so the process ends without the
+    interpreter's teardown, which frees the loaded engine object by object (~40 ms of a 0.12 s
+    `opsctl validate` of one file)."""
     from opsctl.errors import ExitCode, OpsctlError, ValidationFailed, caused_by_ctrl_c
 
     hostile_streams()
@@ -47,7 +51,13 @@ def boundary(command: Callable[[], object],
             code = crash() if handled is None else handled
     # a Ctrl-C from now on (interpreter shutdown) must not print a traceback either
     signal.signal(signal.SIGINT, quiet_exit)
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if exit_now:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a closed pipe: nothing more to say
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _json_error(code: int, status: str, message: str, errors: list[dict[str, object]] | None = None) -> None:
