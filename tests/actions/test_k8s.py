@@ -160,6 +160,9 @@ def test_rollout_restart_replaces_unready_statefulset_pods(kube: Any) -> None:
     wait_ready(apps, ns, "kafka", "statefulset")
     annotate_pods(core, ns, "app=kafka", {"fake-kubelet/ready": "false"})
     assert eventually(lambda: act(Pods, kind="statefulset", name="kafka").run()["not_ready_count"] == 2)
+    # the plan reads the statefulset's status, which its controller updates after the pods' (a
+    # loaded machine once planned on "1/2 ready")
+    assert eventually(lambda: not apps.read_namespaced_stateful_set("kafka", ns).status.ready_replicas)
     before = {p.metadata.uid for p in core.list_namespaced_pod(ns, label_selector="app=kafka").items}
     action = act(RolloutRestart, kind="statefulset", name="kafka", wait_timeout=30)
     plan = action.plan()
