@@ -98,8 +98,7 @@ class Checker:
 
     def check_options(self, options: list[dict[str, Any]]) -> set[str]:
         names: set[str] = set()
-        params = self.doc.data.get("params") or {}
-        params = _dict(params)
+        params = self._params
         for i, opt in enumerate(options):
             if not isinstance(opt, dict) or not isinstance(opt.get("name"), str):
                 continue
